@@ -1,0 +1,219 @@
+"""Plain records passed between the stages, and the two that outlive a run: Checkpoint, RunResult."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from loader.errors import ConfigError
+
+#: One item in DynamoDB's wire JSON: ``{"attr": {"S": "text"}, "n": {"N": "12"}}``.
+#: Binary values are base64 text (``{"B": "AAE="}``), exactly as they go over the wire.
+Item = dict[str, Any]
+#: A hashable, canonical key: the partition key value, then the sort key value if any.
+#: Numbers are normalised ("1.0" and "01" are the key "1"), binary is base64 text.
+Key = tuple[str, ...]
+KeyType = Literal["S", "N", "B"]
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeySchema:
+    """The table's primary key, from DescribeTable: attribute names and their types."""
+
+    partition: str
+    partition_type: KeyType
+    sort: str | None = None
+    sort_type: KeyType | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.partition,) if self.sort is None else (self.partition, self.sort)
+
+
+@dataclass(slots=True)
+class RecordChunk:
+    """CSV records decoded from one chunk of bytes, as parallel lists (cheap on the hot path).
+
+    Record ``i`` has row number ``first_number + i`` (1-based, the header not counted), starts at
+    byte ``starts[i]`` and ends at ``ends[i]`` (just after its line terminator) in the
+    decompressed object. ``rows[i]`` is its fields, or None when the record is not valid CSV;
+    then ``errors[i]`` says why. ``raws[i]`` is the record's text without its final terminator.
+    """
+
+    first_number: int
+    starts: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    rows: list[list[str] | None] = field(default_factory=list)
+    raws: list[str] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Entry:
+    """A typed row on its way to a batch; it keeps where it came from for a reject record."""
+
+    item: Item
+    key: Key
+    size: int
+    number: int
+    offset: int
+    raw: str
+
+
+@dataclass(slots=True)
+class Batch:
+    """At most 25 entries with distinct keys and at most 16 MB; ``seq`` orders batches in the file."""
+
+    seq: int
+    entries: list[Entry]
+    nbytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A row that was not written, and why. Written as one JSON line to the rejects sink."""
+
+    row: int
+    offset: int
+    raw: str
+    reason: str
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {"row": self.row, "offset": self.offset, "raw": self.raw, "reason": self.reason}
+        )
+
+
+@dataclass(slots=True)
+class Counters:
+    """What a run (or a chain of runs) did. Invariant: rows_read == written + rejected + collapsed."""
+
+    rows_read: int = 0
+    items_written: int = 0
+    rows_rejected: int = 0
+    duplicates_collapsed: int = 0
+    retries: int = 0
+    throttle_events: int = 0
+    write_units: int = 0
+
+    def add(self, other: Counters) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def copy(self) -> Counters:
+        return dataclasses.replace(self)
+
+    @property
+    def balanced(self) -> bool:
+        return self.rows_read == self.items_written + self.rows_rejected + self.duplicates_collapsed
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Counters:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: int(v) for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checkpoint:
+    """The low-water mark of a load: every row before ``offset`` is written or rejected.
+
+    ``offset`` is a record boundary in the decompressed object, ``next_row`` the row number of the
+    record that starts there, ``counters`` count exactly the rows before ``offset``. ``version_id``
+    / ``etag`` pin the object so a resume never reads a newer object. Versioned JSON.
+    """
+
+    source: str
+    table: str
+    version_id: str | None
+    etag: str | None
+    size: int | None
+    header: list[str]
+    offset: int
+    next_row: int
+    counters: Counters
+    complete: bool = False
+    hop: int = 0
+    chain_id: str = ""
+    format_version: int = CHECKPOINT_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "source": self.source,
+            "table": self.table,
+            "version_id": self.version_id,
+            "etag": self.etag,
+            "size": self.size,
+            "header": list(self.header),
+            "offset": self.offset,
+            "next_row": self.next_row,
+            "counters": self.counters.to_dict(),
+            "complete": self.complete,
+            "hop": self.hop,
+            "chain_id": self.chain_id,
+        }
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
+        version = data.get("format_version")
+        if version != CHECKPOINT_FORMAT:
+            raise ConfigError(
+                f"checkpoint format_version {version!r} is not supported (this s3ddb reads {CHECKPOINT_FORMAT})"
+            )
+        try:
+            return cls(
+                source=str(data["source"]),
+                table=str(data["table"]),
+                version_id=data.get("version_id"),
+                etag=data.get("etag"),
+                size=None if data.get("size") is None else int(data["size"]),
+                header=[str(h) for h in data["header"]],
+                offset=int(data["offset"]),
+                next_row=int(data["next_row"]),
+                counters=Counters.from_dict(data["counters"]),
+                complete=bool(data.get("complete", False)),
+                hop=int(data.get("hop", 0)),
+                chain_id=str(data.get("chain_id", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"checkpoint is malformed: {exc!r}") from exc
+
+    @classmethod
+    def loads(cls, raw: bytes | str) -> Checkpoint:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"checkpoint is not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError("checkpoint is not a JSON object")
+        return cls.from_dict(data)
+
+
+StopReason = Literal["complete", "stopped", "failed"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    """What one run did. ``checkpoint`` is where the next run resumes (complete=True when done)."""
+
+    counters: Counters
+    checkpoint: Checkpoint
+    stopped: StopReason
+    seconds: float
+    rejects_location: str | None
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped == "complete"
