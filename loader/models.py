@@ -217,3 +217,25 @@ class RunResult:
     @property
     def complete(self) -> bool:
         return self.stopped == "complete"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Progress:
+    """A snapshot for progress bars and stop decisions (the Lambda's deadline margin uses it).
+
+    ``offset`` is how far the decoder has read (decompressed bytes); ``object_size`` the object's
+    stored size (compressed size for compressed objects, so only an estimate there).
+    ``inflight_batches`` are being sent or waiting to be retried; ``max_backoff_s`` is the longest
+    backoff any of them is sleeping or would sleep next.
+    """
+
+    rows_read: int
+    items_written: int
+    rows_rejected: int
+    duplicates_collapsed: int
+    offset: int
+    object_size: int | None
+    inflight_batches: int
+    max_backoff_s: float
+    elapsed_s: float
+    items_per_second: float
