@@ -19,11 +19,18 @@ row's neighbours. Only errors that stop the whole load reach the caller.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class S3ddbError(Exception):
-    """Base of every error s3ddb raises on purpose."""
+    """Base of every error s3ddb raises on purpose.
+
+    When a run stops on an error after it started writing, ``result`` holds its RunResult (with the
+    low-water-mark checkpoint that was written before the error was raised).
+    """
 
     exit_code = 1
+    result: Any = None
 
 
 class ConfigError(S3ddbError):

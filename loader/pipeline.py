@@ -1,0 +1,451 @@
+"""One run of a load: source → decode → schema → batching → writer → low-water-mark checkpoint.
+
+``run`` is a pure step over plain state: it reads from ``resume`` (or the start), stops when the
+object ends or ``should_stop`` says so, and returns a RunResult whose checkpoint is where the next
+run resumes. It never reads the environment or builds clients; the CLI and the Lambda handler do.
+
+Memory is bounded by the config: one chunk being parsed plus one read ahead (``chunk_bytes``),
+the open batch, and at most ``concurrency`` batches in the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from typing import BinaryIO
+
+from loader.batching import Batcher
+from loader.checkpoint import LowWaterMark
+from loader.config import CsvSpec, LoadConfig, SchemaSpec
+from loader.csvdecode import CsvDecoder
+from loader.errors import (
+    ConfigError,
+    RowError,
+    S3ddbError,
+    SourceError,
+    TooManyRejectsError,
+    WriteFailedError,
+)
+from loader.models import (
+    Batch,
+    Checkpoint,
+    Counters,
+    Entry,
+    KeySchema,
+    Progress,
+    RecordChunk,
+    Reject,
+    RunResult,
+)
+from loader.rejects import RejectSink
+from loader.schema import RowConverter, write_units
+from loader.sender import BatchSender
+from loader.source import Source
+from loader.writer import BatchOutcome, Writer
+
+__all__ = ["run"]
+
+
+def _never(_: Progress) -> bool:
+    return False
+
+
+class _DryRunWriter:
+    """Stands in for the writer in ``validate``: every valid item counts as written, nothing is sent."""
+
+    inflight = 0
+    max_backoff_s = 0.0
+    failed: BaseException | None = None
+
+    def __init__(self, on_done: Callable[[BatchOutcome], None]) -> None:
+        self._on_done = on_done
+
+    async def submit(self, batch: Batch) -> None:
+        units = 0
+        for e in batch.entries:
+            units += write_units(e.size)
+        self._on_done(
+            BatchOutcome(
+                seq=batch.seq,
+                written=len(batch.entries),
+                rejected=[],
+                retries=0,
+                throttle_events=0,
+                write_units=units,
+                error=None,
+            )
+        )
+
+    async def drain(self) -> None:
+        return None
+
+
+async def run(
+    *,
+    source: Source,
+    config: LoadConfig,
+    csv_spec: CsvSpec,
+    schema: SchemaSpec,
+    keys: KeySchema,
+    sender: BatchSender | None,
+    rejects: RejectSink,
+    should_stop: Callable[[Progress], bool] = _never,
+    resume: Checkpoint | None = None,
+    on_checkpoint: Callable[[Checkpoint], Awaitable[None]] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> RunResult:
+    """Load ``source`` into ``config.table`` from ``resume`` (or the start).
+
+    Returns when the object is fully accounted for (``stopped="complete"``) or when ``should_stop``
+    returned True (``stopped="stopped"``: in-flight batches were drained first). Raises
+    TooManyRejectsError, WriteFailedError, SourceError or ConfigError when the load cannot go on;
+    those carry ``.result`` and the final checkpoint was handed to ``on_checkpoint`` first.
+    """
+    return await _Run(
+        source=source,
+        config=config,
+        csv_spec=csv_spec,
+        schema=schema,
+        keys=keys,
+        sender=sender,
+        rejects=rejects,
+        should_stop=should_stop,
+        resume=resume,
+        on_checkpoint=on_checkpoint,
+        on_progress=on_progress,
+        clock=clock,
+    ).go()
+
+
+class _Run:
+    def __init__(
+        self,
+        *,
+        source: Source,
+        config: LoadConfig,
+        csv_spec: CsvSpec,
+        schema: SchemaSpec,
+        keys: KeySchema,
+        sender: BatchSender | None,
+        rejects: RejectSink,
+        should_stop: Callable[[Progress], bool],
+        resume: Checkpoint | None,
+        on_checkpoint: Callable[[Checkpoint], Awaitable[None]] | None,
+        on_progress: Callable[[Progress], None] | None,
+        clock: Callable[[], float],
+    ) -> None:
+        if resume is not None:
+            if resume.table != config.table:
+                raise ConfigError(
+                    f"checkpoint is for table {resume.table!r}, not {config.table!r}: use the same --table"
+                )
+            if resume.source != source.info.uri:
+                raise ConfigError(f"checkpoint is for {resume.source}, not {source.info.uri}")
+        self.source = source
+        self.config = config
+        self.csv_spec = csv_spec
+        self.schema = schema
+        self.keys = keys
+        self.rejects = rejects
+        self.should_stop = should_stop
+        self.resume = resume
+        self.on_checkpoint = on_checkpoint
+        self.on_progress = on_progress
+        self.clock = clock
+        self.started = clock()
+
+        fresh = resume is None or resume.offset == 0
+        self.offset = 0 if fresh or resume is None else resume.offset
+        self.first_row = 1 if fresh or resume is None else resume.next_row
+        header = None if fresh or resume is None else resume.header
+        base = resume.counters if resume is not None and not fresh else Counters()
+        self.decoder = CsvDecoder(csv_spec, offset=self.offset, first_row=self.first_row, header=header)
+        self.lwm = LowWaterMark(offset=self.offset, next_row=self.first_row, counters=base)
+        self.base_rejected = base.rows_rejected
+        self.batcher = Batcher(policy=config.on_duplicate)
+        self.counters = Counters()  # this run only
+        self.converter: RowConverter | None = None
+        self.fatal: BaseException | None = None
+        self.last_checkpoint_at = self.started
+        self.last_checkpoint_offset = -1
+        self.last_number: int | None = None
+        self.pos = self.offset  # the record boundary after the last record taken from the decoder
+        self.consumed = self.offset  # decompressed bytes fed to the decoder
+        # the segment being read: rows and rejects since the last batch left
+        self.seg_rows = 0
+        self.seg_rejected = 0
+        self.seg_collapsed_mark = 0
+        self.writer: Writer | _DryRunWriter
+        if config.dry_run or sender is None:
+            self.writer = _DryRunWriter(self._on_done)
+        else:
+            self.writer = Writer(sender=sender, table=config.table, config=config, on_done=self._on_done)
+
+    # -- writer callbacks ---------------------------------------------------------------------
+
+    def _on_done(self, outcome: BatchOutcome) -> None:
+        c = Counters(
+            items_written=outcome.written,
+            rows_rejected=len(outcome.rejected),
+            retries=outcome.retries,
+            throttle_events=outcome.throttle_events,
+            write_units=outcome.write_units,
+        )
+        self.counters.add(c)
+        for rej in outcome.rejected:
+            self.rejects.add(rej)
+        if outcome.error is not None:
+            # the batch did not finish: its segment stays open and holds the low-water mark
+            if self.fatal is None:
+                self.fatal = outcome.error
+            return
+        self.lwm.finish_batch(outcome.seq, c)
+
+    # -- the read loop ------------------------------------------------------------------------
+
+    async def go(self) -> RunResult:
+        resume = self.resume
+        if resume is not None and resume.complete:
+            return self._result("complete", resume)
+        loop = asyncio.get_running_loop()
+        try:
+            stream: BinaryIO = await loop.run_in_executor(None, self.source.open, self.offset)
+        except S3ddbError:
+            raise
+        except Exception as exc:
+            raise SourceError(f"{self.source.info.uri}: cannot open at byte {self.offset}: {exc}") from exc
+        stop: str | None = None
+        error: BaseException | None = None
+        read = functools.partial(stream.read, self.config.chunk_bytes)
+        pending: asyncio.Future[bytes] | None = None
+        try:
+            pending = loop.run_in_executor(None, read)
+            while True:
+                try:
+                    chunk = await pending
+                except Exception as exc:
+                    pending = None
+                    raise SourceError(
+                        f"{self.source.info.uri}: read failed near byte {self.consumed}: {exc}"
+                    ) from exc
+                pending = None
+                if not chunk:
+                    await self._records(self.decoder.finish())
+                    break
+                # read ahead one chunk while this one is parsed
+                pending = loop.run_in_executor(None, read)
+                self.consumed += len(chunk)
+                await self._records(self.decoder.feed(chunk))
+                if self.fatal is not None:
+                    stop = "failed"
+                    break
+                if self._too_many_rejects():
+                    stop = "rejects"
+                    break
+                progress = self.progress()
+                if self.on_progress is not None:
+                    self.on_progress(progress)
+                if self.should_stop(progress):
+                    stop = "stopped"
+                    break
+                await self._maybe_checkpoint()
+        except S3ddbError as exc:
+            error = exc
+            stop = "error"
+        finally:
+            if pending is not None:
+                try:
+                    await pending
+                except Exception:
+                    pass
+            await loop.run_in_executor(None, stream.close)
+
+        eof = stop is None
+        # everything read so far goes out, then the writer drains
+        end = self.consumed if eof else self.pos
+        if stop != "failed" and stop != "error":
+            batch = self.batcher.flush()
+            self._close_segment(batch, end=end, next_row=self._next_row())
+            if batch is not None:
+                await self.writer.submit(batch)
+        else:
+            # no more submissions; the open batch's rows stay above the low-water mark
+            pass
+        await self.writer.drain()
+        if self.fatal is not None and error is None:
+            error = self.fatal
+
+        if error is None and self._too_many_rejects():
+            stop = "rejects"
+        complete = eof and error is None and self.lwm.pending == 0
+        checkpoint = self._checkpoint(complete=complete)
+        await self._emit_checkpoint(checkpoint, force=True)
+        if error is not None or stop == "rejects":
+            reason = "failed"
+            result = self._result(reason, checkpoint, error=str(error) if error else None)
+            if stop == "rejects":
+                exc_out: S3ddbError = TooManyRejectsError(
+                    f"{self.base_rejected + self.counters.rows_rejected} rows rejected, "
+                    f"more than --max-rejects {self.config.max_rejects}; see {self.rejects.location}"
+                )
+            elif isinstance(error, S3ddbError):
+                exc_out = error
+            else:
+                exc_out = WriteFailedError(f"writes failed: {error}")
+            exc_out.result = result
+            if exc_out is error:
+                raise exc_out
+            raise exc_out from error
+        return self._result("complete" if complete else "stopped", checkpoint)
+
+    async def _records(self, rc: RecordChunk) -> None:
+        n = len(rc.rows)
+        if not n:
+            if self.decoder.header_end is not None and self.pos < self.decoder.header_end:
+                self.pos = self.decoder.header_end
+            return
+        conv = self.converter
+        if conv is None:
+            conv = self._make_converter()
+        convert = conv.convert
+        batcher = self.batcher
+        add = batcher.add
+        rows, starts, raws = rc.rows, rc.starts, rc.raws
+        first = rc.first_number
+        seg_rows = self.seg_rows
+        rejected = 0
+        for i in range(n):
+            fields = rows[i]
+            number = first + i
+            if fields is None:
+                self._reject(number, starts[i], raws[i], rc.errors.get(i, "not valid CSV"))
+                rejected += 1
+                seg_rows += 1
+                continue
+            try:
+                item, key, size = convert(fields)
+            except RowError as exc:
+                self._reject(number, starts[i], raws[i], exc.reason)
+                rejected += 1
+                seg_rows += 1
+                continue
+            batch = add(Entry(item, key, size, number, starts[i], raws[i]))
+            if batch is not None:
+                # the full batch leaves; this row opens the next segment
+                self.seg_rows = seg_rows
+                self.seg_rejected += rejected
+                rejected = 0
+                self._close_segment(batch, end=starts[i], next_row=number)
+                seg_rows = 0
+                await self.writer.submit(batch)
+            elif batcher.rejects:
+                for rej in batcher.rejects:
+                    self._reject(rej.row, rej.offset, rej.raw, rej.reason)
+                    rejected += 1
+                batcher.rejects.clear()
+            seg_rows += 1
+        self.seg_rows = seg_rows
+        self.seg_rejected += rejected
+        self.counters.rows_read += n
+        self.pos = rc.ends[-1]
+        self.last_number = first + n - 1
+
+    def _make_converter(self) -> RowConverter:
+        header = self.decoder.header
+        if header is None:
+            raise SourceError(f"{self.source.info.uri}: no header row found")
+        self.converter = RowConverter(self.schema, header, self.keys)
+        return self.converter
+
+    def _reject(self, number: int, offset: int, raw: str, reason: str) -> None:
+        self.rejects.add(Reject(row=number, offset=offset, raw=raw, reason=reason))
+        self.counters.rows_rejected += 1
+
+    def _next_row(self) -> int:
+        return self.first_row if self.last_number is None else self.last_number + 1
+
+    def _close_segment(self, batch: Batch | None, *, end: int, next_row: int) -> None:
+        collapsed = self.batcher.collapsed - self.seg_collapsed_mark
+        self.seg_collapsed_mark = self.batcher.collapsed
+        self.counters.duplicates_collapsed += collapsed
+        seg = Counters(
+            rows_read=self.seg_rows,
+            rows_rejected=self.seg_rejected,
+            duplicates_collapsed=collapsed,
+        )
+        self.seg_rows = 0
+        self.seg_rejected = 0
+        self.lwm.close_segment(seq=None if batch is None else batch.seq, end=end, next_row=next_row, counters=seg)
+
+    def _too_many_rejects(self) -> bool:
+        limit = self.config.max_rejects
+        return limit is not None and self.base_rejected + self.counters.rows_rejected > limit
+
+    # -- checkpoints and reporting ------------------------------------------------------------
+
+    def _checkpoint(self, *, complete: bool) -> Checkpoint:
+        info = self.source.info
+        resume = self.resume
+        header = self.decoder.header or (resume.header if resume is not None else [])
+        return Checkpoint(
+            source=info.uri,
+            table=self.config.table,
+            version_id=info.version_id,
+            etag=info.etag,
+            size=info.size,
+            header=list(header),
+            offset=self.lwm.offset,
+            next_row=self.lwm.next_row,
+            counters=self.lwm.counters.copy(),
+            complete=complete,
+            hop=resume.hop if resume is not None else 0,
+            chain_id=resume.chain_id if resume is not None else "",
+        )
+
+    async def _maybe_checkpoint(self) -> None:
+        if self.on_checkpoint is None:
+            return
+        now = self.clock()
+        if now - self.last_checkpoint_at < self.config.checkpoint_interval_s:
+            return
+        if self.lwm.offset == self.last_checkpoint_offset:
+            return
+        await self._emit_checkpoint(self._checkpoint(complete=False))
+
+    async def _emit_checkpoint(self, checkpoint: Checkpoint, *, force: bool = False) -> None:
+        # rejects must be durable before a checkpoint counts them as done
+        await asyncio.get_running_loop().run_in_executor(None, self.rejects.flush)
+        self.last_checkpoint_at = self.clock()
+        self.last_checkpoint_offset = checkpoint.offset
+        if self.on_checkpoint is not None:
+            await self.on_checkpoint(checkpoint)
+
+    def progress(self) -> Progress:
+        elapsed = max(self.clock() - self.started, 1e-9)
+        c = self.counters
+        return Progress(
+            rows_read=c.rows_read,
+            items_written=c.items_written,
+            rows_rejected=c.rows_rejected,
+            duplicates_collapsed=c.duplicates_collapsed,
+            offset=self.consumed,
+            object_size=self.source.info.size,
+            inflight_batches=self.writer.inflight,
+            max_backoff_s=self.writer.max_backoff_s,
+            elapsed_s=elapsed,
+            items_per_second=c.items_written / elapsed,
+        )
+
+    def _result(self, stopped: str, checkpoint: Checkpoint, *, error: str | None = None) -> RunResult:
+        location = self.rejects.location if self.rejects.count else None
+        return RunResult(
+            counters=self.counters.copy(),
+            checkpoint=checkpoint,
+            stopped=stopped,  # type: ignore[arg-type]
+            seconds=self.clock() - self.started,
+            rejects_location=location,
+            error=error,
+        )

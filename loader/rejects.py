@@ -1,0 +1,123 @@
+"""Where rejected rows go: one JSON Lines file per run, in a local directory or under an S3 prefix.
+
+Each line is ``{"row": N, "offset": BYTES, "raw": "the record as read", "reason": "why"}``.
+``flush()`` makes every reject added so far durable; the pipeline calls it before each checkpoint,
+so a checkpoint never counts a reject that is not on disk (or in S3). A run that is resumed from a
+checkpoint may repeat reject lines of rows beyond that checkpoint in its own file (the offset tells
+them apart).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import IO, Any, Protocol
+
+from loader.errors import ConfigError
+from loader.models import Reject
+
+
+class RejectSink(Protocol):
+    #: where this run's rejects go: a file path or an s3:// URI
+    location: str
+    count: int
+
+    def add(self, reject: Reject) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> str | None:
+        """Flush and close; the location if any reject was written, else None."""
+        ...
+
+
+class LocalRejects:
+    """Appends to ``DIR/RUN_ID.jsonl``; the file is created with the first reject."""
+
+    def __init__(self, directory: str, *, run_id: str) -> None:
+        self.location = os.path.abspath(os.path.join(directory, f"{run_id}.jsonl"))
+        self.count = 0
+        self._file: IO[bytes] | None = None
+        self._dirty = False
+
+    def add(self, reject: Reject) -> None:
+        if self._file is None:
+            try:
+                os.makedirs(os.path.dirname(self.location), exist_ok=True)
+                self._file = open(self.location, "ab")  # noqa: SIM115 - lives as long as the sink
+            except OSError as exc:
+                raise ConfigError(f"--rejects: cannot write {self.location}: {exc.strerror}") from exc
+        self._file.write(reject.to_json() + b"\n")
+        self.count += 1
+        self._dirty = True
+
+    def flush(self) -> None:
+        if self._file is not None and self._dirty:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._dirty = False
+
+    def close(self) -> str | None:
+        self.flush()
+        if self._file is None:
+            return None
+        self._file.close()
+        return self.location
+
+
+class S3Rejects:
+    """Buffers to a temporary file and uploads it whole to ``s3://bucket/prefix/RUN_ID.jsonl`` on
+    every flush that has something new: one object per run, durable at every checkpoint.
+    (Rejects are expected to be few; a run with very many re-uploads a growing file.)"""
+
+    def __init__(self, bucket: str, prefix: str, *, run_id: str, s3_client: Any) -> None:
+        prefix = prefix.strip("/")
+        self.key = f"{prefix}/{run_id}.jsonl" if prefix else f"{run_id}.jsonl"
+        self.bucket = bucket
+        self.location = f"s3://{bucket}/{self.key}"
+        self.count = 0
+        self._client = s3_client
+        self._buf: IO[bytes] | None = None
+        self._dirty = False
+
+    def add(self, reject: Reject) -> None:
+        if self._buf is None:
+            self._buf = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the sink
+        self._buf.write(reject.to_json() + b"\n")
+        self.count += 1
+        self._dirty = True
+
+    def flush(self) -> None:
+        if self._buf is None or not self._dirty:
+            return
+        self._buf.flush()
+        self._buf.seek(0)
+        try:
+            self._client.put_object(
+                Bucket=self.bucket, Key=self.key, Body=self._buf, ContentType="application/x-ndjson"
+            )
+        except Exception as exc:
+            raise ConfigError(f"--rejects: cannot write {self.location}: {exc}") from exc
+        finally:
+            self._buf.seek(0, os.SEEK_END)
+        self._dirty = False
+
+    def close(self) -> str | None:
+        self.flush()
+        if self._buf is None:
+            return None
+        self._buf.close()
+        return self.location
+
+
+def open_rejects(dest: str | None, *, run_id: str, s3_client: Any | None = None) -> RejectSink:
+    """``dest`` is an ``s3://bucket/prefix`` or a local directory (default ``./s3ddb-rejects``)."""
+    dest = dest or "s3ddb-rejects"
+    if dest.startswith("s3://"):
+        bucket, _, prefix = dest[5:].partition("/")
+        if not bucket:
+            raise ConfigError(f"--rejects {dest!r}: no bucket named")
+        if s3_client is None:
+            raise ConfigError("--rejects to S3 needs an S3 client")
+        return S3Rejects(bucket, prefix, run_id=run_id, s3_client=s3_client)
+    return LocalRejects(dest, run_id=run_id)
