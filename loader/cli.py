@@ -49,6 +49,12 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=40, help="BatchWriteItem calls in flight (default 40)")
     p.add_argument("--max-wcu", type=float, help="ceiling on write units per second")
     p.add_argument("--on-duplicate", choices=["last", "first", "error"], default="last")
+    p.add_argument(
+        "--max-attempts", type=int, default=12,
+        help="BatchWriteItem attempts per batch before the load stops with its checkpoint (default 12)",
+    )
+    p.add_argument("--backoff-base", type=float, default=0.05, help="first retry backoff, seconds (default 0.05)")
+    p.add_argument("--backoff-cap", type=float, default=20.0, help="longest retry backoff, seconds (default 20)")
     p.add_argument("--max-rejects", type=int, help="more rejects than this stops the load with exit 3")
     p.add_argument("--rejects", metavar="DEST", help="s3:// prefix or local directory (default ./s3ddb-rejects)")
     p.add_argument("--checkpoint", metavar="FILE", help="write the checkpoint here as the load advances")
@@ -132,6 +138,9 @@ def _plan(args: argparse.Namespace, *, dry_run: bool) -> _Plan:
         on_duplicate=args.on_duplicate,
         max_rejects=args.max_rejects,
         dry_run=dry_run,
+        max_attempts=args.max_attempts,
+        backoff_base_s=args.backoff_base,
+        backoff_cap_s=args.backoff_cap,
     )
     resume = None
     if args.resume:

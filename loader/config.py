@@ -128,6 +128,8 @@ class LoadConfig:
         if self.max_rejects is not None and self.max_rejects < 0:
             raise ConfigError(f"--max-rejects must be >= 0, got {self.max_rejects}")
         if self.max_attempts < 1:
-            raise ConfigError("max_attempts must be >= 1")
+            raise ConfigError(f"--max-attempts must be >= 1, got {self.max_attempts}")
+        if not 0 < self.backoff_base_s <= self.backoff_cap_s:
+            raise ConfigError("--backoff-base must be positive and at most --backoff-cap")
         if self.chunk_bytes < 4096 or self.read_ahead < 1 or self.queue_batches < 1:
             raise ConfigError("chunk_bytes >= 4096, read_ahead >= 1 and queue_batches >= 1 are required")
