@@ -6,9 +6,26 @@ outcome. Items are DynamoDB wire JSON with binary values as base64 text.
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+from base64 import b64decode, b64encode
+from typing import TYPE_CHECKING, Any, Protocol
 
+import aiohttp
+import botocore.exceptions
+
+from loader.errors import (
+    BatchValidationError,
+    ConfigError,
+    SendError,
+    ThrottledError,
+    TransientSendError,
+)
 from loader.models import Item
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
+__all__ = ["AioBotocoreSender", "BatchSender", "classify_client_error"]
 
 
 class BatchSender(Protocol):
@@ -23,3 +40,132 @@ class BatchSender(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+#: Error codes that mean "slow down": the whole call was throttled.
+THROTTLE_CODES = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+)
+#: Error codes of server-side faults worth a retry.
+TRANSIENT_CODES = frozenset({"InternalServerError", "ServiceUnavailable", "InternalFailure"})
+_CONFIG_HINTS = {
+    "ResourceNotFoundException": "the table {table!r} does not exist or is not ACTIVE in this "
+    "region/endpoint: create it, or fix --table / AWS_REGION / AWS_ENDPOINT_URL_DYNAMODB",
+    "AccessDeniedException": "these credentials may not call dynamodb:BatchWriteItem on table {table!r}: "
+    "grant it in the role's policy",
+    "UnrecognizedClientException": "DynamoDB does not recognise these credentials: check AWS_ACCESS_KEY_ID / "
+    "AWS_PROFILE and the region",
+    "InvalidSignatureException": "the request signature was refused: check AWS_SECRET_ACCESS_KEY "
+    "and the clock",
+    "MissingAuthenticationTokenException": "no credentials were sent: configure AWS credentials",
+    "ExpiredTokenException": "the session credentials have expired: refresh them and resume from "
+    "the checkpoint",
+}
+#: Network-level failures: the request may or may not have been applied; a put is idempotent.
+_NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.HTTPClientError,  # ConnectionClosedError, ReadTimeoutError, ResponseStreamingError
+    botocore.exceptions.ConnectionError,  # EndpointConnectionError, ConnectTimeoutError
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+    ConnectionError,
+)
+
+
+class AioBotocoreSender:
+    """The reference ``BatchSender``: one aiobotocore ``batch_write_item`` per ``send``.
+
+    botocore's JSON serializer base64-encodes blob values itself, so binary values (base64 text in
+    our items) are decoded to bytes for the top-level attributes named in ``binary_attrs`` (B and
+    BS) before the call, and B/BS values in returned ``UnprocessedItems`` (bytes, as botocore
+    parses them) are turned back into base64 text. Items are copied, never changed in place: the
+    writer may resend them.
+
+    The client belongs to the caller (``loader.clients.open_dynamodb_sender`` opens and closes
+    it); ``aclose`` does not close it. Build the client with ``total_max_attempts=1`` so the
+    writer sees, and retries, every failure.
+    """
+
+    def __init__(self, client: DynamoDBClient, *, binary_attrs: frozenset[str] = frozenset()) -> None:
+        self._client = client
+        self._binary = binary_attrs
+
+    async def send(self, table: str, items: list[Item]) -> list[Item]:
+        if self._binary:
+            items = [_to_bytes(item, self._binary) for item in items]
+        try:
+            resp = await self._client.batch_write_item(
+                RequestItems={table: [{"PutRequest": {"Item": item}} for item in items]}
+            )
+        except botocore.exceptions.ClientError as exc:
+            raise classify_client_error(exc, table) from exc
+        except botocore.exceptions.ParamValidationError as exc:  # only with parameter_validation=True
+            raise BatchValidationError(str(exc), code="ParamValidationError") from exc
+        except _NETWORK_ERRORS as exc:
+            raise TransientSendError(f"{type(exc).__name__}: {exc}", code=type(exc).__name__) from exc
+        unprocessed = resp.get("UnprocessedItems")
+        if not unprocessed:
+            return []
+        out: list[Item] = [
+            req["PutRequest"]["Item"] for req in unprocessed.get(table, ()) if "PutRequest" in req
+        ]
+        return [_to_base64(item) for item in out]
+
+    async def aclose(self) -> None:
+        """Nothing to release: the client's owner closes it."""
+
+
+def classify_client_error(exc: botocore.exceptions.ClientError, table: str) -> Exception:
+    """The loader's error for a service error response (see ``loader.errors``)."""
+    err = exc.response.get("Error", {})
+    code = str(err.get("Code", ""))
+    message = str(err.get("Message", "")) or str(exc)
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if code in THROTTLE_CODES:
+        reason = exc.response.get("ThrottlingReasons") or exc.response.get("ThrottlingReason")
+        extra = f" ({reason})" if reason else ""
+        return ThrottledError(f"{code}: {message}{extra}", code=code)
+    if code == "ValidationException":
+        return BatchValidationError(message, code=code)
+    if code in _CONFIG_HINTS:
+        return ConfigError(f"{code}: {_CONFIG_HINTS[code].format(table=table)} ({message})")
+    if code in TRANSIENT_CODES or status >= 500:
+        return TransientSendError(f"{code or status}: {message}", code=code)
+    return SendError(f"{code or status}: {message}", code=code)
+
+
+def _to_bytes(item: Item, names: frozenset[str]) -> Item:
+    out: Item | None = None
+    for name in names:
+        value = item.get(name)
+        if value is None:
+            continue
+        if "B" in value and isinstance(value["B"], str):
+            new: dict[str, Any] = {"B": b64decode(value["B"])}
+        elif "BS" in value:
+            new = {"BS": [b64decode(v) if isinstance(v, str) else v for v in value["BS"]]}
+        else:
+            continue
+        if out is None:
+            out = dict(item)
+        out[name] = new
+    return item if out is None else out
+
+
+def _to_base64(item: Item) -> Item:
+    out: Item | None = None
+    for name, value in item.items():
+        if "B" in value and isinstance(value["B"], bytes | bytearray):
+            new: dict[str, Any] = {"B": b64encode(value["B"]).decode("ascii")}
+        elif "BS" in value:
+            new = {
+                "BS": [
+                    b64encode(v).decode("ascii") if isinstance(v, bytes | bytearray) else v
+                    for v in value["BS"]
+                ]
+            }
+        else:
+            continue
+        if out is None:
+            out = dict(item)
+        out[name] = new
+    return item if out is None else out
