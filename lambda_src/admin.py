@@ -1,0 +1,141 @@
+"""What the ``s3ddb`` CLI asks of the function and its ledger: status, backfill, notify.
+
+Plain functions over clients the caller builds (the CLI passes boto3 clients).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote_plus
+
+import orjson
+
+from lambda_src.events import EVENT_VERSION, split_s3_uri
+from lambda_src.ledger import Ledger
+from loader.errors import ConfigError, S3ddbError
+
+__all__ = ["build_notification", "notify", "send_backfill", "status"]
+
+
+def status(uri: str, *, ledger_table: str, ddb_client: Any) -> dict[str, Any]:
+    """The ledger item of ``uri`` (``s3://bucket/key``): its most recently started version.
+
+    Keys: status, chain_id, hops, hop, rows_read, items_written, rows_rejected,
+    duplicates_collapsed, retries, throttle_events, offset, object_size, table, rejects, reclaims,
+    started_at, updated_at, finished_at, last_error, reason, object, version, versions.
+    ``status`` is ``NOT_FOUND`` when the ledger has no chain for the object.
+    """
+    split_s3_uri(uri)
+    items = Ledger(ddb_client, ledger_table).versions(uri)
+    if not items:
+        return {"object": uri, "status": "NOT_FOUND", "versions": 0}
+    return {**items[-1].to_status(), "versions": len(items)}
+
+
+def _invoke(lambda_client: Any, function: str, payload: dict[str, Any], kind: str) -> dict[str, Any]:
+    resp = lambda_client.invoke(FunctionName=function, InvocationType=kind, Payload=orjson.dumps(payload))
+    body = resp["Payload"].read() if "Payload" in resp else b""
+    if resp.get("FunctionError"):
+        try:
+            err = orjson.loads(body)
+            message = f"{err.get('errorType')}: {err.get('errorMessage')}"
+        except orjson.JSONDecodeError:
+            message = body.decode(errors="replace")
+        raise S3ddbError(f"function {function} failed: {message}")
+    if kind != "RequestResponse":
+        return {"status_code": int(resp.get("StatusCode", 0))}
+    out = orjson.loads(body) if body else None
+    return out if isinstance(out, dict) else {"result": out}
+
+
+def send_backfill(
+    source: str, *, table: str, function: str, lambda_client: Any, schema: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Ask the function to backfill ``source`` (an object, or a prefix ending in ``/``) into ``table``.
+
+    A synchronous invoke: the function checks its allow-lists and the source, starts the chains
+    (one per object, bounded by S3DDB_MAX_CHAINS) asynchronously and answers at once with
+    ``{"status": "accepted", "lanes": N, ...}``, ``{"status": "refused", "reason": ...}`` or
+    ``{"status": "empty", ...}``. Follow the chains with :func:`status`.
+    """
+    split_s3_uri(source)
+    if not table:
+        raise ConfigError("--table is required")
+    payload: dict[str, Any] = {"kind": "backfill", "version": EVENT_VERSION, "source": source, "table": table}
+    if schema is not None:
+        payload["schema"] = schema
+    return _invoke(lambda_client, function, payload, "RequestResponse")
+
+
+def build_notification(
+    bucket: str,
+    key: str,
+    *,
+    size: int,
+    etag: str | None,
+    version_id: str | None,
+    region: str = "us-east-1",
+    event_name: str = "ObjectCreated:Put",
+    now: float | None = None,
+) -> dict[str, Any]:
+    """The S3 event notification S3 itself sends for a PUT (the key URL-encoded as S3 does)."""
+    ts = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    obj: dict[str, Any] = {
+        "key": quote_plus(key, safe="/"),
+        "size": size,
+        "eTag": (etag or "").strip('"'),
+        "sequencer": f"{int(ts.timestamp() * 1e6):016X}",
+    }
+    if version_id and version_id != "null":
+        obj["versionId"] = version_id
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": region,
+                "eventTime": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
+                "eventName": event_name,
+                "userIdentity": {"principalId": "s3ddb-local"},
+                "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+                "responseElements": {"x-amz-request-id": "S3DDBLOCAL", "x-amz-id-2": "s3ddb-local"},
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "s3ddb-local-notify",
+                    "bucket": {
+                        "name": bucket,
+                        "ownerIdentity": {"principalId": "s3ddb-local"},
+                        "arn": f"arn:aws:s3:::{bucket}",
+                    },
+                    "object": obj,
+                },
+            }
+        ]
+    }
+
+
+def notify(uri: str, *, function: str, lambda_client: Any, s3_client: Any) -> dict[str, Any]:
+    """Send the S3 ``ObjectCreated:Put`` notification of an existing object as an Event invoke.
+
+    Returns ``{"status_code": 202, "event": <the notification>}``.
+    """
+    bucket, key = split_s3_uri(uri)
+    if not key or key.endswith("/"):
+        raise ConfigError(f"{uri} names no object")
+    try:
+        head = s3_client.head_object(Bucket=bucket, Key=key)
+    except s3_client.exceptions.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise ConfigError(f"cannot read {uri}: {code or exc}") from exc
+    event = build_notification(
+        bucket,
+        key,
+        size=int(head.get("ContentLength", 0)),
+        etag=head.get("ETag"),
+        version_id=head.get("VersionId"),
+        region=s3_client.meta.region_name or "us-east-1",
+    )
+    out = _invoke(lambda_client, function, event, "Event")
+    return {**out, "event": event}

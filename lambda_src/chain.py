@@ -1,0 +1,716 @@
+"""Chains of hops: who may run a hop (a pure decision over the ledger item), the deadline, and the
+hop itself (engine run, committed low-water marks, handover, self-invoke).
+
+A chain is fenced by the ledger (``lambda_src.ledger``): a hop runs only after a conditional
+claim, commits only while it still holds that claim, and hands over by moving ``hop`` forward
+before it invokes the next one. So a duplicate event, a duplicate continuation or a Lambda retry
+can never run two hops of one chain at once nor count a row twice (rows written again by a
+hop that lost its claim are idempotent puts; counters come only from committed checkpoints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import orjson
+
+from lambda_src import ledger as L
+from lambda_src.events import (
+    BackfillEvent,
+    ContinueEvent,
+    LaneEvent,
+    ObjectRef,
+    ObjectsEvent,
+    TestEvent,
+    continue_payload,
+    object_uri,
+    parse_event,
+    split_s3_uri,
+)
+from lambda_src.ledger import Ledger, LedgerItem, version_key
+from lambda_src.settings import Settings
+from loader.errors import ConfigError, S3ddbError, SourceError, TooManyRejectsError
+from loader.models import Checkpoint, Progress, RunResult
+
+if TYPE_CHECKING:
+    from lambda_src.observability import Telemetry
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "ChainRunner",
+    "Deadline",
+    "Decision",
+    "HopRequest",
+    "InvocationContext",
+    "StalledError",
+    "decide",
+    "lane_of",
+]
+
+#: Continuations stay far below the 1 MB async payload limit (the CSV header is in them).
+MAX_PAYLOAD_BYTES = 256 * 1024
+#: Extra lease past the claimant's own deadline before anyone may take an unfinished hop over.
+LEASE_SLACK_S = 60.0
+#: How long a handed-over hop waits for its continuation before a new event may take it over
+#: (async events are retried for minutes; a lost one is re-sent with ``s3ddb local notify``).
+PENDING_LEASE_S = 1800.0
+
+
+class StalledError(S3ddbError):
+    """The continuation could not be sent: the ledger says STALLED; Lambda's retry resumes it."""
+
+
+class LambdaContext(Protocol):
+    aws_request_id: str
+    function_name: str
+    invoked_function_arn: str
+
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class InvocationContext:
+    request_id: str
+    function: str  # what the function invokes to continue (its ARN, or name)
+    remaining_ms: Callable[[], int]
+
+    @classmethod
+    def from_lambda(cls, context: LambdaContext) -> InvocationContext:
+        return cls(
+            request_id=context.aws_request_id,
+            function=context.invoked_function_arn or context.function_name,
+            remaining_ms=context.get_remaining_time_in_millis,
+        )
+
+
+# -- who runs a hop ------------------------------------------------------------------------------
+
+Action = Literal["create", "claim", "skip"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    action: Action
+    reason: str = ""
+    reclaim: bool = False  # a hop resumed after its runner died (counted in the ledger)
+
+
+def decide(
+    item: LedgerItem | None,
+    *,
+    kind: Literal["start", "continue"],
+    request_id: str,
+    now: float,
+    event_hop: int = 0,
+    event_chain: str = "",
+) -> Decision:
+    """What an event may do with its object's ledger item. Pure: the ledger write that follows is
+    conditional on the item being unchanged, so two events that both decide to claim cannot both win.
+
+    * no item: a start event creates the chain; a continuation without one is stale;
+    * COMPLETED / FAILED: nothing to do (the same notification again, or a late duplicate);
+    * STALLED: nobody runs it; any event of the object (or its chain) resumes it from the ledger;
+    * RUNNING, claimed by this very request (Lambda retried it after a crash or timeout): resume;
+    * RUNNING, pending: the continuation of that hop, or the hop that handed it over (retried after
+      dying between handover and invoke) takes it; others wait until the pending lease runs out;
+    * RUNNING, claimed by another request: a duplicate; it may be taken over only once its lease
+      (that request's deadline plus slack) has run out.
+    """
+    if item is None:
+        if kind == "start":
+            return Decision(action="create")
+        return Decision(action="skip", reason="no ledger item for this continuation")
+    if kind == "continue" and event_chain != item.chain_id:
+        return Decision(
+            action="skip", reason=f"stale continuation: chain {event_chain} is not {item.chain_id}"
+        )
+    if item.status == L.COMPLETED:
+        return Decision(action="skip", reason=f"already COMPLETED by chain {item.chain_id}")
+    if item.status == L.FAILED:
+        return Decision(
+            action="skip", reason=f"chain {item.chain_id} FAILED: {item.reason or item.last_error}"
+        )
+    if item.status == L.STALLED:
+        return Decision(action="claim", reason=f"resuming STALLED hop {item.hop}")
+    if kind == "continue" and event_hop > item.hop:
+        return Decision(
+            action="skip", reason=f"continuation of hop {event_hop} is ahead of the ledger ({item.hop})"
+        )
+    expired = item.lease_until < now
+    if item.claim == request_id:
+        return Decision(
+            action="claim", reason=f"retry of request {request_id}: resuming hop {item.hop}", reclaim=True
+        )
+    if item.claim == L.PENDING:
+        if kind == "continue" and event_hop == item.hop:
+            return Decision(action="claim", reason=f"continuation of hop {item.hop}")
+        if item.handed_by == request_id:
+            return Decision(action="claim", reason=f"retry of the hop that handed over to hop {item.hop}")
+        if expired:
+            return Decision(
+                action="claim", reason=f"hop {item.hop} never started: taking it over", reclaim=True
+            )
+        return Decision(action="skip", reason=f"hop {item.hop} is pending its continuation")
+    if expired:
+        return Decision(
+            action="claim", reason=f"hop {item.hop} of {item.claim} outlived its lease", reclaim=True
+        )
+    if kind == "continue" and event_hop < item.hop:
+        return Decision(
+            action="skip", reason=f"stale continuation of hop {event_hop}: the chain is at hop {item.hop}"
+        )
+    return Decision(action="skip", reason=f"duplicate: hop {item.hop} is running in request {item.claim}")
+
+
+# -- when to stop --------------------------------------------------------------------------------
+
+
+class Deadline:
+    """``should_stop`` for the engine: stop reading when the time left is under what is still to do.
+
+    margin = safety margin + drain (in-flight items at the current write rate, plus the longest
+    pending backoff) + the ledger writes still to come (measured) + the self-invoke (measured).
+    """
+
+    def __init__(
+        self,
+        remaining_ms: Callable[[], int],
+        *,
+        safety_margin_ms: int,
+        batch_items: int = 25,
+        default_latency_s: float = 0.2,
+        ledger_write_s: float = 0.2,
+        invoke_s: float = 1.0,
+    ) -> None:
+        self.remaining_ms = remaining_ms
+        self.safety_margin_ms = safety_margin_ms
+        self.batch_items = batch_items
+        self.default_latency_s = default_latency_s
+        self.ledger_write_s = ledger_write_s
+        self.invoke_s = invoke_s
+        self.stop_requested = False
+        self.remaining_at_stop_ms: int | None = None
+
+    def observe_ledger_write(self, seconds: float) -> None:
+        self.ledger_write_s = max(seconds, 0.5 * self.ledger_write_s + 0.5 * seconds)
+
+    def observe_invoke(self, seconds: float) -> None:
+        self.invoke_s = max(seconds, 0.5 * self.invoke_s + 0.5 * seconds)
+
+    def margin_ms(self, p: Progress) -> float:
+        if p.items_per_second > 0:
+            drain_s = p.inflight_batches * self.batch_items / p.items_per_second
+        else:
+            drain_s = p.inflight_batches * self.default_latency_s
+        drain_s += p.max_backoff_s
+        # the final checkpoint commit, the handover, and (for a stall) one more write
+        tail_s = 3 * self.ledger_write_s + 2 * self.invoke_s
+        return self.safety_margin_ms + 1000.0 * (drain_s + tail_s)
+
+    def should_stop(self, p: Progress) -> bool:
+        if self.stop_requested:
+            return True
+        remaining = self.remaining_ms()
+        if remaining < self.margin_ms(p):
+            self.stop_requested = True
+            self.remaining_at_stop_ms = remaining
+        return self.stop_requested
+
+
+def lane_of(key: str, lanes: int) -> int:
+    """The lane (0..lanes-1) of a key in a prefix backfill: stable across invocations."""
+    return zlib.crc32(key.encode("utf-8")) % lanes
+
+
+# -- the hop -------------------------------------------------------------------------------------
+
+#: ``engine(request) -> RunResult``; raises like ``loader.pipeline.run``.
+Engine = Callable[["HopRequest"], RunResult]
+
+
+@dataclass(frozen=True, kw_only=True)
+class HopRequest:
+    uri: str
+    version_id: str | None
+    etag: str | None
+    table: str
+    schema: dict[str, Any] | None
+    resume: Checkpoint | None
+    run_id: str
+    should_stop: Callable[[Progress], bool]
+    on_checkpoint: Callable[[Checkpoint], None]
+    on_progress: Callable[[Progress], None]
+
+
+class ChainRunner:
+    """Turns one parsed event into hops. Every collaborator is passed in (see ``handler.py``)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        ledger: Ledger,
+        s3: Any,
+        lambda_client: Any,
+        engine: Engine,
+        telemetry: Telemetry,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.s3 = s3
+        self.lambda_client = lambda_client
+        self.engine = engine
+        self.t = telemetry
+        self.clock = clock
+        self.sleep = sleep
+        self.new_id = new_id
+
+    # -- entry ---------------------------------------------------------------------------------
+
+    def handle(self, raw: Any, ctx: InvocationContext) -> dict[str, Any]:
+        event = parse_event(raw)
+        if isinstance(event, TestEvent):
+            self.t.log.info("s3:TestEvent: nothing to load", extra={"bucket": event.bucket})
+            return {"status": "ignored", "reason": "s3:TestEvent"}
+        if isinstance(event, ObjectsEvent):
+            return {"status": "ok", "objects": [self._notification(ref, ctx) for ref in event.objects]}
+        if isinstance(event, BackfillEvent):
+            return self._backfill(event, ctx)
+        if isinstance(event, LaneEvent):
+            return self._lane(event, ctx)
+        assert isinstance(event, ContinueEvent)
+        return self._continue(event.checkpoint, ctx)
+
+    def _refusal(self, reason: str, **fields: Any) -> dict[str, Any]:
+        self.t.log.warning(f"refused: {reason}", extra=fields)
+        self.t.count("Refused")
+        return {"status": "refused", "reason": reason, **fields}
+
+    def _check_allowed(self, bucket: str, table: str | None) -> str | None:
+        if table is None:
+            return "no table: set S3DDB_TABLE or name one in the event"
+        if not self.settings.bucket_allowed(bucket):
+            return f"bucket {bucket!r} is not in S3DDB_ALLOWED_BUCKETS"
+        if not self.settings.table_allowed(table):
+            return f"table {table!r} is not in S3DDB_ALLOWED_TABLES"
+        return None
+
+    # -- S3 notifications ----------------------------------------------------------------------
+
+    def _notification(self, ref: ObjectRef, ctx: InvocationContext) -> dict[str, Any]:
+        table = self.settings.table
+        refused = self._check_allowed(ref.bucket, table)
+        if refused:
+            return self._refusal(refused, object=ref.uri)
+        assert table is not None
+        return self._start(ref, table=table, schema=None, lane=None, ctx=ctx)
+
+    # -- backfill ------------------------------------------------------------------------------
+
+    def _backfill(self, event: BackfillEvent, ctx: InvocationContext) -> dict[str, Any]:
+        table = event.table or self.settings.table
+        refused = self._check_allowed(event.bucket, table)
+        if refused:
+            return self._refusal(refused, source=event.source, table=table)
+        assert table is not None
+        backfill_id = self.new_id()
+        if event.is_prefix:
+            count = self._count_objects(event.bucket, event.key, limit=self.settings.max_chains)
+            if count == 0:
+                return {"status": "empty", "source": event.source, "reason": "no objects under the prefix"}
+            lanes = min(count, self.settings.max_chains)
+        else:
+            try:
+                self.s3.head_object(Bucket=event.bucket, Key=event.key)
+            except self.s3.exceptions.ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                return self._refusal(f"cannot read {event.source}: {code or exc}", source=event.source)
+            lanes = 1
+        for lane in range(lanes):
+            self._invoke(
+                ctx,
+                LaneEvent(
+                    bucket=event.bucket,
+                    prefix=event.key,
+                    exact=not event.is_prefix,
+                    lane=lane,
+                    lanes=lanes,
+                    start_after="",
+                    table=table,
+                    schema=event.schema,
+                    backfill_id=backfill_id,
+                ).to_payload(),
+            )
+        self.t.log.info("backfill accepted", extra={"source": event.source, "table": table, "lanes": lanes})
+        return {
+            "status": "accepted",
+            "backfill_id": backfill_id,
+            "source": event.source,
+            "table": table,
+            "lanes": lanes,
+        }
+
+    def _count_objects(self, bucket: str, prefix: str, *, limit: int) -> int:
+        page = self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=max(limit, 1) * 4)
+        return sum(1 for o in page.get("Contents", []) if not o["Key"].endswith("/"))
+
+    def _next_in_lane(self, lane: LaneEvent, start_after: str) -> str | None:
+        if lane.exact:
+            return lane.prefix if not start_after else None
+        kwargs: dict[str, Any] = {"Bucket": lane.bucket, "Prefix": lane.prefix}
+        if start_after:
+            kwargs["StartAfter"] = start_after
+        while True:
+            page = self.s3.list_objects_v2(**kwargs)
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if not key.endswith("/") and lane_of(key, lane.lanes) == lane.lane:
+                    return str(key)
+            if not page.get("IsTruncated"):
+                return None
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+    def _lane(self, lane: LaneEvent, ctx: InvocationContext) -> dict[str, Any]:
+        refused = self._check_allowed(lane.bucket, lane.table)
+        if refused:
+            return self._refusal(refused, source=object_uri(lane.bucket, lane.prefix))
+        after = lane.start_after
+        skipped: list[dict[str, Any]] = []
+        while (key := self._next_in_lane(lane, after)) is not None:
+            head = self.s3.head_object(Bucket=lane.bucket, Key=key)
+            ref = ObjectRef(
+                bucket=lane.bucket,
+                key=key,
+                version_id=head.get("VersionId") if head.get("VersionId") not in (None, "null") else None,
+                etag=head.get("ETag"),
+                size=int(head.get("ContentLength", 0)),
+            )
+            info = {k: v for k, v in lane.to_payload().items() if k != "start_after"}
+            out = self._start(ref, table=lane.table, schema=lane.schema, lane=info, ctx=ctx)
+            if out["status"] != "skipped":
+                return out  # the chain advances the lane when it ends
+            skipped.append(out)
+            after = key
+        self.t.log.info(
+            "lane done", extra={"lane": lane.lane, "lanes": lane.lanes, "backfill_id": lane.backfill_id}
+        )
+        return {"status": "lane-done", "lane": lane.lane, "skipped": skipped}
+
+    def _advance_lane(self, item: LedgerItem, ctx: InvocationContext) -> None:
+        if item.lane is None:
+            return
+        _, key = split_s3_uri(item.object)
+        payload = {**item.lane, "start_after": key}
+        try:
+            self._invoke_with_retry(ctx, payload)
+        except Exception as exc:  # the object is done; the lane's remaining objects wait for a backfill
+            self.t.log.error(f"could not continue backfill lane: {exc!r}", extra={"lane": item.lane})
+            self.t.count("LaneStalled")
+
+    # -- chains --------------------------------------------------------------------------------
+
+    def _lease(self, ctx: InvocationContext) -> float:
+        return self.clock() + ctx.remaining_ms() / 1000.0 + LEASE_SLACK_S
+
+    def _start(
+        self,
+        ref: ObjectRef,
+        *,
+        table: str,
+        schema: dict[str, Any] | None,
+        lane: dict[str, Any] | None,
+        ctx: InvocationContext,
+    ) -> dict[str, Any]:
+        version = version_key(ref.version_id, ref.etag)
+        self.t.bind(object=ref.uri, version=version)
+        for _ in range(3):  # a lost race re-reads once or twice
+            item = self.ledger.get(ref.uri, version)
+            d = decide(item, kind="start", request_id=ctx.request_id, now=self.clock())
+            if d.action == "skip":
+                self.t.log.info(f"skipped: {d.reason}")
+                self.t.count("DuplicateEvents")
+                return {"status": "skipped", "object": ref.uri, "reason": d.reason}
+            if d.action == "create":
+                chain_id = self.new_id()
+                if self.ledger.create(
+                    ref.uri,
+                    version,
+                    chain_id=chain_id,
+                    request_id=ctx.request_id,
+                    lease_until=self._lease(ctx),
+                    table=table,
+                    schema=schema if schema is not None else self._settings_schema(),
+                    lane=lane,
+                    object_size=ref.size,
+                ):
+                    created = self.ledger.get(ref.uri, version)
+                    assert created is not None
+                    self.t.log.info("chain started")
+                    return self._run_hop(created, ref=ref, ctx=ctx)
+                continue
+            assert item is not None
+            claimed = self._claim(item, d, ctx)
+            if claimed is not None:
+                return self._run_hop(claimed, ref=ref, ctx=ctx)
+        return {"status": "skipped", "object": ref.uri, "reason": "lost the race for the ledger item"}
+
+    def _continue(self, cp: Checkpoint, ctx: InvocationContext) -> dict[str, Any]:
+        bucket, key = split_s3_uri(cp.source)
+        version = version_key(cp.version_id, cp.etag)
+        self.t.bind(object=cp.source, version=version, chain_id=cp.chain_id, hop=cp.hop)
+        item = self.ledger.get(cp.source, version)
+        d = decide(
+            item,
+            kind="continue",
+            request_id=ctx.request_id,
+            now=self.clock(),
+            event_hop=cp.hop,
+            event_chain=cp.chain_id,
+        )
+        if d.action != "claim" or item is None:
+            self.t.log.info(f"skipped: {d.reason}")
+            self.t.count("StaleContinuations")
+            return {"status": "skipped", "object": cp.source, "reason": d.reason}
+        claimed = self._claim(item, d, ctx)
+        if claimed is None:
+            return {
+                "status": "skipped",
+                "object": cp.source,
+                "reason": "another request claimed the hop first",
+            }
+        ref = ObjectRef(bucket=bucket, key=key, version_id=cp.version_id, etag=cp.etag, size=cp.size)
+        return self._run_hop(claimed, ref=ref, ctx=ctx)
+
+    def _claim(self, item: LedgerItem, d: Decision, ctx: InvocationContext) -> LedgerItem | None:
+        if not self.ledger.claim(
+            item, request_id=ctx.request_id, lease_until=self._lease(ctx), reclaim=d.reclaim
+        ):
+            self.t.log.info("claim lost to another request")
+            return None
+        self.t.log.info(f"claimed: {d.reason}")
+        if d.reclaim:
+            self.t.count("HopsResumed")
+        return self.ledger.get(item.object, item.version)
+
+    def _settings_schema(self) -> dict[str, Any] | None:
+        return None  # S3DDB_SCHEMA is resolved when a hop runs (it may be an s3:// URI)
+
+    def _run_hop(self, item: LedgerItem, *, ref: ObjectRef, ctx: InvocationContext) -> dict[str, Any]:
+        hop = item.hop
+        self.t.bind(chain_id=item.chain_id, hop=hop, object=item.object)
+        if hop >= self.settings.max_hops:
+            return self._fail_max_hops(item, hop, item.checkpoint, ctx)
+        started = time.monotonic()
+        deadline = Deadline(ctx.remaining_ms, safety_margin_ms=self.settings.safety_margin_ms)
+        lost: list[bool] = []
+        last_progress: list[Progress] = []
+        resume = item.checkpoint
+        if resume is not None:
+            resume = dataclasses.replace(resume, hop=hop, chain_id=item.chain_id)
+
+        def should_stop(p: Progress) -> bool:
+            return bool(lost) or deadline.should_stop(p)
+
+        def on_checkpoint(cp: Checkpoint) -> None:
+            if lost or cp.complete:
+                return  # the final one is committed below, with the status
+            t0 = time.monotonic()
+            ok = self.ledger.commit_progress(
+                item,
+                hop=hop,
+                request_id=ctx.request_id,
+                checkpoint=dataclasses.replace(cp, hop=hop, chain_id=item.chain_id),
+            )
+            deadline.observe_ledger_write(time.monotonic() - t0)
+            if not ok:
+                self.t.log.warning("lost the claim while running: stopping")
+                lost.append(True)
+
+        request = HopRequest(
+            uri=ref.uri,
+            version_id=ref.version_id,
+            etag=ref.etag,
+            table=item.table,
+            schema=item.schema,
+            resume=resume,
+            run_id=f"{item.chain_id}-hop{hop}-{ctx.request_id[:8]}",
+            should_stop=should_stop,
+            on_checkpoint=on_checkpoint,
+            on_progress=lambda p: last_progress.__setitem__(slice(None), [p]),
+        )
+        self.t.log.info("hop started", extra={"offset": item.offset, "rows_read": item.counters.rows_read})
+        try:
+            result = self.engine(request)
+        except (ConfigError, SourceError, TooManyRejectsError) as exc:
+            cp = _exc_checkpoint(exc) or item.checkpoint
+            return self._finish(item, hop, cp, ctx, status=L.FAILED, reason=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            # transient (WriteFailedError, network): keep the claim; Lambda retries this request
+            cp = _exc_checkpoint(exc)
+            if cp is not None and not lost:
+                on_checkpoint(dataclasses.replace(cp, complete=False))
+            self.ledger.record_error(
+                item, hop=hop, request_id=ctx.request_id, error=f"{type(exc).__name__}: {exc}"
+            )
+            self.t.count("HopErrors")
+            raise
+        seconds = time.monotonic() - started
+        self.t.hop_metrics(result, seconds=seconds, remaining_at_stop_ms=deadline.remaining_at_stop_ms)
+        if result.rejects_location:
+            self.ledger.add_rejects(item, location=result.rejects_location)
+        cp = dataclasses.replace(result.checkpoint, hop=hop, chain_id=item.chain_id)
+        if lost:
+            return {"status": "superseded", "object": item.object, "hop": hop}
+        if result.stopped == "complete":
+            return self._finish(item, hop, cp, ctx, status=L.COMPLETED)
+        if result.stopped == "failed":
+            return self._finish(item, hop, cp, ctx, status=L.FAILED, reason=result.error or "the run failed")
+        return self._handover(item, hop, cp, ctx)
+
+    def _finish(
+        self,
+        item: LedgerItem,
+        hop: int,
+        cp: Checkpoint | None,
+        ctx: InvocationContext,
+        *,
+        status: str,
+        reason: str = "",
+    ) -> dict[str, Any]:
+        if cp is None:
+            cp = _empty_checkpoint(item)
+        if not self.ledger.finish(
+            item, hop=hop, request_id=ctx.request_id, checkpoint=cp, status=status, reason=reason
+        ):
+            self.t.log.warning("could not finish: the claim was lost")
+            return {"status": "superseded", "object": item.object, "hop": hop}
+        self.t.count(status.capitalize())
+        c = cp.counters
+        log = self.t.log.info if status == L.COMPLETED else self.t.log.error
+        log(
+            f"chain {status}",
+            extra={"hops": hop + 1, "counters": c.to_dict(), "reason": reason, "balanced": c.balanced},
+        )
+        self._advance_lane(item, ctx)
+        return {
+            "status": status,
+            "object": item.object,
+            "chain_id": item.chain_id,
+            "hops": hop + 1,
+            "counters": c.to_dict(),
+            "reason": reason,
+        }
+
+    def _fail_max_hops(
+        self, item: LedgerItem, hop: int, cp: Checkpoint | None, ctx: InvocationContext
+    ) -> dict[str, Any]:
+        offset = cp.offset if cp is not None else 0
+        reason = (
+            f"S3DDB_MAX_HOPS={self.settings.max_hops} reached at offset {offset} of {item.object_size}: "
+            "raise it, or split the object"
+        )
+        return self._finish(item, hop, cp, ctx, status=L.FAILED, reason=reason)
+
+    def _handover(self, item: LedgerItem, hop: int, cp: Checkpoint, ctx: InvocationContext) -> dict[str, Any]:
+        if hop + 1 >= self.settings.max_hops:
+            return self._fail_max_hops(item, hop, cp, ctx)
+        nxt = dataclasses.replace(cp, hop=hop + 1)
+        payload = continue_payload(nxt)
+        size = len(orjson.dumps(payload))
+        if size > MAX_PAYLOAD_BYTES:
+            return self._finish(
+                item,
+                hop,
+                cp,
+                ctx,
+                status=L.FAILED,
+                reason=f"continuation payload is {size} bytes (> {MAX_PAYLOAD_BYTES}): header too large",
+            )
+        t0 = time.monotonic()
+        if not self.ledger.handover(
+            item,
+            hop=hop,
+            request_id=ctx.request_id,
+            checkpoint=nxt,
+            lease_until=self.clock() + PENDING_LEASE_S,
+        ):
+            self.t.log.warning("handover refused: the claim was lost")
+            return {"status": "superseded", "object": item.object, "hop": hop}
+        self.t.log.info(
+            "checkpoint committed",
+            extra={
+                "offset": cp.offset,
+                "ledger_s": time.monotonic() - t0,
+                "remaining_ms": ctx.remaining_ms(),
+            },
+        )
+        try:
+            self._invoke_with_retry(ctx, payload)
+        except Exception as exc:
+            error = f"continuation invoke failed: {exc!r}"
+            self.ledger.stall(item, next_hop=hop + 1, request_id=ctx.request_id, error=error)
+            self.t.count("Stalled")
+            self.t.log.error(f"chain STALLED: {error}")
+            raise StalledError(f"{item.object}: {error}") from exc
+        self.t.count("Continuations")
+        return {
+            "status": "continued",
+            "object": item.object,
+            "chain_id": item.chain_id,
+            "hop": hop,
+            "next_hop": hop + 1,
+            "offset": cp.offset,
+            "payload_bytes": size,
+        }
+
+    # -- invoking ourselves --------------------------------------------------------------------
+
+    def _invoke(self, ctx: InvocationContext, payload: dict[str, Any]) -> None:
+        resp = self.lambda_client.invoke(
+            FunctionName=ctx.function, InvocationType="Event", Payload=orjson.dumps(payload)
+        )
+        status = int(resp.get("StatusCode", 0))
+        if status != 202:
+            raise RuntimeError(f"invoke returned status {status}")
+
+    def _invoke_with_retry(
+        self, ctx: InvocationContext, payload: dict[str, Any], *, attempts: int = 2
+    ) -> None:
+        for attempt in range(1, attempts + 1):
+            try:
+                self._invoke(ctx, payload)
+                return
+            except Exception as exc:
+                self.t.log.warning(f"invoke attempt {attempt}/{attempts} failed: {exc!r}")
+                if attempt == attempts:
+                    raise
+                self.sleep(0.5 * attempt)
+
+
+def _exc_checkpoint(exc: BaseException) -> Checkpoint | None:
+    result = getattr(exc, "result", None)
+    return result.checkpoint if isinstance(result, RunResult) else None
+
+
+def _empty_checkpoint(item: LedgerItem) -> Checkpoint:
+    return Checkpoint(
+        source=item.object,
+        table=item.table,
+        version_id=None,
+        etag=None,
+        size=item.object_size,
+        header=[],
+        offset=item.offset,
+        next_row=1,
+        counters=item.counters.copy(),
+        chain_id=item.chain_id,
+    )

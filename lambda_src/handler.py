@@ -1,0 +1,208 @@
+"""The Lambda entry point: ``lambda_src.handler.handler``.
+
+Cheap to import (no AWS SDK at import time); the first invocation of a container builds the
+settings, the clients, the telemetry and a long-lived event loop with the DynamoDB sender, and
+later invocations reuse them. Events, chains and the ledger are in ``events``, ``chain`` and
+``ledger``; this module only wires them to the engine.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lambda_src.chain import ChainRunner, HopRequest, InvocationContext, LambdaContext
+from lambda_src.events import EventError, split_s3_uri
+from lambda_src.settings import Settings
+from loader.config import CsvSpec, LoadConfig
+from loader.errors import ConfigError
+
+if TYPE_CHECKING:
+    import asyncio
+    import contextlib
+
+    from lambda_src.observability import Telemetry
+    from loader.models import KeySchema, RunResult
+    from loader.sender import BatchSender
+
+__all__ = ["handler"]
+
+
+class _Container:
+    """What one Lambda container keeps between invocations."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import contextlib
+
+        from lambda_src.ledger import Ledger
+        from lambda_src.observability import Telemetry
+        from loader import clients
+
+        self.settings = Settings.from_env()
+        self.telemetry: Telemetry = Telemetry()
+        self.s3 = clients.s3_client()
+        self.ddb = clients.dynamodb_client()
+        self.lambda_client = _lambda_client()
+        self.ledger = Ledger(self.ddb, self.settings.ledger_table)
+        try:
+            import uvloop
+
+            self.loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        except ImportError:  # pragma: no cover - uvloop is a dependency
+            self.loop = asyncio.new_event_loop()
+        self._stack: contextlib.AsyncExitStack = contextlib.AsyncExitStack()
+        self._senders: dict[frozenset[str], BatchSender] = {}
+        self._keys: dict[str, KeySchema] = {}
+        self._schema: dict[str, Any] | None = None
+        self._schema_loaded = False
+
+    # -- per-container caches ------------------------------------------------------------------
+
+    def default_schema(self) -> dict[str, Any]:
+        """S3DDB_SCHEMA: inline JSON or an s3:// URI of a JSON document; read once."""
+        if not self._schema_loaded:
+            import orjson
+
+            raw = self.settings.schema
+            if raw is None:
+                self._schema = {}
+            else:
+                try:
+                    if raw.startswith("s3://"):
+                        bucket, key = split_s3_uri(raw)
+                        raw = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                    data = orjson.loads(raw)
+                except (orjson.JSONDecodeError, self.s3.exceptions.ClientError) as exc:
+                    raise ConfigError(f"S3DDB_SCHEMA: {exc}") from exc
+                if not isinstance(data, dict):
+                    raise ConfigError("S3DDB_SCHEMA must be a JSON object")
+                self._schema = data
+            self._schema_loaded = True
+        return dict(self._schema or {})
+
+    def keys(self, table: str) -> KeySchema:
+        if table not in self._keys:
+            from loader.clients import describe_key_schema
+
+            self._keys[table] = describe_key_schema(self.ddb, table)
+        return self._keys[table]
+
+    async def sender(self, binary_attrs: frozenset[str]) -> BatchSender:
+        if binary_attrs not in self._senders:
+            from loader.clients import open_dynamodb_sender
+
+            self._senders[binary_attrs] = await self._stack.enter_async_context(
+                open_dynamodb_sender(concurrency=self.settings.concurrency, binary_attrs=binary_attrs)
+            )
+        return self._senders[binary_attrs]
+
+    # -- the engine ----------------------------------------------------------------------------
+
+    def run_engine(self, req: HopRequest) -> RunResult:
+        return self.loop.run_until_complete(self._run(req))
+
+    async def _run(self, req: HopRequest) -> RunResult:
+        from loader.source import open_source
+
+        from loader import pipeline
+        from loader.rejects import open_rejects
+        from loader.schema import schema_from_dict
+
+        schema = schema_from_dict(req.schema if req.schema is not None else self.default_schema())
+        keys = self.keys(req.table)
+        binary = {schema.rename.get(c, c) for c, t in schema.columns.items() if t == "B"}
+        binary.update(
+            n
+            for n, t in ((keys.partition, keys.partition_type), (keys.sort, keys.sort_type))
+            if t == "B" and n
+        )
+        sender = await self.sender(frozenset(binary))
+        csv_spec = CsvSpec()
+        config = LoadConfig(
+            table=req.table,
+            concurrency=self.settings.concurrency,
+            max_wcu=self.settings.max_wcu,
+            checkpoint_interval_s=self.settings.checkpoint_interval_s,
+        )
+        source = open_source(
+            req.uri, s3_client=self.s3, spec=csv_spec, version_id=req.version_id, etag=req.etag
+        )
+        rejects = open_rejects(
+            self.settings.rejects or "/tmp/s3ddb-rejects", run_id=req.run_id, s3_client=self.s3
+        )
+
+        import asyncio
+
+        async def on_checkpoint(cp: Any) -> None:
+            await asyncio.to_thread(req.on_checkpoint, cp)
+
+        try:
+            return await pipeline.run(
+                source=source,
+                config=config,
+                csv_spec=csv_spec,
+                schema=schema,
+                keys=keys,
+                sender=sender,
+                rejects=rejects,
+                should_stop=req.should_stop,
+                resume=req.resume,
+                on_checkpoint=on_checkpoint,
+                on_progress=req.on_progress,
+            )
+        finally:
+            rejects.close()
+            close = getattr(source, "close", None)
+            if callable(close):
+                close()
+
+
+def _lambda_client() -> Any:
+    import boto3
+    import botocore.config
+
+    cfg = botocore.config.Config(
+        retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30
+    )
+    return boto3.session.Session().client("lambda", config=cfg)
+
+
+_CONTAINER: _Container | None = None
+
+
+def _container() -> _Container:
+    global _CONTAINER
+    if _CONTAINER is None:
+        _CONTAINER = _Container()
+    return _CONTAINER
+
+
+def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    """Events in (S3 / EventBridge / backfill / lane / continue), hops run, a result dict out.
+
+    Raises EventError for an event it does not accept, StalledError when a continuation could not
+    be sent (the ledger says STALLED; Lambda's retry resumes), and lets transient failures raise so
+    Lambda retries the same request (which resumes from the ledger's last committed checkpoint).
+    """
+    c = _container()
+    ctx = InvocationContext.from_lambda(context)
+    c.telemetry.start(request_id=ctx.request_id)
+    runner = ChainRunner(
+        settings=c.settings,
+        ledger=c.ledger,
+        s3=c.s3,
+        lambda_client=c.lambda_client,
+        engine=c.run_engine,
+        telemetry=c.telemetry,
+    )
+    try:
+        return runner.handle(event, ctx)
+    except EventError as exc:
+        c.telemetry.log.error(f"invalid event: {exc}")
+        c.telemetry.count("InvalidEvents")
+        raise
+    except Exception:
+        c.telemetry.log.exception("invocation failed")
+        raise
+    finally:
+        c.telemetry.flush()

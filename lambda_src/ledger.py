@@ -1,0 +1,433 @@
+"""The ledger: one DynamoDB item per object version, the fence that keeps each chain single.
+
+Key: ``object`` (``s3://bucket/key``, HASH) and ``version`` (the VersionId, else ``etag:<ETag>``,
+RANGE). Attributes: ``status`` (RUNNING, COMPLETED, FAILED, STALLED), ``chain_id``, ``hop`` (the hop
+that owns the chain, or will own it once its continuation arrives), ``hops`` (hops begun),
+``claim`` (the request id running ``hop``, or ``pending`` between a handover and the next hop's
+start), ``handed_by``, ``lease_until`` (epoch seconds after which an unfinished claim may be taken
+over), ``checkpoint`` (the last committed low-water mark, JSON), ``offset``, the counters,
+``object_size``, ``table``, ``schema``, ``lane``, ``rejects`` (one location per hop that rejected
+rows), ``reclaims`` (hops resumed after a crash or timeout), ``started_at`` / ``updated_at`` /
+``finished_at``, ``last_error``, ``reason`` and ``rev``.
+
+Every write is conditional: creation on the item being absent, a claim on the ``rev`` that was
+read, and the owner's own writes (progress, handover, completion, failure) on still holding the
+claim of its hop. A write whose condition fails returns False: someone else owns the chain now.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from loader.models import Checkpoint, Counters
+
+__all__ = [
+    "COMPLETED",
+    "FAILED",
+    "PENDING",
+    "RUNNING",
+    "STALLED",
+    "Ledger",
+    "LedgerItem",
+    "ensure_ledger_table",
+    "version_key",
+]
+
+RUNNING = "RUNNING"
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+STALLED = "STALLED"
+#: ``claim`` between a handover and the start of the next hop
+PENDING = "pending"
+
+_COUNTERS = (
+    "rows_read",
+    "items_written",
+    "rows_rejected",
+    "duplicates_collapsed",
+    "retries",
+    "throttle_events",
+)
+
+
+def version_key(version_id: str | None, etag: str | None) -> str:
+    """The ledger's range key for one object version."""
+    if version_id:
+        return version_id
+    if etag:
+        return f"etag:{etag.strip(chr(34))}"
+    return "unversioned"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LedgerItem:
+    object: str
+    version: str
+    status: str
+    chain_id: str
+    hop: int
+    hops: int
+    claim: str
+    handed_by: str
+    lease_until: float
+    rev: int
+    checkpoint: Checkpoint | None
+    table: str
+    schema: dict[str, Any] | None
+    lane: dict[str, Any] | None
+    object_size: int | None
+    offset: int
+    counters: Counters
+    rejects: list[str] = field(default_factory=list)
+    reclaims: int = 0
+    started_at: str = ""
+    updated_at: str = ""
+    finished_at: str = ""
+    last_error: str = ""
+    reason: str = ""
+
+    @classmethod
+    def from_wire(cls, raw: dict[str, Any]) -> LedgerItem:
+        def s(name: str) -> str:
+            return str(raw[name]["S"]) if name in raw and "S" in raw[name] else ""
+
+        def n(name: str, default: float = 0) -> float:
+            return float(raw[name]["N"]) if name in raw and "N" in raw[name] else default
+
+        cp = s("checkpoint")
+        schema, lane = s("schema"), s("lane")
+        size = raw.get("object_size", {}).get("N")
+        return cls(
+            object=s("object"),
+            version=s("version"),
+            status=s("status"),
+            chain_id=s("chain_id"),
+            hop=int(n("hop")),
+            hops=int(n("hops")),
+            claim=s("claim"),
+            handed_by=s("handed_by"),
+            lease_until=n("lease_until"),
+            rev=int(n("rev")),
+            checkpoint=Checkpoint.loads(cp) if cp else None,
+            table=s("table"),
+            schema=orjson.loads(schema) if schema else None,
+            lane=orjson.loads(lane) if lane else None,
+            object_size=None if size is None else int(size),
+            offset=int(n("offset")),
+            counters=Counters.from_dict({c: n(c) for c in _COUNTERS}),
+            rejects=[v["S"] for v in raw.get("rejects", {}).get("L", [])],
+            reclaims=int(n("reclaims")),
+            started_at=s("started_at"),
+            updated_at=s("updated_at"),
+            finished_at=s("finished_at"),
+            last_error=s("last_error"),
+            reason=s("reason"),
+        )
+
+    def to_status(self) -> dict[str, Any]:
+        """The ``s3ddb status --json`` form."""
+        return {
+            "object": self.object,
+            "version": self.version,
+            "status": self.status,
+            "chain_id": self.chain_id,
+            "hops": self.hops,
+            "hop": self.hop,
+            **self.counters.to_dict(),
+            "offset": self.offset,
+            "object_size": self.object_size,
+            "table": self.table,
+            "rejects": list(self.rejects),
+            "reclaims": self.reclaims,
+            "started_at": self.started_at,
+            "updated_at": self.updated_at,
+            "finished_at": self.finished_at,
+            "last_error": self.last_error,
+            "reason": self.reason,
+        }
+
+
+def _progress_values(cp: Checkpoint) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        ":cp": {"S": cp.dumps().decode()},
+        ":offset": {"N": str(cp.offset)},
+    }
+    for c in _COUNTERS:
+        values[f":{c}"] = {"N": str(getattr(cp.counters, c))}
+    return values
+
+
+_PROGRESS_SET = "checkpoint = :cp, #offset = :offset, " + ", ".join(f"{c} = :{c}" for c in _COUNTERS)
+
+
+class Ledger:
+    """Conditional reads and writes of ledger items over a sync boto3 DynamoDB client."""
+
+    def __init__(self, client: Any, table: str, *, clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.table = table
+        self.clock = clock
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, obj: str, version: str) -> LedgerItem | None:
+        resp = self.client.get_item(TableName=self.table, Key=self._key(obj, version), ConsistentRead=True)
+        return LedgerItem.from_wire(resp["Item"]) if "Item" in resp else None
+
+    def versions(self, obj: str) -> list[LedgerItem]:
+        """Every version of ``obj`` in the ledger, oldest start first."""
+        items: list[LedgerItem] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "#o = :o",
+            "ExpressionAttributeNames": {"#o": "object"},
+            "ExpressionAttributeValues": {":o": {"S": obj}},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self.client.query(**kwargs)
+            items.extend(LedgerItem.from_wire(raw) for raw in page["Items"])
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return sorted(items, key=lambda i: i.started_at)
+
+    # -- transitions -------------------------------------------------------------------------
+
+    def create(
+        self,
+        obj: str,
+        version: str,
+        *,
+        chain_id: str,
+        request_id: str,
+        lease_until: float,
+        table: str,
+        schema: dict[str, Any] | None,
+        lane: dict[str, Any] | None,
+        object_size: int | None,
+    ) -> bool:
+        """Start a chain at hop 0, claimed by ``request_id``; False if the item already exists."""
+        now = _iso(self.clock())
+        item: dict[str, Any] = {
+            **self._key(obj, version),
+            "status": {"S": RUNNING},
+            "chain_id": {"S": chain_id},
+            "hop": {"N": "0"},
+            "hops": {"N": "1"},
+            "claim": {"S": request_id},
+            "lease_until": {"N": f"{lease_until:.3f}"},
+            "rev": {"N": "1"},
+            "table": {"S": table},
+            "offset": {"N": "0"},
+            "reclaims": {"N": "0"},
+            "started_at": {"S": now},
+            "updated_at": {"S": now},
+            **{c: {"N": "0"} for c in _COUNTERS},
+        }
+        if schema is not None:
+            item["schema"] = {"S": orjson.dumps(schema).decode()}
+        if lane is not None:
+            item["lane"] = {"S": orjson.dumps(lane).decode()}
+        if object_size is not None:
+            item["object_size"] = {"N": str(object_size)}
+        return self._write(
+            self.client.put_item,
+            TableName=self.table,
+            Item=item,
+            ConditionExpression="attribute_not_exists(#o)",
+            ExpressionAttributeNames={"#o": "object"},
+        )
+
+    def claim(self, item: LedgerItem, *, request_id: str, lease_until: float, reclaim: bool) -> bool:
+        """Take ``item.hop`` for ``request_id`` if the item is still exactly as read (``rev``)."""
+        return self._update(
+            item.object,
+            item.version,
+            "SET claim = :rid, lease_until = :lease, #status = :running, rev = rev + :one, "
+            "updated_at = :now, reclaims = reclaims + :reclaim",
+            "rev = :rev",
+            {
+                ":rid": {"S": request_id},
+                ":lease": {"N": f"{lease_until:.3f}"},
+                ":running": {"S": RUNNING},
+                ":one": {"N": "1"},
+                ":reclaim": {"N": "1" if reclaim else "0"},
+                ":rev": {"N": str(item.rev)},
+            },
+        )
+
+    def commit_progress(self, item: LedgerItem, *, hop: int, request_id: str, checkpoint: Checkpoint) -> bool:
+        """Record a low-water mark of the running hop; False if the claim was lost."""
+        return self._update(
+            item.object,
+            item.version,
+            f"SET {_PROGRESS_SET}, updated_at = :now, rev = rev + :one",
+            self._owner(),
+            {**_progress_values(checkpoint), **self._owner_values(item, hop, request_id), ":one": {"N": "1"}},
+        )
+
+    def handover(
+        self, item: LedgerItem, *, hop: int, request_id: str, checkpoint: Checkpoint, lease_until: float
+    ) -> bool:
+        """Commit ``checkpoint`` (already numbered ``hop + 1``) and pass the chain to that hop."""
+        return self._update(
+            item.object,
+            item.version,
+            f"SET {_PROGRESS_SET}, hop = :next, hops = :hops, claim = :pending, handed_by = :rid, "
+            "lease_until = :lease, updated_at = :now, rev = rev + :one",
+            self._owner(),
+            {
+                **_progress_values(checkpoint),
+                **self._owner_values(item, hop, request_id),
+                ":next": {"N": str(hop + 1)},
+                ":hops": {"N": str(hop + 2)},
+                ":pending": {"S": PENDING},
+                ":lease": {"N": f"{lease_until:.3f}"},
+                ":one": {"N": "1"},
+            },
+        )
+
+    def stall(self, item: LedgerItem, *, next_hop: int, request_id: str, error: str) -> bool:
+        """The continuation of ``next_hop`` could not be sent: STALLED (a retry or a notify resumes)."""
+        return self._update(
+            item.object,
+            item.version,
+            "SET #status = :stalled, last_error = :err, updated_at = :now, rev = rev + :one",
+            "chain_id = :chain AND hop = :hop AND claim = :pending AND handed_by = :rid",
+            {
+                ":stalled": {"S": STALLED},
+                ":err": {"S": error[:2000]},
+                ":chain": {"S": item.chain_id},
+                ":hop": {"N": str(next_hop)},
+                ":pending": {"S": PENDING},
+                ":rid": {"S": request_id},
+                ":one": {"N": "1"},
+            },
+        )
+
+    def finish(
+        self,
+        item: LedgerItem,
+        *,
+        hop: int,
+        request_id: str,
+        checkpoint: Checkpoint,
+        status: str,
+        reason: str = "",
+    ) -> bool:
+        """COMPLETED or FAILED (with ``reason``) with the final checkpoint; the claim is released."""
+        values = {
+            **_progress_values(checkpoint),
+            **self._owner_values(item, hop, request_id),
+            ":status": {"S": status},
+            ":one": {"N": "1"},
+        }
+        expr = (
+            f"SET {_PROGRESS_SET}, #status = :status, finished_at = :now, updated_at = :now, rev = rev + :one"
+        )
+        if reason:
+            expr += ", reason = :reason, last_error = :reason"
+            values[":reason"] = {"S": reason[:2000]}
+        return self._update(
+            item.object, item.version, expr + " REMOVE claim, lease_until", self._owner(), values
+        )
+
+    def add_rejects(self, item: LedgerItem, *, location: str) -> None:
+        """Remember where a hop's rejected rows are (unconditional: a location is never wrong)."""
+        self.client.update_item(
+            TableName=self.table,
+            Key=self._key(item.object, item.version),
+            UpdateExpression="SET rejects = list_append(if_not_exists(rejects, :empty), :loc)",
+            ExpressionAttributeValues={":empty": {"L": []}, ":loc": {"L": [{"S": location}]}},
+        )
+
+    def record_error(self, item: LedgerItem, *, hop: int, request_id: str, error: str) -> bool:
+        """Keep the claim (Lambda retries this request) and say what went wrong."""
+        return self._update(
+            item.object,
+            item.version,
+            "SET last_error = :err, updated_at = :now, rev = rev + :one",
+            self._owner(),
+            {**self._owner_values(item, hop, request_id), ":err": {"S": error[:2000]}, ":one": {"N": "1"}},
+        )
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _key(obj: str, version: str) -> dict[str, Any]:
+        return {"object": {"S": obj}, "version": {"S": version}}
+
+    @staticmethod
+    def _owner() -> str:
+        return "#status = :running AND chain_id = :chain AND hop = :hop AND claim = :rid"
+
+    @staticmethod
+    def _owner_values(item: LedgerItem, hop: int, request_id: str) -> dict[str, Any]:
+        return {
+            ":running": {"S": RUNNING},
+            ":chain": {"S": item.chain_id},
+            ":hop": {"N": str(hop)},
+            ":rid": {"S": request_id},
+        }
+
+    def _update(self, obj: str, version: str, expr: str, cond: str, values: dict[str, Any]) -> bool:
+        values = {**values, ":now": {"S": _iso(self.clock())}}
+        names = {}
+        if "#status" in expr or "#status" in cond:
+            names["#status"] = "status"
+        if "#offset" in expr:
+            names["#offset"] = "offset"
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": self._key(obj, version),
+            "UpdateExpression": expr,
+            "ConditionExpression": cond,
+            "ExpressionAttributeValues": values,
+        }
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        return self._write(self.client.update_item, **kwargs)
+
+    def _write(self, call: Callable[..., Any], **kwargs: Any) -> bool:
+        try:
+            call(**kwargs)
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+
+def ensure_ledger_table(client: Any, name: str) -> bool:
+    """Create the ledger table (on-demand) if it is missing; True if it was created."""
+    try:
+        client.describe_table(TableName=name)
+        return False
+    except client.exceptions.ResourceNotFoundException:
+        pass
+    try:
+        client.create_table(
+            TableName=name,
+            KeySchema=[
+                {"AttributeName": "object", "KeyType": "HASH"},
+                {"AttributeName": "version", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "object", "AttributeType": "S"},
+                {"AttributeName": "version", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    except client.exceptions.ResourceInUseException:
+        pass  # created by someone else meanwhile
+    client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    return True

@@ -1,0 +1,119 @@
+"""The function's settings: the only place in ``lambda_src`` that reads the environment.
+
+=========================  ===========================================================  ==========
+variable                   meaning                                                      default
+=========================  ===========================================================  ==========
+S3DDB_TABLE                target table for S3 notifications (a backfill may name one)  (none)
+S3DDB_SCHEMA               schema as JSON, or an ``s3://`` URI of a JSON document       (strings)
+S3DDB_CONCURRENCY          concurrent BatchWriteItem calls per hop                      40
+S3DDB_MAX_WCU              write units per second cap per hop (optional)                (none)
+S3DDB_REJECTS              where rejected rows go (``s3://bucket/prefix/`` or a dir)    (engine's)
+S3DDB_LEDGER_TABLE         the ledger table (one item per object version)               required
+S3DDB_MAX_HOPS             most hops one chain may take before it is FAILED             50
+S3DDB_SAFETY_MARGIN_MS     time kept free at the end of every hop, on top of estimates  10000
+S3DDB_ALLOWED_BUCKETS      comma-separated buckets a load may read (empty: any)         (any)
+S3DDB_ALLOWED_TABLES       comma-separated tables a load may write (empty: any)         (any)
+S3DDB_MAX_CHAINS           chains a prefix backfill runs at once                        4
+S3DDB_CHECKPOINT_INTERVAL  seconds between committed low-water marks inside a hop       5
+=========================  ===========================================================  ==========
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from loader.errors import ConfigError
+
+__all__ = ["Settings"]
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} must be in {low}..{high}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float | None) -> float | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={value} must be positive")
+    return value
+
+
+def _names(env: Mapping[str, str], name: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the handler needs to know that is not in the event. Checks itself.
+
+    Empty allow-lists mean "no restriction" (a deployment should set both; the template does).
+    """
+
+    ledger_table: str
+    table: str | None = None
+    schema: str | None = None
+    concurrency: int = 40
+    max_wcu: float | None = None
+    rejects: str | None = None
+    max_hops: int = 50
+    safety_margin_ms: int = 10_000
+    allowed_buckets: frozenset[str] = frozenset()
+    allowed_tables: frozenset[str] = frozenset()
+    max_chains: int = 4
+    checkpoint_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.ledger_table:
+            raise ConfigError("S3DDB_LEDGER_TABLE is required: the table that fences each chain")
+        if not 1 <= self.concurrency <= 1024:
+            raise ConfigError(f"S3DDB_CONCURRENCY must be 1..1024, got {self.concurrency}")
+        if self.max_hops < 1:
+            raise ConfigError(f"S3DDB_MAX_HOPS must be >= 1, got {self.max_hops}")
+        if self.safety_margin_ms < 0:
+            raise ConfigError(f"S3DDB_SAFETY_MARGIN_MS must be >= 0, got {self.safety_margin_ms}")
+        if self.max_chains < 1:
+            raise ConfigError(f"S3DDB_MAX_CHAINS must be >= 1, got {self.max_chains}")
+        if self.checkpoint_interval_s <= 0:
+            raise ConfigError("S3DDB_CHECKPOINT_INTERVAL must be positive")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the ``S3DDB_*`` variables (``env`` defaults to ``os.environ``)."""
+        env = os.environ if env is None else env
+        return cls(
+            ledger_table=env.get("S3DDB_LEDGER_TABLE", "").strip(),
+            table=env.get("S3DDB_TABLE", "").strip() or None,
+            schema=env.get("S3DDB_SCHEMA", "").strip() or None,
+            concurrency=_int(env, "S3DDB_CONCURRENCY", 40, low=1, high=1024),
+            max_wcu=_float(env, "S3DDB_MAX_WCU", None),
+            rejects=env.get("S3DDB_REJECTS", "").strip() or None,
+            max_hops=_int(env, "S3DDB_MAX_HOPS", 50, low=1, high=100_000),
+            safety_margin_ms=_int(env, "S3DDB_SAFETY_MARGIN_MS", 10_000, low=0, high=900_000),
+            allowed_buckets=_names(env, "S3DDB_ALLOWED_BUCKETS"),
+            allowed_tables=_names(env, "S3DDB_ALLOWED_TABLES"),
+            max_chains=_int(env, "S3DDB_MAX_CHAINS", 4, low=1, high=1000),
+            checkpoint_interval_s=_float(env, "S3DDB_CHECKPOINT_INTERVAL", 5.0) or 5.0,
+        )
+
+    def bucket_allowed(self, bucket: str) -> bool:
+        return not self.allowed_buckets or bucket in self.allowed_buckets
+
+    def table_allowed(self, table: str) -> bool:
+        return not self.allowed_tables or table in self.allowed_tables
