@@ -27,7 +27,7 @@ from lambda_src.events import (
     LaneEvent,
     ObjectRef,
     ObjectsEvent,
-    TestEvent,
+    S3TestEvent,
     continue_payload,
     object_uri,
     parse_event,
@@ -278,9 +278,9 @@ class ChainRunner:
 
     def handle(self, raw: Any, ctx: InvocationContext) -> dict[str, Any]:
         event = parse_event(raw)
-        if isinstance(event, TestEvent):
-            self.t.log.info("s3:TestEvent: nothing to load", extra={"bucket": event.bucket})
-            return {"status": "ignored", "reason": "s3:TestEvent"}
+        if isinstance(event, S3TestEvent):
+            self.t.log.info("s3:S3TestEvent: nothing to load", extra={"bucket": event.bucket})
+            return {"status": "ignored", "reason": "s3:S3TestEvent"}
         if isinstance(event, ObjectsEvent):
             return {"status": "ok", "objects": [self._notification(ref, ctx) for ref in event.objects]}
         if isinstance(event, BackfillEvent):

@@ -1,7 +1,7 @@
 """The events the function accepts, validated into plain records; anything else is an EventError.
 
 * S3 ``ObjectCreated:*`` notifications (``{"Records": [...]}``, keys URL-decoded with
-  ``unquote_plus``, ``versionId`` pinned when present), S3's ``s3:TestEvent``, and the
+  ``unquote_plus``, ``versionId`` pinned when present), S3's ``s3:S3TestEvent``, and the
   EventBridge ``Object Created`` shape (``detail.object.key`` decoded the same way);
 * a manual backfill ``{"kind": "backfill", "version": 1, "source": "s3://b/key-or-prefix/",
   "table": "...", "schema": {...}}`` (a source ending in ``/`` is a prefix);
@@ -28,7 +28,7 @@ __all__ = [
     "LaneEvent",
     "ObjectRef",
     "ObjectsEvent",
-    "TestEvent",
+    "S3TestEvent",
     "continue_payload",
     "object_uri",
     "parse_event",
@@ -66,8 +66,8 @@ class ObjectsEvent:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TestEvent:
-    """S3's ``s3:TestEvent``, sent when a notification is configured: nothing to do."""
+class S3TestEvent:
+    """S3's ``s3:S3TestEvent``, sent when a notification is configured: nothing to do."""
 
     bucket: str
 
@@ -121,7 +121,7 @@ class ContinueEvent:
     checkpoint: Checkpoint
 
 
-Event = ObjectsEvent | TestEvent | BackfillEvent | LaneEvent | ContinueEvent
+Event = ObjectsEvent | S3TestEvent | BackfillEvent | LaneEvent | ContinueEvent
 
 
 def object_uri(bucket: str, key: str) -> str:
@@ -280,8 +280,8 @@ def parse_event(event: Any) -> Event:
         raise EventError(f"the event must be a JSON object, got {type(event).__name__}")
     if "Records" in event:
         return _s3_records(event["Records"])
-    if event.get("Event") == "s3:TestEvent":
-        return TestEvent(bucket=str(event.get("Bucket", "")))
+    if event.get("Event") == "s3:S3TestEvent":
+        return S3TestEvent(bucket=str(event.get("Bucket", "")))
     if event.get("source") == "aws.s3" and "detail-type" in event:
         if event["detail-type"] != "Object Created":
             raise EventError(f"EventBridge event {event['detail-type']!r} is not 'Object Created'")

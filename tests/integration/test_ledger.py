@@ -1,0 +1,156 @@
+"""The ledger against DynamoDB Local: every transition is conditional, so a chain cannot fork."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from lambda_src import ledger as L
+from lambda_src.admin import status
+from lambda_src.chain import decide
+from lambda_src.ledger import Ledger, LedgerItem, ensure_ledger_table, version_key
+from loader.models import Checkpoint, Counters
+
+OBJ = "s3://b/data.csv"
+
+
+@pytest.fixture
+def ledger(ddb: Any) -> Iterator[Ledger]:
+    name = f"ledger-{uuid.uuid4().hex[:12]}"
+    assert ensure_ledger_table(ddb, name) is True
+    assert ensure_ledger_table(ddb, name) is False
+    clock = [1000.0]
+    try:
+        yield Ledger(ddb, name, clock=lambda: clock[0])
+    finally:
+        ddb.delete_table(TableName=name)
+
+
+def _cp(offset: int, rows: int, hop: int) -> Checkpoint:
+    return Checkpoint(
+        source=OBJ,
+        table="t",
+        version_id="v1",
+        etag=None,
+        size=1000,
+        header=["pk"],
+        offset=offset,
+        next_row=rows + 1,
+        counters=Counters(rows_read=rows, items_written=rows),
+        hop=hop,
+        chain_id="c1",
+    )
+
+
+def _create(ledger: Ledger, rid: str = "r0", chain: str = "c1") -> bool:
+    return ledger.create(
+        OBJ,
+        "v1",
+        chain_id=chain,
+        request_id=rid,
+        lease_until=2000.0,
+        table="t",
+        schema={"columns": {}},
+        lane=None,
+        object_size=1000,
+    )
+
+
+def _get(ledger: Ledger) -> LedgerItem:
+    item = ledger.get(OBJ, "v1")
+    assert item is not None
+    return item
+
+
+def test_the_same_object_version_starts_one_chain(ledger: Ledger) -> None:
+    assert _create(ledger, "r0", "c1") is True
+    assert _create(ledger, "r1", "c2") is False
+    item = _get(ledger)
+    assert (item.status, item.chain_id, item.hop, item.claim, item.schema) == (
+        L.RUNNING,
+        "c1",
+        0,
+        "r0",
+        {"columns": {}},
+    )
+
+
+def test_a_full_chain_hands_over_and_completes(ledger: Ledger) -> None:
+    _create(ledger)
+    item = _get(ledger)
+    assert ledger.commit_progress(item, hop=0, request_id="r0", checkpoint=_cp(100, 10, 0))
+    assert ledger.handover(item, hop=0, request_id="r0", checkpoint=_cp(200, 20, 1), lease_until=5000.0)
+    item = _get(ledger)
+    assert (item.hop, item.hops, item.claim, item.handed_by, item.offset) == (1, 2, L.PENDING, "r0", 200)
+    assert item.checkpoint == _cp(200, 20, 1)
+    # hop 0 cannot write again: it no longer owns the chain
+    assert not ledger.commit_progress(item, hop=0, request_id="r0", checkpoint=_cp(300, 30, 0))
+    d = decide(item, kind="continue", request_id="r1", now=1000.0, event_hop=1, event_chain="c1")
+    assert d.action == "claim"
+    assert ledger.claim(item, request_id="r1", lease_until=3000.0, reclaim=False)
+    # a duplicate continuation read the same item and decided the same: its claim loses
+    assert not ledger.claim(item, request_id="r2", lease_until=3000.0, reclaim=False)
+    item = _get(ledger)
+    assert ledger.finish(item, hop=1, request_id="r1", checkpoint=_cp(1000, 50, 1), status=L.COMPLETED)
+    ledger.add_rejects(item, location="s3://r/c1-hop1.jsonl")
+    item = _get(ledger)
+    assert (item.status, item.claim, item.offset, item.counters.rows_read) == (L.COMPLETED, "", 1000, 50)
+    assert item.rejects == ["s3://r/c1-hop1.jsonl"]
+    assert item.finished_at
+    out = status(OBJ, ledger_table=ledger.table, ddb_client=ledger.client)
+    for key in (
+        "status",
+        "hops",
+        "rows_read",
+        "items_written",
+        "rows_rejected",
+        "duplicates_collapsed",
+        "offset",
+        "object_size",
+    ):
+        assert key in out
+    assert (out["status"], out["hops"], out["rows_read"], out["object_size"]) == ("COMPLETED", 2, 50, 1000)
+
+
+def test_stall_then_resume_by_the_retried_request(ledger: Ledger) -> None:
+    _create(ledger)
+    item = _get(ledger)
+    assert ledger.handover(item, hop=0, request_id="r0", checkpoint=_cp(200, 20, 1), lease_until=5000.0)
+    assert not ledger.stall(item, next_hop=1, request_id="someone-else", error="x")
+    assert ledger.stall(item, next_hop=1, request_id="r0", error="invoke failed")
+    item = _get(ledger)
+    assert (item.status, item.last_error) == (L.STALLED, "invoke failed")
+    assert (
+        decide(item, kind="continue", request_id="r0", now=1000.0, event_hop=0, event_chain="c1").action
+        == "claim"
+    )
+    assert ledger.claim(item, request_id="r0", lease_until=3000.0, reclaim=False)
+    assert (_get(ledger).status, _get(ledger).claim) == (L.RUNNING, "r0")
+
+
+def test_failure_keeps_the_reason_and_the_last_checkpoint(ledger: Ledger) -> None:
+    _create(ledger)
+    item = _get(ledger)
+    assert not ledger.finish(item, hop=0, request_id="not-owner", checkpoint=_cp(1, 1, 0), status=L.FAILED)
+    assert ledger.finish(
+        item, hop=0, request_id="r0", checkpoint=_cp(500, 5, 0), status=L.FAILED, reason="max hops"
+    )
+    item = _get(ledger)
+    assert (item.status, item.reason, item.offset) == (L.FAILED, "max hops", 500)
+    assert decide(item, kind="start", request_id="r9", now=0).action == "skip"
+
+
+def test_status_of_an_unknown_object(ledger: Ledger) -> None:
+    assert (
+        status("s3://b/nothing.csv", ledger_table=ledger.table, ddb_client=ledger.client)["status"]
+        == "NOT_FOUND"
+    )
+
+
+def test_version_key() -> None:
+    assert version_key("v1", "e") == "v1"
+    assert version_key(None, '"abc"') == "etag:abc"
+    assert version_key(None, None) == "unversioned"
