@@ -43,16 +43,12 @@ from loader.errors import (
 )
 from loader.models import Batch, Entry, Item, Key, KeySchema, Reject
 from loader.retry import Backoff, RateController, RetryPolicy, UnprocessedItemsError
+from loader.schema import write_units
 from loader.sender import BatchSender
 
 log = logging.getLogger(__name__)
 
 __all__ = ["BatchOutcome", "Writer"]
-
-
-def _write_units(size: int) -> int:
-    """Write capacity units of a put of an item of ``size`` bytes: 1 per started KB."""
-    return (size + 1023) >> 10 or 1
 
 
 @dataclass(slots=True)
@@ -71,6 +67,12 @@ class BatchOutcome:
     write_units: int
     #: set when the batch could not be finished: the load must stop
     error: BaseException | None
+
+
+def _outcome(seq: int, error: BaseException | None = None) -> BatchOutcome:
+    return BatchOutcome(
+        seq=seq, written=0, rejected=[], retries=0, throttle_events=0, write_units=0, error=error
+    )
 
 
 class Writer:
@@ -134,8 +136,9 @@ class Writer:
     async def submit(self, batch: Batch) -> None:
         """Accept ``batch`` (in file order, from one producer task) once there is room for it.
 
-        Waits while ``concurrency`` batches are in flight. After a fatal error it sends nothing
-        and raises ``WriteFailedError`` from ``failed``.
+        Waits while ``concurrency`` batches are in flight. After a fatal error it sends nothing:
+        the batch is finished at once, ``on_done`` gets it with ``error`` set (a
+        ``WriteFailedError`` caused by ``failed``), so every submitted batch is still accounted for.
         """
         if self._last_seq is not None and batch.seq <= self._last_seq:
             raise ValueError(f"batch seq {batch.seq} submitted after {self._last_seq}: submit in file order")
@@ -145,9 +148,10 @@ class Writer:
                 raise RuntimeError("Writer.submit() was called from two tasks at once")
             self._room = asyncio.get_running_loop().create_future()
             await self._room
-        if self.failed is not None:
-            raise WriteFailedError(f"the writer has stopped: {self.failed}") from self.failed
         self._last_seq = seq = batch.seq
+        if self.failed is not None:
+            self._refuse(batch)
+            return
         owner = self._owner
         deps: set[int] | None = None
         for entry in batch.entries:
@@ -160,6 +164,14 @@ class Writer:
         wait_for = [tasks[s] for s in deps] if deps else None
         tasks[seq] = asyncio.create_task(self._run(batch, wait_for), name=f"s3ddb-batch-{seq}")
 
+    def _refuse(self, batch: Batch) -> None:
+        assert self.failed is not None
+        try:
+            raise WriteFailedError(f"batch {batch.seq} not sent: the writer has stopped") from self.failed
+        except WriteFailedError as exc:
+            error = exc
+        self._done(_outcome(batch.seq, error))
+
     async def drain(self) -> None:
         """Wait until every submitted batch has finished and ``on_done`` was called for it."""
         while self._tasks:
@@ -168,9 +180,7 @@ class Writer:
     # -- one batch ----------------------------------------------------------------------
 
     async def _run(self, batch: Batch, deps: list[asyncio.Task[None]] | None) -> None:
-        outcome = BatchOutcome(
-            seq=batch.seq, written=0, rejected=[], retries=0, throttle_events=0, write_units=0, error=None
-        )
+        outcome = _outcome(batch.seq)
         try:
             if deps:
                 await asyncio.wait(deps)
@@ -184,12 +194,15 @@ class Writer:
                 log.error("batch %d failed, stopping the load: %s", batch.seq, exc)
         finally:
             self._finish(batch)
+        self._done(outcome)
+
+    def _done(self, outcome: BatchOutcome) -> None:
         try:
             self._on_done(outcome)
         except Exception as exc:
             if self.failed is None:
                 self.failed = exc
-            log.exception("on_done failed for batch %d", batch.seq)
+            log.exception("on_done failed for batch %d", outcome.seq)
 
     def _finish(self, batch: Batch) -> None:
         seq = batch.seq
@@ -226,7 +239,7 @@ class Writer:
                 finally:
                     self._backoffs.pop(seq, None)
             if rate.max_wcu is not None:
-                await rate.acquire_units(sum(_write_units(e.size) for e in pending))
+                await rate.acquire_units(sum(write_units(e.size) for e in pending))
             slot = await rate.acquire_slot()
             try:
                 unprocessed = await self._sender.send(self._table, [e.item for e in pending])
@@ -283,7 +296,7 @@ class Writer:
     @staticmethod
     def _written(entries: list[Entry], outcome: BatchOutcome) -> None:
         outcome.written += len(entries)
-        outcome.write_units += sum(_write_units(e.size) for e in entries)
+        outcome.write_units += sum(write_units(e.size) for e in entries)
 
     def _match(self, pending: list[Entry], unprocessed: list[Item]) -> list[Entry]:
         """The pending entries the service handed back.

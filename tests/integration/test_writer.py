@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from loader.clients import open_dynamodb_sender
+from loader.clients import describe_key_schema, dynamodb_client, dynamodb_client_config, open_dynamodb_sender
 from loader.config import LoadConfig
 from loader.errors import ConfigError, ThrottledError, WriteFailedError
 from loader.models import Batch, Entry, KeySchema
@@ -67,7 +67,8 @@ async def _run(
         await writer.submit(batch)
     await writer.drain()
     assert writer.inflight == 0
-    return writer, sorted(outcomes, key=lambda o: o.seq)
+    outcomes.sort(key=lambda o: o.seq)
+    return writer, outcomes  # on_done appends to it
 
 
 def _holds(body: dict[str, Any], value: str) -> bool:
@@ -183,7 +184,7 @@ async def test_retry_cap_fails_the_batch_with_the_last_error(
 ) -> None:
     proxy.throttle_next(100)
     writer, outcomes = await _run(sender, table, _batches([_entry("k", 1)]), max_attempts=3)
-    [outcome] = outcomes
+    outcome = outcomes[0]
     assert isinstance(outcome.error, WriteFailedError)
     assert isinstance(outcome.error.__cause__, ThrottledError)
     assert outcome.error.__cause__.code == "ProvisionedThroughputExceededException"
@@ -191,8 +192,11 @@ async def test_retry_cap_fails_the_batch_with_the_last_error(
     assert outcome.written == 0 and outcome.retries == 2
     assert proxy.throttled == 3
     assert writer.failed is outcome.error
-    with pytest.raises(WriteFailedError):  # a stopped writer sends nothing more
-        await writer.submit(Batch(seq=5, entries=[_entry("x", 5)], nbytes=0))
+    # a stopped writer sends nothing more, but still hands every batch back
+    await writer.submit(Batch(seq=5, entries=[_entry("x", 5)], nbytes=0))
+    [_, refused] = outcomes
+    assert isinstance(refused.error, WriteFailedError) and refused.error.__cause__ is writer.failed
+    assert refused.written == 0 and proxy.calls == 3
 
 
 async def test_a_missing_table_stops_the_load_at_once(sender: BatchSender, proxy: FaultProxy) -> None:
@@ -202,3 +206,26 @@ async def test_a_missing_table_stops_the_load_at_once(sender: BatchSender, proxy
     assert isinstance(writer.failed, ConfigError)
     assert "does not exist" in str(writer.failed)
     assert proxy.calls <= 2  # never retried
+
+
+# -- the client factory -------------------------------------------------------------------
+
+
+def test_describe_key_schema(table_factory: Any) -> None:
+    name = table_factory(pk=("id", "S"), sk=("ts", "N"))
+    keys = describe_key_schema(dynamodb_client(), name)
+    assert keys == KeySchema(partition="id", partition_type="S", sort="ts", sort_type="N")
+
+
+def test_describe_key_schema_names_a_missing_table(aws_env: dict[str, str]) -> None:
+    with pytest.raises(
+        ConfigError, match=r"table 's3ddb-no-such-table' does not exist in us-east-1 \(endpoint"
+    ):
+        describe_key_schema(dynamodb_client(), "s3ddb-no-such-table")
+
+
+def test_hot_path_client_config() -> None:
+    cfg = dynamodb_client_config(40)
+    assert cfg.max_pool_connections >= 40
+    assert cfg.parameter_validation is False
+    assert cfg.retries == {"total_max_attempts": 1, "mode": "standard"}
