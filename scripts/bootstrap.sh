@@ -46,8 +46,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 stamp="$VENV/.s3ddb-deps-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
     say "installing dependencies (pip install -c constraints.txt -e '.[dev]')"
-    "$PY" -m pip install -q --upgrade pip
-    "$PY" -m pip install -q -c constraints.txt -e '.[dev]'
+    log="$VENV/pip-install.log"
+    if ! { "$PY" -m pip install --upgrade pip && "$PY" -m pip install -c constraints.txt -e '.[dev]'; } \
+        >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        say "pip install failed; full output in $log"
+        exit 1
+    fi
     rm -f "$VENV"/.s3ddb-deps-*
     touch "$stamp"
 else

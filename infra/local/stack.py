@@ -386,7 +386,10 @@ def _proc_starttime(pid: int) -> str | None:
 
 
 def _alive(pid: int, starttime: str | None) -> bool:
-    """True while ``pid`` is running and is still the process that was recorded."""
+    """True while ``pid`` is running and is still the process that was recorded.
+
+    Identity: it leads its own process group, and (when recorded) has the same start time.
+    """
     child = _CHILDREN.get(pid)
     if child is not None:
         return child.poll() is None
@@ -404,6 +407,8 @@ def _alive(pid: int, starttime: str | None) -> bool:
         return True  # no /proc (macOS): best effort
     fields = stat.rsplit(")", 1)[1].split()
     if fields[0] in ("Z", "X"):  # a zombie nobody reaped yet has stopped
+        return False
+    if int(fields[2]) != pid:  # ours lead their own process group (start_new_session)
         return False
     return starttime is None or fields[19] == starttime
 

@@ -92,14 +92,19 @@ def test_up_names_a_port_taken_by_another_process(state_dir: Path) -> None:
     assert not list(state_dir.glob("*.pid"))
 
 
-def test_down_leaves_a_recycled_pid_alone(state_dir: Path) -> None:
-    """A recorded pid whose start time differs is some other process now: never signal it."""
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+@pytest.mark.parametrize("own_group", [True, False], ids=["other-start-time", "not-a-group-leader"])
+def test_down_leaves_a_recycled_pid_alone(state_dir: Path, own_group: bool) -> None:
+    """A recorded pid that is some other process now (other start time, or not leading its own
+    process group as ours do) is never signalled."""
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=own_group
+    )
     try:
         state_dir.mkdir(parents=True)
         (state_dir / "dynamodb.pid").write_text(f"{other.pid}\n")
-        record = {"pid": other.pid, "starttime": "1", "url": "http://127.0.0.1:1"}
-        (state_dir / "state.json").write_text(json.dumps({"services": {"dynamodb": record}}))
+        if own_group:
+            record = {"pid": other.pid, "starttime": "1", "url": "http://127.0.0.1:1"}
+            (state_dir / "state.json").write_text(json.dumps({"services": {"dynamodb": record}}))
 
         assert stack.down(state_dir=state_dir) == []
         assert other.poll() is None
