@@ -1,0 +1,160 @@
+"""The e2e tier: the real handler, hop after hop, through the Lambda emulator (each invocation its
+own process with a real deadline), against DynamoDB Local and moto S3.
+
+Every test starts its own emulator (free port, ~10 s function timeout, short async retry delays)
+with the function's settings in ``S3DDB_*`` variables, as ``s3ddb local up`` would. Waiting is
+polling the ledger under a bounded deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.config
+import orjson
+import pytest
+
+from lambda_src.admin import status
+from lambda_src.ledger import ensure_ledger_table
+from tests.support.aws import scan_all
+
+#: the function timeout the e2e tests run under
+FUNCTION_TIMEOUT_S = 10.0
+FINAL = ("COMPLETED", "FAILED", "STALLED")
+
+
+@dataclass
+class Emulator:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    client: Any  # boto3 lambda client pointed at the emulator
+
+    def attempts(self) -> list[dict[str, Any]]:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.url}/_emulator/invocations", timeout=5) as resp:
+            data: list[dict[str, Any]] = orjson.loads(resp.read())
+        return data
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def ledger_table(ddb: Any) -> Iterator[str]:
+    name = f"ledger-{uuid.uuid4().hex[:12]}"
+    ensure_ledger_table(ddb, name)
+    yield name
+    ddb.delete_table(TableName=name)
+
+
+@pytest.fixture
+def start_emulator(aws_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Emulator]]:
+    """``start(settings: dict[str, str], *extra_args) -> Emulator``; stopped after the test."""
+    started: list[Emulator] = []
+
+    def start(settings: dict[str, str], *extra: str, timeout: float = FUNCTION_TIMEOUT_S) -> Emulator:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("S3DDB_")}
+        env.update(aws_env)
+        env.update(settings)
+        log_path = tmp_path / f"emulator-{len(started)}.log"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "infra.local.lambda_emulator",
+                "--port",
+                "0",
+                "--timeout",
+                str(timeout),
+                "--retry-delays",
+                "0.5,1",
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(Path(__file__).resolve().parents[2]),
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        first = proc.stdout.readline().decode()
+        if "listening on" not in first:
+            proc.kill()
+            raise RuntimeError(f"the emulator did not start: {first}{proc.stdout.read().decode()}")
+        url = first.rsplit(" ", 1)[1].strip()
+        log = open(log_path, "wb")  # noqa: SIM115 - closed by the copier thread
+
+        def copy() -> None:
+            assert proc.stdout is not None
+            with log:
+                for line in proc.stdout:
+                    log.write(line)
+                    log.flush()
+
+        threading.Thread(target=copy, daemon=True).start()
+        client = boto3.client(
+            "lambda",
+            endpoint_url=url,
+            config=botocore.config.Config(read_timeout=60, retries={"max_attempts": 1}),
+        )
+        emu = Emulator(url=url, proc=proc, log_path=log_path, client=client)
+        started.append(emu)
+        return emu
+
+    yield start
+    for emu in started:
+        emu.proc.terminate()
+        try:
+            emu.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(emu.proc.pid, 9)
+            emu.proc.wait()
+
+
+def wait_final(
+    ddb: Any, ledger_table: str, uri: str, *, timeout_s: float, emu: Emulator | None = None
+) -> dict[str, Any]:
+    """Poll the ledger until the object's chain is COMPLETED/FAILED/STALLED (bounded deadline)."""
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        last = status(uri, ledger_table=ledger_table, ddb_client=ddb)
+        if last.get("status") in FINAL:
+            return last
+        time.sleep(0.25)  # a polling interval, not a synchronisation
+    tail = emu.log()[-6000:] if emu is not None else ""
+    raise AssertionError(f"{uri} did not finish in {timeout_s}s: {last}\n--- emulator log tail ---\n{tail}")
+
+
+def make_csv(rows: int, *, start: int = 0, tag: str = "") -> tuple[bytes, dict[str, dict[str, Any]]]:
+    """A CSV of ``rows`` rows and the items it must become (pk S, n N, s S)."""
+    lines = ["pk,n,s"]
+    expected: dict[str, dict[str, Any]] = {}
+    for i in range(start, start + rows):
+        pk = f"{tag}k{i:07d}"
+        lines.append(f"{pk},{i},text-{i}")
+        expected[pk] = {"pk": {"S": pk}, "n": {"N": str(i)}, "s": {"S": f"text-{i}"}}
+    return ("\n".join(lines) + "\n").encode(), expected
+
+
+SCHEMA = '{"columns": {"n": "N"}}'
+
+
+def table_as_dict(ddb: Any, table: str) -> dict[str, dict[str, Any]]:
+    return {item["pk"]["S"]: item for item in scan_all(ddb, table)}
+
+
+def assert_invariant(st: dict[str, Any]) -> None:
+    assert st["rows_read"] == st["items_written"] + st["rows_rejected"] + st["duplicates_collapsed"], st
