@@ -29,7 +29,7 @@ def proxy(aws_env: dict[str, str]) -> Iterator[FaultProxy]:
 @pytest.fixture
 async def sender(proxy: FaultProxy) -> AsyncIterator[BatchSender]:
     async with open_dynamodb_sender(
-        concurrency=8, binary_attrs=frozenset({"b"}), endpoint_url=proxy.url
+        concurrency=8, binary_attrs=frozenset({"b", "bs"}), endpoint_url=proxy.url
     ) as s:
         yield s
 
@@ -100,7 +100,8 @@ async def test_unprocessed_items_and_throttles_are_retried_exactly(
 ) -> None:
     # binary values go out as bytes and come back in UnprocessedItems as base64 text again
     blob = base64.b64encode(bytes(range(7))).decode()
-    entries = [_entry(f"k{i:04d}", i, b={"B": blob}) for i in range(500)]
+    bs = [base64.b64encode(b"\x01").decode(), base64.b64encode(b"\x02\x03").decode()]
+    entries = [_entry(f"k{i:04d}", i, b={"B": blob}, bs={"BS": bs}) for i in range(500)]
     proxy.unprocessed_fraction(0.3, seed=7)
     proxy.throttle_next(5)
     writer, outcomes = await _run(sender, table, _batches(entries), key_schema=key_schema)
@@ -114,6 +115,7 @@ async def test_unprocessed_items_and_throttles_are_retried_exactly(
     landed = scan_all(ddb, table)
     assert {i["pk"]["S"]: i["v"]["S"] for i in landed} == {e.key[0]: e.item["v"]["S"] for e in entries}
     assert {i["b"]["B"] for i in landed} == {bytes(range(7))}
+    assert {frozenset(i["bs"]["BS"]) for i in landed} == {frozenset({b"\x01", b"\x02\x03"})}
     assert writer.rate.throttle_events >= 6
 
 
