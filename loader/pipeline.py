@@ -182,7 +182,9 @@ class _Run:
         if config.dry_run or sender is None:
             self.writer = _DryRunWriter(self._on_done)
         else:
-            self.writer = Writer(sender=sender, table=config.table, config=config, on_done=self._on_done)
+            self.writer = Writer(
+                sender=sender, table=config.table, config=config, on_done=self._on_done, key_schema=keys
+            )
 
     # -- writer callbacks ---------------------------------------------------------------------
 
