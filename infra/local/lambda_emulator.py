@@ -361,17 +361,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--handler", default=DEFAULT_HANDLER)
     p.add_argument("--retry-delays", default="1,2", help="seconds before the Event retries (default 1,2)")
     p.add_argument("--max-concurrency", type=int, default=32)
+    p.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="function environment (repeatable)"
+    )
     p.add_argument("--fault-first-attempts", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--fault-extra-ms", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     delays = tuple(float(x) for x in args.retry_delays.split(",") if x.strip())
+    fn_env = dict(item.split("=", 1) for item in args.env if "=" in item)
     emu = LambdaEmulator(
         EmulatorConfig(
             host=args.host,
             port=args.port,
             region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
             function=FunctionSpec(
-                name=args.function_name, handler=args.handler, timeout_s=args.timeout, memory_mb=args.memory
+                name=args.function_name,
+                handler=args.handler,
+                timeout_s=args.timeout,
+                memory_mb=args.memory,
+                env=fn_env,
             ),
             retry_delays=delays,
             max_concurrency=args.max_concurrency,
