@@ -63,6 +63,7 @@ __all__ = [
     "ensure_dynamodb_local",
     "ensure_java",
     "format_exports",
+    "lambda_spec",
     "service_specs",
     "start_services",
     "up",
@@ -343,9 +344,63 @@ S3 = ServiceSpec(
 )
 
 
-def service_specs() -> list[ServiceSpec]:
+#: the ledger table the local function uses unless S3DDB_LEDGER_TABLE says otherwise
+DEFAULT_LEDGER_TABLE = "s3ddb-ledger"
+DEFAULT_LAMBDA_PORT = 9001
+DEFAULT_LAMBDA_TIMEOUT_S = 900.0
+
+
+def _lambda_ready(url: str) -> bool:
+    return _http_status(url + "/") == 200
+
+
+def lambda_spec(timeout_s: float = DEFAULT_LAMBDA_TIMEOUT_S) -> ServiceSpec:
+    """The Lambda emulator hosting ``lambda_src.handler.handler`` as ``s3ddb-loader``.
+
+    The function's environment is the ``S3DDB_*`` variables of the shell that starts it plus the
+    endpoints and credentials of the services before it; ``S3DDB_LEDGER_TABLE`` defaults to
+    ``s3ddb-ledger``, created in DynamoDB Local if it is missing.
+    """
+
+    def argv(ctx: LaunchContext) -> list[str]:
+        import boto3
+
+        from infra.local import lambda_emulator
+        from lambda_src.ledger import ensure_ledger_table
+
+        ledger = os.environ.get("S3DDB_LEDGER_TABLE") or DEFAULT_LEDGER_TABLE
+        ddb = boto3.client(
+            "dynamodb",
+            endpoint_url=ctx.env["AWS_ENDPOINT_URL_DYNAMODB"],
+            region_name=ctx.env.get("AWS_DEFAULT_REGION", CREDENTIALS["AWS_DEFAULT_REGION"]),
+            aws_access_key_id=ctx.env.get("AWS_ACCESS_KEY_ID", CREDENTIALS["AWS_ACCESS_KEY_ID"]),
+            aws_secret_access_key=ctx.env.get("AWS_SECRET_ACCESS_KEY", CREDENTIALS["AWS_SECRET_ACCESS_KEY"]),
+        )
+        if ensure_ledger_table(ddb, ledger):
+            _log(f"created the ledger table {ledger}")
+        # the process gets os.environ (the shell's S3DDB_* included) plus ctx.env (endpoints,
+        # credentials), and passes both to every invocation
+        return [
+            sys.executable,
+            lambda_emulator.__file__,
+            "--port",
+            str(ctx.port),
+            "--timeout",
+            str(timeout_s),
+            "--env",
+            f"S3DDB_LEDGER_TABLE={ledger}",
+        ]
+
+    return ServiceSpec(
+        name="lambda", env_var="AWS_ENDPOINT_URL_LAMBDA", argv_factory=argv, health_check=_lambda_ready
+    )
+
+
+def service_specs(
+    *, with_lambda: bool = True, lambda_timeout: float = DEFAULT_LAMBDA_TIMEOUT_S
+) -> list[ServiceSpec]:
     """The services in start order (stopped in reverse)."""
-    return [DYNAMODB, S3]
+    return [DYNAMODB, S3, lambda_spec(lambda_timeout)] if with_lambda else [DYNAMODB, S3]
 
 
 # --------------------------------------------------------------------------------------------
@@ -623,8 +678,17 @@ def _launch(
     return services
 
 
-def start_services(*, state_dir: Path | None, dynamodb_port: int = 0, s3_port: int = 0) -> Services:
+def start_services(
+    *,
+    state_dir: Path | None,
+    dynamodb_port: int = 0,
+    s3_port: int = 0,
+    lambda_port: int | None = None,
+    lambda_timeout: float = DEFAULT_LAMBDA_TIMEOUT_S,
+) -> Services:
     """Start DynamoDB Local and moto on 127.0.0.1 and wait until both answer.
+
+    With ``lambda_port`` (0 = a free port) the Lambda emulator is started too (see :func:`lambda_spec`).
 
     ``state_dir=None`` uses a private temp dir that :meth:`Services.stop` removes. Port 0 picks a
     free port. Raises ``RuntimeError`` (with the log tail) if a service dies or does not answer
@@ -638,8 +702,8 @@ def start_services(*, state_dir: Path | None, dynamodb_port: int = 0, s3_port: i
         sd.mkdir(parents=True, exist_ok=True)
         owned = False
     return _launch(
-        service_specs(),
-        ports={"dynamodb": dynamodb_port, "s3": s3_port},
+        service_specs(with_lambda=lambda_port is not None, lambda_timeout=lambda_timeout),
+        ports={"dynamodb": dynamodb_port, "s3": s3_port, "lambda": lambda_port or 0},
         state_dir=sd,
         remove_state_dir=owned,
     )
@@ -707,7 +771,14 @@ def _locked(state_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def up(*, state_dir: Path | None = None, dynamodb_port: int = 8000, s3_port: int = 4566) -> Services:
+def up(
+    *,
+    state_dir: Path | None = None,
+    dynamodb_port: int = 8000,
+    s3_port: int = 4566,
+    lambda_port: int = DEFAULT_LAMBDA_PORT,
+    lambda_timeout: float = DEFAULT_LAMBDA_TIMEOUT_S,
+) -> Services:
     """``s3ddb local up``: start the stand-ins, or reuse the recorded ones that still answer.
 
     A recorded service that is alive but does not answer is stopped and started again; one whose
@@ -715,8 +786,8 @@ def up(*, state_dir: Path | None = None, dynamodb_port: int = 8000, s3_port: int
     services are the recorded ones, whatever is asked now.
     """
     sd = Path(state_dir) if state_dir is not None else default_state_dir()
-    specs = service_specs()
-    ports = {"dynamodb": dynamodb_port, "s3": s3_port}
+    specs = service_specs(lambda_timeout=lambda_timeout)
+    ports = {"dynamodb": dynamodb_port, "s3": s3_port, "lambda": lambda_port}
     with _locked(sd):
         reuse: dict[str, dict[str, object]] = {}
         for name, rec in _read_records(sd).items():
