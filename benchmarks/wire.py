@@ -14,12 +14,13 @@ What it does per call:
   and that no key repeats in the call (``ValidationException`` otherwise), counts items, and
   answers ``{"UnprocessedItems":{}}``; ``--unprocessed F`` hands back a fraction F of the items
   in ``UnprocessedItems``, ``--throttle F`` refuses a fraction F of whole calls with
-  ``ProvisionedThroughputExceededException``;
+  ``ProvisionedThroughputExceededException``, ``--errors F`` answers a fraction F of calls with
+  500 ``InternalServerError``;
 * ``CreateTable`` / ``DescribeTable`` / ``DeleteTable`` / ``ListTables``: enough for a loader
   to start (tables live in memory; ``--default-key pk:S`` makes every unknown table exist);
 * ``--latency-ms`` delays every DynamoDB answer by a fixed time (without holding CPU);
 * ``GET /stats`` returns the counters and the server's own CPU seconds; ``POST /reset`` zeroes
-  them; ``POST /config?latency_ms=..&unprocessed=..&throttle=..`` changes the faults live.
+  them; ``POST /config?latency_ms=..&unprocessed=..&throttle=..&errors=..`` changes the faults live.
 
 Every answer carries ``x-amz-crc32`` like the real service, so botocore's CRC check passes.
 """
@@ -56,6 +57,7 @@ class WireStats:
     items: int = 0
     unprocessed_items: int = 0
     throttled_calls: int = 0
+    error_calls: int = 0
     invalid_calls: int = 0
     unauthorized_calls: int = 0
     other_calls: int = 0
@@ -71,6 +73,7 @@ class WireConfig:
     latency_s: float = 0.0
     unprocessed: float = 0.0
     throttle: float = 0.0
+    errors: float = 0.0
     default_key: tuple[tuple[str, str], ...] | None = None
 
 
@@ -195,6 +198,9 @@ def _batch_write(state: WireState, body: bytes) -> bytes:
             "ProvisionedThroughputExceededException",
             "The level of configured provisioned throughput was exceeded",
         )
+    if cfg.errors and state.rng.random() < cfg.errors:
+        stats.error_calls += 1
+        raise _Refusal(500, "InternalServerError", "Internal server error (injected by the wire endpoint)")
     if not cfg.unprocessed:
         stats.items += total
         return _OK_EMPTY_RESPONSE
@@ -274,10 +280,17 @@ def _control(state: WireState, method: bytes, target: str) -> bytes:
             cfg.unprocessed = float(q["unprocessed"])
         if "throttle" in q:
             cfg.throttle = float(q["throttle"])
+        if "errors" in q:
+            cfg.errors = float(q["errors"])
         return _response(
             200,
             orjson.dumps(
-                {"latency_ms": cfg.latency_s * 1000, "unprocessed": cfg.unprocessed, "throttle": cfg.throttle}
+                {
+                    "latency_ms": cfg.latency_s * 1000,
+                    "unprocessed": cfg.unprocessed,
+                    "throttle": cfg.throttle,
+                    "errors": cfg.errors,
+                }
             ),
             b"application/json",
         )
@@ -390,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--unprocessed", type=float, default=0.0, help="fraction of items handed back")
     p.add_argument("--throttle", type=float, default=0.0, help="fraction of calls throttled whole")
+    p.add_argument("--errors", type=float, default=0.0, help="fraction of calls answered 500")
     p.add_argument("--default-key", type=_parse_key, default=None, help="e.g. pk:S or pk:S,sk:N")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-uvloop", action="store_true")
@@ -399,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             latency_s=a.latency_ms / 1000.0,
             unprocessed=a.unprocessed,
             throttle=a.throttle,
+            errors=a.errors,
             default_key=a.default_key,
         ),
         rng=random.Random(a.seed),
