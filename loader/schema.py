@@ -1,0 +1,623 @@
+"""CSV rows to DynamoDB items: per-column converters, key extraction, and item size.
+
+A :class:`RowConverter` is built once per load from the schema, the CSV header and the table's
+key schema; building it checks everything that can be checked without data (``ConfigError``).
+``convert()`` then turns one row into ``(item, key, size)`` or raises ``RowError`` with a reason
+that names the column and the problem. It runs once per row, so the column converters are
+chosen once in ``__init__``; plain string columns take a fast path with no function call.
+
+Decisions (what a cell becomes):
+
+* ``S``: the cell's text exactly as read; only ``""`` is empty.
+* ``N``: validated against DynamoDB's rules (at most 38 significant digits, magnitude
+  1E-130 .. 9.99..E+125, zero allowed; ASCII digits only) and written as the cell's text with
+  surrounding whitespace stripped, not rewritten: DynamoDB stores the value, not the text.
+* ``BOOL``: ``true/false/1/0/yes/no`` in any case; anything else is a ``RowError``, never false.
+* ``NULL``: an empty cell or ``null`` (any case) is ``{"NULL": true}`` whatever the empty policy
+  (the column's type already says "this is null"); anything else is a ``RowError``.
+* ``JSON``: object -> M, array -> L, string -> S, number -> N with the number's exact text,
+  true/false -> BOOL, null -> NULL. Numbers are validated like N, at most 31 nested arrays or
+  objects (DynamoDB's 32 levels, the item itself being the first), no empty map keys.
+* ``SS`` / ``NS``: split on ``set_delimiter``; duplicates removed (NS by numeric value, so
+  ``1|1.0`` is one element; the first spelling is kept); an empty element is a ``RowError``.
+* ``B``: base64 text, decoded strictly (``validate=True``); the item carries canonical base64 of
+  the decoded bytes, which is what DynamoDB's JSON protocol expects for B.
+
+For every type except S, surrounding whitespace is stripped first, and a cell that is then empty
+is an empty cell. A non-key empty cell follows ``SchemaSpec.empty``; a key cell may never be empty.
+
+Item size follows https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html
+and was checked byte for byte against DynamoDB Local at the 400 KB boundary: names and S are
+UTF-8 bytes, B the decoded bytes, BOOL/NULL 1, M/L 3 plus 1 per element (plus key names for M),
+sets the sum of their elements. A number is 1 byte for zero, else 1 + its base-100 digits
+(significant digits paired from the decimal point, so ``12`` is one pair and ``1.5`` two) + 1 if
+negative; this never under-counts (a negative 38-digit number may count 22 where DynamoDB says 21).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
+
+from loader.config import (
+    COLUMN_TYPES,
+    MAX_ITEM_BYTES,
+    MAX_NUMBER_DIGITS,
+    MAX_PARTITION_KEY_BYTES,
+    MAX_SORT_KEY_BYTES,
+    ColumnType,
+    SchemaSpec,
+)
+from loader.errors import ConfigError, RowError
+from loader.models import Item, Key, KeySchema, KeyType
+
+__all__ = [
+    "RowConverter",
+    "load_schema_file",
+    "merge_types",
+    "normalize_number",
+    "parse_type_overrides",
+    "schema_from_dict",
+    "write_units",
+]
+
+_SCHEMA_KEYS = ("columns", "rename", "empty", "set_delimiter")
+#: DynamoDB refuses a 32nd nested list/map inside an attribute (checked against DynamoDB Local).
+_MAX_NESTING = 31
+_MAX_ADJ_EXPONENT = 125
+_MIN_ADJ_EXPONENT = -130
+_QUOTE_CHARS = 80
+
+_NUMBER_RE = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?(?:[eE]([+-]?[0-9]{1,9}))?")
+_BOOLS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+
+#: (attribute value, its size in bytes, name size not included)
+Converted = tuple[dict[str, Any], int]
+Converter = Callable[[str], Converted]
+
+
+# ----------------------------------------------------------------------------- schema files
+
+
+def schema_from_dict(data: Mapping[str, Any]) -> SchemaSpec:
+    """The ``--schema FILE`` JSON as a SchemaSpec. Type names may be given in any case."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("schema: the file must hold a JSON object")
+    unknown = [k for k in data if k not in _SCHEMA_KEYS]
+    if unknown:
+        raise ConfigError(f"schema: unknown key {unknown[0]!r}; allowed keys are {', '.join(_SCHEMA_KEYS)}")
+    kwargs: dict[str, Any] = {}
+    if "columns" in data:
+        kwargs["columns"] = {
+            col: _column_type(typ, f"schema: columns[{col!r}]")
+            for col, typ in _str_map(data["columns"], "columns", "column names to types").items()
+        }
+    if "rename" in data:
+        kwargs["rename"] = _str_map(data["rename"], "rename", "column names to attribute names")
+    for name in ("empty", "set_delimiter"):
+        if name in data:
+            if not isinstance(data[name], str):
+                raise ConfigError(f"schema: {name!r} must be a string, got {type(data[name]).__name__}")
+            kwargs[name] = data[name]
+    return SchemaSpec(**kwargs)
+
+
+def load_schema_file(path: str) -> SchemaSpec:
+    """Read and check a ``--schema`` file."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError(f"--schema {path}: cannot read it: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"--schema {path}: not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"--schema {path}: must hold a JSON object, got {type(data).__name__}")
+    return schema_from_dict(data)
+
+
+def parse_type_overrides(items: Sequence[str]) -> dict[str, str]:
+    """``["price=N", "tags=ss"]`` from repeated ``--type`` options -> ``{"price": "N", "tags": "SS"}``."""
+    out: dict[str, str] = {}
+    for item in items:
+        col, sep, typ = item.rpartition("=")
+        if not sep or not col:
+            raise ConfigError(f"--type {item!r}: use COLUMN=TYPE, e.g. price=N")
+        t = _column_type(typ, f"--type {item!r}")
+        if out.get(col, t) != t:
+            raise ConfigError(f"--type gives column {col!r} two types: {out[col]} and {t}")
+        out[col] = t
+    return out
+
+
+def merge_types(spec: SchemaSpec, overrides: Mapping[str, str]) -> SchemaSpec:
+    """The schema with ``--type`` overrides applied; an override beats the file."""
+    columns: dict[str, ColumnType] = dict(spec.columns)
+    for col, typ in overrides.items():
+        columns[col] = _column_type(typ, f"--type {col}={typ}")
+    return dataclasses.replace(spec, columns=columns)
+
+
+def _column_type(value: Any, where: str) -> ColumnType:
+    if isinstance(value, str) and value.upper() in COLUMN_TYPES:
+        return cast(ColumnType, value.upper())
+    raise ConfigError(f"{where}: type {value!r} is not one of {', '.join(COLUMN_TYPES)}")
+
+
+def _str_map(value: Any, key: str, what: str) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError(f"schema: {key!r} must be an object mapping {what} (strings)")
+    return dict(value)
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+def write_units(size: int) -> int:
+    """Write capacity units for one item of ``size`` bytes: ceil(size / 1 KB), at least 1."""
+    return max(1, (size + 1023) // 1024)
+
+
+def _q(value: str) -> str:
+    """A cell quoted for a reject reason, cut to about 80 characters."""
+    if len(value) > _QUOTE_CHARS:
+        value = value[: _QUOTE_CHARS - 3] + "..."
+    return repr(value)
+
+
+def _parse_number(text: str, where: str) -> tuple[bool, str, int]:
+    """``(negative, significant digits, adjusted exponent)`` of a valid DynamoDB number.
+
+    ``text`` is already stripped. Zero is ``(False, "", 0)``. The adjusted exponent is the power
+    of ten of the first significant digit.
+    """
+    m = _NUMBER_RE.fullmatch(text)
+    if m is None:
+        raise RowError(f"{_q(text)} {where} is not a number")
+    sign, ip, fp, ex = m.groups()
+    if fp is None:
+        fp = ""
+    if not ip and not fp:
+        raise RowError(f"{_q(text)} {where} is not a number")
+    digits = (ip + fp).lstrip("0")
+    if not digits:
+        return False, "", 0
+    sig = digits.rstrip("0")
+    if len(sig) > MAX_NUMBER_DIGITS:
+        raise RowError(
+            f"{_q(text)} {where} has {len(sig)} significant digits; "
+            f"DynamoDB allows at most {MAX_NUMBER_DIGITS}"
+        )
+    adj = len(digits) - 1 - len(fp) + (int(ex) if ex else 0)
+    if not _MIN_ADJ_EXPONENT <= adj <= _MAX_ADJ_EXPONENT:
+        raise RowError(
+            f"{_q(text)} {where} is outside DynamoDB's number range "
+            "(magnitude 1E-130 .. 9.9999999999999999999999999999999999999E+125)"
+        )
+    return sign == "-", sig, adj
+
+
+def _number_size(negative: bool, sig: str, adj: int) -> int:
+    if not sig:
+        return 1
+    # base-100 digits: pairs aligned on the decimal point; an even exponent starts a lone digit.
+    return (len(sig) + (adj % 2 == 0) + 1) // 2 + 1 + negative
+
+
+def _number_value(text: str, where: str) -> int:
+    """Size of a stripped, non-empty N cell; RowError if it is not a valid number.
+
+    The hot path for N columns: ``_parse_number`` + ``_number_size`` inlined; digits-only cells
+    (counts, ids) and plain decimals (prices) skip the regex.
+    """
+    if text.isdigit() and text.isascii() and len(text) <= MAX_NUMBER_DIGITS:
+        digits = text.lstrip("0")
+        if not digits:
+            return 1
+        return (len(digits.rstrip("0")) + (len(digits) & 1) + 1) // 2 + 1
+    # a plain decimal, optionally signed: "19.99", "-0.125", ".5"
+    body = text[1:] if text[0] in "+-" else text
+    plain = body.replace(".", "", 1)
+    if plain.isdigit() and plain.isascii() and len(plain) <= MAX_NUMBER_DIGITS:
+        digits = plain.lstrip("0")
+        if not digits:
+            return 1
+        point = body.find(".")
+        adj = len(digits) - 1 - (len(plain) - (point if point >= 0 else len(body)))
+        return (len(digits.rstrip("0")) + (adj & 1 == 0) + 1) // 2 + 1 + (text[0] == "-")
+    m = _NUMBER_RE.fullmatch(text)
+    if m is None:
+        raise RowError(f"{_q(text)} {where} is not a number")
+    sign, ip, fp, ex = m.groups()
+    if fp is None:
+        fp = ""
+    digits = (ip + fp).lstrip("0")
+    if not digits:
+        if not ip and not fp:
+            raise RowError(f"{_q(text)} {where} is not a number")
+        return 1
+    n = len(digits.rstrip("0"))
+    adj = len(digits) - 1 - len(fp) + (int(ex) if ex else 0)
+    if n > MAX_NUMBER_DIGITS or not _MIN_ADJ_EXPONENT <= adj <= _MAX_ADJ_EXPONENT:
+        _parse_number(text, where)  # raises with the reason
+    return (n + (adj & 1 == 0) + 1) // 2 + 1 + (sign == "-")
+
+
+def _canonical(negative: bool, sig: str, adj: int) -> str:
+    if not sig:
+        return "0"
+    last = adj - len(sig) + 1  # power of ten of the last significant digit
+    if last >= 0 and adj <= 40:
+        body = sig + "0" * last
+    elif last < 0 and -40 <= adj <= 40:
+        body = sig[: adj + 1] + "." + sig[adj + 1 :] if adj >= 0 else "0." + "0" * (-adj - 1) + sig
+    else:
+        body = (sig[0] + "." + sig[1:] if len(sig) > 1 else sig) + f"E{adj:+d}"
+    return "-" + body if negative else body
+
+
+def normalize_number(text: str) -> str:
+    """The canonical text of a valid DynamoDB number: "1", "1.0", "01", "+1e0" are all "1".
+
+    Equal values give equal text. Surrounding whitespace is ignored. Raises RowError.
+    """
+    return _canonical(*_parse_number(text.strip(), "is not a valid DynamoDB number and"))
+
+
+# ----------------------------------------------------------------------------- converters
+
+
+def _utf8_len(s: str) -> int:
+    return len(s) if s.isascii() else len(s.encode())
+
+
+def _make_converter(typ: ColumnType, col: str, delimiter: str) -> Converter:
+    """The converter of one non-key, non-S column; it gets a stripped, non-empty cell."""
+    where = f"in column {col!r}"
+
+    if typ == "N":
+
+        def conv_n(v: str) -> Converted:
+            return {"N": v}, _number_value(v, where)
+
+        return conv_n
+    if typ == "BOOL":
+
+        def conv_bool(v: str) -> Converted:
+            b = _BOOLS.get(v.lower())
+            if b is None:
+                raise RowError(f"{_q(v)} {where} is not a boolean (use true/false, 1/0 or yes/no)")
+            return {"BOOL": b}, 1
+
+        return conv_bool
+    if typ == "NULL":
+
+        def conv_null(v: str) -> Converted:
+            if v.lower() != "null":
+                raise RowError(f"{_q(v)} {where} is not null (a NULL column takes an empty cell or 'null')")
+            return {"NULL": True}, 1
+
+        return conv_null
+    if typ == "B":
+
+        def conv_b(v: str) -> Converted:
+            data = _b64(v, where)
+            return {"B": base64.b64encode(data).decode("ascii")}, len(data)
+
+        return conv_b
+    if typ == "JSON":
+
+        def conv_json(v: str) -> Converted:
+            return _json_cell(v, col)
+
+        return conv_json
+    if typ == "SS":
+
+        def conv_ss(v: str) -> Converted:
+            parts = v.split(delimiter)
+            if "" in parts:
+                raise RowError(f"{_q(v)} {where} has an empty set element (delimiter {delimiter!r})")
+            elems = list(dict.fromkeys(parts))
+            return {"SS": elems}, sum(map(_utf8_len, elems))
+
+        return conv_ss
+    if typ == "NS":
+
+        def conv_ns(v: str) -> Converted:
+            seen: dict[str, str] = {}
+            size = 0
+            for part in v.split(delimiter):
+                p = part.strip()
+                if not p:
+                    raise RowError(f"{_q(v)} {where} has an empty set element (delimiter {delimiter!r})")
+                parsed = _parse_number(p, where)
+                canon = _canonical(*parsed)
+                if canon not in seen:
+                    seen[canon] = p
+                    size += _number_size(*parsed)
+            return {"NS": list(seen.values())}, size
+
+        return conv_ns
+    raise AssertionError(f"no converter for {typ}")  # pragma: no cover - S has its own fast path
+
+
+def _b64(v: str, where: str) -> bytes:
+    try:
+        return base64.b64decode(v, validate=True)
+    except (binascii.Error, ValueError):
+        raise RowError(f"{_q(v)} {where} is not valid base64") from None
+
+
+class _JsonNumber(str):
+    """A JSON number's exact text, kept apart from JSON strings."""
+
+    __slots__ = ()
+
+
+def _json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _json_cell(v: str, col: str) -> Converted:
+    try:
+        obj = json.loads(v, parse_int=_JsonNumber, parse_float=_JsonNumber, parse_constant=_json_constant)
+    except ValueError as exc:
+        raise RowError(f"{_q(v)} in column {col!r} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RowError(f"{_q(v)} in column {col!r} is nested too deeply") from None
+    return _json_value(obj, v, col, 0)
+
+
+def _json_value(obj: Any, cell: str, col: str, depth: int) -> Converted:
+    if isinstance(obj, str):
+        if type(obj) is _JsonNumber:
+            parsed = _parse_number(str(obj), f"in JSON column {col!r}")
+            return {"N": str(obj)}, _number_size(*parsed)
+        return {"S": str(obj)}, _utf8_len(obj)
+    if obj is True or obj is False:
+        return {"BOOL": obj}, 1
+    if obj is None:
+        return {"NULL": True}, 1
+    depth += 1
+    if depth > _MAX_NESTING:
+        raise RowError(
+            f"{_q(cell)} in column {col!r} nests more than {_MAX_NESTING} arrays/objects "
+            "(DynamoDB allows 32 levels)"
+        )
+    size = 3
+    if isinstance(obj, list):
+        items: list[dict[str, Any]] = []
+        for x in obj:
+            value, vsize = _json_value(x, cell, col, depth)
+            items.append(value)
+            size += 1 + vsize
+        return {"L": items}, size
+    members: dict[str, dict[str, Any]] = {}
+    for k, x in cast(dict[str, Any], obj).items():
+        if not k:
+            raise RowError(f"{_q(cell)} in column {col!r} has an empty object key (DynamoDB refuses it)")
+        value, vsize = _json_value(x, cell, col, depth)
+        members[k] = value
+        size += 1 + _utf8_len(k) + vsize
+    return {"M": members}, size
+
+
+# ----------------------------------------------------------------------------- row converter
+
+
+def _key_number(v: str, label: str) -> tuple[str, str, int]:
+    """A number key cell: ``(text to write, canonical text, size)``."""
+    t = v.strip()
+    if not t:
+        raise RowError(f"empty {label}")
+    if t.isdigit() and t.isascii() and len(t) <= MAX_NUMBER_DIGITS:
+        return t, t.lstrip("0") or "0", _number_value(t, label)
+    parsed = _parse_number(t, f"in {label}")
+    return t, _canonical(*parsed), _number_size(*parsed)
+
+
+def _key_binary(v: str, label: str, limit: int) -> tuple[str, int]:
+    """A binary key cell: ``(canonical base64, decoded size)``."""
+    t = v.strip()
+    if not t:
+        raise RowError(f"empty {label}")
+    data = _b64(t, f"in {label}")
+    if not data:
+        raise RowError(f"empty {label}")
+    if len(data) > limit:
+        raise RowError(f"{label} is {len(data)} bytes; DynamoDB allows at most {limit}")
+    return base64.b64encode(data).decode("ascii"), len(data)
+
+
+def _empty_s(policy: str, columns: tuple[tuple[int, str, int], ...]) -> Callable[[Item, list[str]], int]:
+    """Applies the empty policy to S cells that are ``""``; returns the size change."""
+
+    def fix(item: Item, fields: list[str]) -> int:
+        delta = 0
+        for i, name, nsize in columns:
+            if not fields[i]:
+                if policy == "omit":
+                    del item[name]
+                    delta -= nsize
+                elif policy == "null":
+                    item[name] = {"NULL": True}
+                    delta += 1
+        return delta
+
+    return fix
+
+
+class RowConverter:
+    """Turns CSV rows (lists of fields) into ``(item, canonical key, size)``.
+
+    ``attribute_names`` are the item's attribute names in header order (after ``rename``).
+
+    ``convert`` is generated once per converter as straight-line Python (one block per column,
+    names and sizes as constants): on CPython this is about twice as fast as a loop over column
+    descriptors, and it runs once per row. ``source`` holds the generated text for debugging.
+    """
+
+    def __init__(self, spec: SchemaSpec, header: Sequence[str], keys: KeySchema) -> None:
+        header = list(header)
+        columns = ", ".join(header)
+        for what, names in (("columns", spec.columns), ("rename", spec.rename)):
+            for col in names:
+                if col not in header:
+                    raise ConfigError(
+                        f"schema {what} names column {col!r}, which is not in the header: "
+                        f"columns are {columns}"
+                    )
+        attrs = [spec.rename.get(col, col) for col in header]
+        first: dict[str, int] = {}
+        for i, attr in enumerate(attrs):
+            if not attr:
+                raise ConfigError(
+                    f"column {i + 1} of the header has an empty attribute name; "
+                    "give it a name with the schema's rename (or fix the header)"
+                )
+            if attr in first:
+                j = first[attr]
+                raise ConfigError(
+                    f"columns {header[j]!r} (#{j + 1}) and {header[i]!r} (#{i + 1}) both become attribute "
+                    f"{attr!r}; rename one of them"
+                )
+            first[attr] = i
+        self.attribute_names: list[str] = attrs
+
+        key_cols: list[tuple[int, str, KeyType, str, int]] = []
+        for role, name, ktype, limit in (
+            ("partition key", keys.partition, keys.partition_type, MAX_PARTITION_KEY_BYTES),
+            ("sort key", keys.sort, keys.sort_type, MAX_SORT_KEY_BYTES),
+        ):
+            if name is None:
+                continue
+            if ktype not in ("S", "N", "B"):
+                raise ConfigError(f"the table's {role} {name!r} has type {ktype!r}; expected S, N or B")
+            if name not in first:
+                raise ConfigError(
+                    f"key column {name!r} is not in the header: columns are {columns}"
+                    + (f" (after rename: {', '.join(attrs)})" if spec.rename else "")
+                )
+            idx = first[name]
+            typ = spec.columns.get(header[idx])
+            if typ is not None and typ != ktype:
+                raise ConfigError(
+                    f"column {header[idx]!r} is typed {typ} in the schema, but the table's {role} "
+                    f"{name!r} is {ktype}; change the schema to {ktype} or drop the type"
+                )
+            key_cols.append((idx, name, ktype, f"{role} {name!r}", limit))
+
+        key_indexes = {k[0] for k in key_cols}
+        s_cols: list[tuple[int, str, int]] = []
+        typed_cols: list[tuple[int, str, str, ColumnType]] = []
+        for i, (col, attr) in enumerate(zip(header, attrs, strict=True)):
+            if i in key_indexes:
+                continue
+            typ = spec.columns.get(col, "S")
+            if typ == "S":
+                s_cols.append((i, attr, _utf8_len(attr)))
+            else:
+                typed_cols.append((i, attr, col, typ))
+        self.source, self._convert = _generate(
+            len(header), key_cols, tuple(s_cols), typed_cols, spec.empty, spec.set_delimiter
+        )
+
+    def convert(self, fields: list[str]) -> tuple[Item, Key, int]:
+        """One row as ``(wire-JSON item, canonical key, item size in bytes)``; RowError if it can't be."""
+        return self._convert(fields)
+
+
+def _generate(
+    width: int,
+    key_cols: list[tuple[int, str, KeyType, str, int]],
+    s_cols: tuple[tuple[int, str, int], ...],
+    typed_cols: list[tuple[int, str, str, ColumnType]],
+    empty: str,
+    delimiter: str,
+) -> tuple[str, Callable[[list[str]], tuple[Item, Key, int]]]:
+    """The source of a row converter and the function itself.
+
+    Only ``repr()`` of strings and integers computed here reach the source, so a column or
+    attribute name can never become code.
+    """
+    env: dict[str, Any] = {
+        "RowError": RowError,
+        "MAX_ITEM_BYTES": MAX_ITEM_BYTES,
+        "_key_number": _key_number,
+        "_key_binary": _key_binary,
+        "_number_value": _number_value,
+    }
+    out = [
+        "def convert(fields):",
+        f"    if len(fields) != {width}:",
+        f"        raise RowError(f'expected {width} fields, got {{len(fields)}}')",
+        "    " + "".join(f"v{i}, " for i in range(width)) + "= fields",
+        "    size = " + repr(sum(_utf8_len(k[1]) for k in key_cols) + sum(c[2] for c in s_cols)),
+    ]
+    display: list[str] = []
+    key_vars: list[str] = []
+    for j, (i, name, ktype, label, limit) in enumerate(key_cols):
+        if ktype == "S":
+            out += [
+                f"    if not v{i}:",
+                f"        raise RowError({'empty ' + label!r})",
+                f"    n = len(v{i}) if v{i}.isascii() else len(v{i}.encode())",
+                f"    if n > {limit}:",
+                f"        raise RowError({label!r} f' is {{n}} bytes; DynamoDB allows at most {limit}')",
+                "    size += n",
+            ]
+            display.append(f"{name!r}: {{'S': v{i}}}")
+            key_vars.append(f"v{i}")
+        elif ktype == "N":
+            out += [f"    t{j}, k{j}, n = _key_number(v{i}, {label!r})", "    size += n"]
+            display.append(f"{name!r}: {{'N': t{j}}}")
+            key_vars.append(f"k{j}")
+        else:
+            out += [f"    k{j}, n = _key_binary(v{i}, {label!r}, {limit})", "    size += n"]
+            display.append(f"{name!r}: {{'B': k{j}}}")
+            key_vars.append(f"k{j}")
+    display += [f"{name!r}: {{'S': v{i}}}" for i, name, _ in s_cols]
+    out.append("    item = {" + ", ".join(display) + "}")
+    if s_cols:
+        joined = (
+            f"v{s_cols[0][0]}"
+            if len(s_cols) == 1
+            else "''.join((" + "".join(f"v{c[0]}, " for c in s_cols) + "))"
+        )
+        out += [f"    j = {joined}", "    size += len(j) if j.isascii() else len(j.encode())"]
+        if empty != "empty-string":
+            env["_fix_empty"] = _empty_s(empty, s_cols)
+            out += ["    if '' in fields:", "        size += _fix_empty(item, fields)"]
+    for i, name, col, typ in typed_cols:
+        nsize = _utf8_len(name)
+        where = f"in column {col!r}"
+        out.append(f"    t = v{i}.strip()")
+        out.append("    if t:")
+        if typ == "N":
+            out += [
+                f"        item[{name!r}] = {{'N': t}}",
+                f"        size += {nsize} + _number_value(t, {where!r})",
+            ]
+        else:
+            env[f"_c{i}"] = _make_converter(typ, col, delimiter)
+            out += [f"        item[{name!r}], n = _c{i}(t)", f"        size += {nsize} + n"]
+        if typ == "NULL" or empty == "null":
+            out += ["    else:", f"        item[{name!r}] = {{'NULL': True}}", f"        size += {nsize + 1}"]
+    out += [
+        "    if size > MAX_ITEM_BYTES:",
+        '        raise RowError(f"item is {size} bytes by DynamoDB\'s size rules; the limit is "',
+        f"                       '{MAX_ITEM_BYTES} (400 KB)')",
+        "    return item, (" + "".join(f"{k}, " for k in key_vars) + "), size",
+    ]
+    source = "\n".join(out) + "\n"
+    exec(compile(source, "<s3ddb RowConverter>", "exec"), env)
+    return source, cast(Callable[[list[str]], tuple[Item, Key, int]], env["convert"])
