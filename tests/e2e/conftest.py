@@ -39,6 +39,7 @@ class Emulator:
     proc: subprocess.Popen[bytes]
     log_path: Path
     client: Any  # boto3 lambda client pointed at the emulator
+    copier: threading.Thread | None = None
 
     def attempts(self) -> list[dict[str, Any]]:
         import urllib.request
@@ -103,13 +104,14 @@ def start_emulator(aws_env: dict[str, str], tmp_path: Path) -> Iterator[Callable
                     log.write(line)
                     log.flush()
 
-        threading.Thread(target=copy, daemon=True).start()
+        copier = threading.Thread(target=copy, daemon=True)
+        copier.start()
         client = boto3.client(
             "lambda",
             endpoint_url=url,
             config=botocore.config.Config(read_timeout=60, retries={"max_attempts": 1}),
         )
-        emu = Emulator(url=url, proc=proc, log_path=log_path, client=client)
+        emu = Emulator(url=url, proc=proc, log_path=log_path, client=client, copier=copier)
         started.append(emu)
         return emu
 
@@ -121,6 +123,11 @@ def start_emulator(aws_env: dict[str, str], tmp_path: Path) -> Iterator[Callable
         except subprocess.TimeoutExpired:
             os.killpg(emu.proc.pid, 9)
             emu.proc.wait()
+        if emu.copier is not None:
+            emu.copier.join(timeout=10)
+        if emu.proc.stdout is not None:
+            emu.proc.stdout.close()
+        emu.client.close()
 
 
 def wait_final(
