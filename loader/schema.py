@@ -374,7 +374,10 @@ def _json_cell(v: str, col: str) -> Converted:
         raise RowError(f"{_q(v)} in column {col!r} is not valid JSON: {exc}") from None
     except RecursionError:
         raise RowError(f"{_q(v)} in column {col!r} is nested too deeply") from None
-    return _json_value(obj, v, col, 0)
+    try:
+        return _json_value(obj, v, col, 0)
+    except UnicodeEncodeError:
+        raise RowError(f"{_q(v)} in column {col!r} holds a string that is not valid Unicode text") from None
 
 
 def _json_value(obj: Any, cell: str, col: str, depth: int) -> Converted:
@@ -456,6 +459,15 @@ def _empty_s(policy: str, columns: tuple[tuple[int, str, int], ...]) -> Callable
     return fix
 
 
+def _not_unicode(names: list[str], fields: list[str]) -> str:
+    for name, cell in zip(names, fields, strict=False):
+        try:
+            cell.encode()
+        except UnicodeEncodeError:
+            return f"{_q(cell)} for attribute {name!r} is not valid Unicode text"
+    return "a cell holds a JSON string that is not valid Unicode text"
+
+
 class RowConverter:
     """Turns CSV rows (lists of fields) into ``(item, canonical key, size)``.
 
@@ -484,6 +496,12 @@ class RowConverter:
                     f"column {i + 1} of the header has an empty attribute name; "
                     "give it a name with the schema's rename (or fix the header)"
                 )
+            try:
+                attr.encode()
+            except UnicodeEncodeError:
+                raise ConfigError(
+                    f"column {i + 1} of the header, {attr!r}, is not valid Unicode text"
+                ) from None
             if attr in first:
                 j = first[attr]
                 raise ConfigError(
@@ -533,7 +551,11 @@ class RowConverter:
 
     def convert(self, fields: list[str]) -> tuple[Item, Key, int]:
         """One row as ``(wire-JSON item, canonical key, item size in bytes)``; RowError if it can't be."""
-        return self._convert(fields)
+        try:
+            return self._convert(fields)
+        except UnicodeEncodeError:
+            # a lone surrogate (text decoded with errors="surrogateescape", or a JSON "\ud800")
+            raise RowError(_not_unicode(self.attribute_names, fields)) from None
 
 
 def _generate(

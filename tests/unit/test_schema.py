@@ -638,3 +638,23 @@ def test_many_columns() -> None:
     item, _, size = RowConverter(SchemaSpec(), header, PK).convert(["k"] + ["v"] * 500)
     assert len(item) == 501
     assert size == 3 + sum(len(f"c{i}") + 1 for i in range(500))
+
+
+@pytest.mark.parametrize(
+    ("types", "cell", "reason"),
+    [
+        ({}, "bad \udcff byte", "for attribute 'c' is not valid Unicode text"),
+        ({"c": "SS"}, "a|\udcff", "for attribute 'c' is not valid Unicode text"),
+        ({"c": "JSON"}, '["\\ud800"]', "in column 'c' holds a string that is not valid Unicode text"),
+        ({"c": "JSON"}, '{"\\ud800": 1}', "in column 'c' holds a string that is not valid Unicode text"),
+    ],
+)
+def test_text_that_cannot_be_utf8_is_a_row_error(types: dict[str, Any], cell: str, reason: str) -> None:
+    with pytest.raises(RowError) as err:
+        conv(types).convert(["k", cell])
+    assert reason in err.value.reason
+
+
+def test_a_header_name_that_cannot_be_utf8_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="column 2 of the header"):
+        RowConverter(SchemaSpec(), ["pk", "\udcff"], PK)
