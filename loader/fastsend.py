@@ -35,6 +35,7 @@ import aiohttp
 import botocore.exceptions
 import botocore.session
 import orjson
+import yarl
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
@@ -165,6 +166,7 @@ class LeanSender:
         default_port = 443 if parts.scheme == "https" else 80
         host = parts.hostname if parts.port in (None, default_port) else f"{parts.hostname}:{parts.port}"
         self._url = f"{parts.scheme}://{parts.netloc}/"
+        self._yurl = yarl.URL(self._url)  # parsed once, not per request
         self._http = http
         self._owns_http = owns_http
         self._region = region
@@ -199,10 +201,13 @@ class LeanSender:
         body = orjson.dumps({"RequestItems": {table: [{"PutRequest": {"Item": it}} for it in items]}})
         headers = self._sign(body)
         try:
-            async with self._http.post(self._url, data=body, headers=headers) as resp:
+            resp = await self._http.post(self._yurl, data=body, headers=headers)
+            try:
                 raw = await resp.read()
-                status = resp.status
-                crc = resp.headers.get("x-amz-crc32")
+            finally:
+                resp.release()
+            status = resp.status
+            crc = resp.headers.get("x-amz-crc32")
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransientSendError(f"{type(exc).__name__}: {exc}", code=type(exc).__name__) from exc
         if crc is not None and int(crc) != zlib.crc32(raw):
