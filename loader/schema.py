@@ -3,8 +3,11 @@
 A :class:`RowConverter` is built once per load from the schema, the CSV header and the table's
 key schema; building it checks everything that can be checked without data (``ConfigError``).
 ``convert()`` then turns one row into ``(item, key, size)`` or raises ``RowError`` with a reason
-that names the column and the problem. It runs once per row, so the column converters are
-chosen once in ``__init__``; plain string columns take a fast path with no function call.
+that names the column and the problem. It runs once per row, so ``__init__`` compiles it into
+straight-line code for this header: string columns cost a dict and a ``len``, no function call.
+
+The canonical key (for duplicate detection) is a tuple of the key values as text: S as is, N
+normalised (``1``, ``1.0``, ``01``, ``1e0`` are all ``"1"``), B as canonical base64 of its bytes.
 
 Decisions (what a cell becomes):
 
@@ -216,15 +219,10 @@ def _number_size(negative: bool, sig: str, adj: int) -> int:
 def _number_value(text: str, where: str) -> int:
     """Size of a stripped, non-empty N cell; RowError if it is not a valid number.
 
-    The hot path for N columns: ``_parse_number`` + ``_number_size`` inlined; digits-only cells
-    (counts, ids) and plain decimals (prices) skip the regex.
+    The hot path for N columns (the generated code handles digits-only cells itself):
+    ``_parse_number`` + ``_number_size`` inlined, and plain decimals (prices) skip the regex.
     """
-    if text.isdigit() and text.isascii() and len(text) <= MAX_NUMBER_DIGITS:
-        digits = text.lstrip("0")
-        if not digits:
-            return 1
-        return (len(digits.rstrip("0")) + (len(digits) & 1) + 1) // 2 + 1
-    # a plain decimal, optionally signed: "19.99", "-0.125", ".5"
+    # a plain decimal, optionally signed: "19.99", "-0.125", ".5", "42"
     body = text[1:] if text[0] in "+-" else text
     plain = body.replace(".", "", 1)
     if plain.isdigit() and plain.isascii() and len(plain) <= MAX_NUMBER_DIGITS:
@@ -625,9 +623,14 @@ def _generate(
         out.append(f"    t = v{i}.strip()")
         out.append("    if t:")
         if typ == "N":
-            out += [
+            out += [  # digits-only cells inline, the rest through _number_value
                 f"        item[{name!r}] = {{'N': t}}",
-                f"        size += {nsize} + _number_value(t, {where!r})",
+                f"        if t.isdigit() and t.isascii() and len(t) <= {MAX_NUMBER_DIGITS}:",
+                "            d = t.lstrip('0')",
+                f"            size += {nsize + 1}"
+                " + ((len(d.rstrip('0')) + (len(d) & 1) + 1) // 2 if d else 0)",
+                "        else:",
+                f"            size += {nsize} + _number_value(t, {where!r})",
             ]
         else:
             env[f"_c{i}"] = _make_converter(typ, col, delimiter)
