@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole check, as CI runs it: bootstrap, lint, type-check, then pytest against a private set of
-# local stand-ins (DynamoDB Local + moto) on free ports, stopped again on exit.
+# local stand-ins (DynamoDB Local, moto, the Lambda emulator) on free ports, stopped again on exit.
 # Extra arguments go to pytest, e.g. `scripts/test.sh tests/unit -x`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,11 +21,11 @@ done
 say "mypy ${typed[*]}"
 "$ROOT/.venv/bin/mypy" "${typed[@]}"
 
-# Own state dir and free ports: never touches a developer's `s3ddb local up` (~/.s3ddb/local, 8000/4566).
+# Own state dir and free ports: never touches a developer's `s3ddb local up` (~/.s3ddb/local, 8000/4566/9001).
 STATE="$ROOT/.s3ddb/ci"
 stop_services() { "$PY" -m infra.local down --dir "$STATE" || true; }
 trap stop_services EXIT
-exports="$("$PY" -m infra.local up --dir "$STATE" --dynamodb-port 0 --s3-port 0)"
+exports="$("$PY" -m infra.local up --dir "$STATE" --dynamodb-port 0 --s3-port 0 --lambda-port 0)"
 eval "$exports"
 
 say "pytest"

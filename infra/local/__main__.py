@@ -2,7 +2,7 @@
 
 ``up`` prints ``export`` lines on stdout (everything else goes to stderr), so::
 
-    eval "$(python -m infra.local up --dir .s3ddb/ci --dynamodb-port 0 --s3-port 0)"
+    eval "$(python -m infra.local up --dir .s3ddb/ci --dynamodb-port 0 --s3-port 0 --lambda-port 0)"
     python -m infra.local down --dir .s3ddb/ci
 """
 
@@ -29,10 +29,28 @@ def main(argv: list[str] | None = None) -> int:
         )
     p_up.add_argument("--dynamodb-port", type=int, default=8000, help="0 picks a free port (default 8000)")
     p_up.add_argument("--s3-port", type=int, default=4566, help="0 picks a free port (default 4566)")
+    p_up.add_argument(
+        "--lambda-port",
+        type=int,
+        default=stack.DEFAULT_LAMBDA_PORT,
+        help=f"0 picks a free port (default {stack.DEFAULT_LAMBDA_PORT})",
+    )
+    p_up.add_argument(
+        "--lambda-timeout",
+        type=float,
+        default=stack.DEFAULT_LAMBDA_TIMEOUT_S,
+        help="the emulated function's timeout in seconds (default 900)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            services = stack.up(state_dir=args.dir, dynamodb_port=args.dynamodb_port, s3_port=args.s3_port)
+            services = stack.up(
+                state_dir=args.dir,
+                dynamodb_port=args.dynamodb_port,
+                s3_port=args.s3_port,
+                lambda_port=args.lambda_port,
+                lambda_timeout=args.lambda_timeout,
+            )
             sys.stdout.write(stack.format_exports(services.env))
         else:
             stopped = stack.down(state_dir=args.dir)

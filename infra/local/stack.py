@@ -234,10 +234,13 @@ def ensure_java() -> str:
         ["apt-get", "update"],
         ["apt-get", "install", "-y", "--no-install-recommends", JAVA_APT_PACKAGE],
     ):
-        # apt's output goes to stderr: stdout of `up` is for `eval`.
-        proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False)
+        # Captured: stdout of `up` is for `eval`, and sys.stderr may have no file descriptor.
+        proc = subprocess.run(
+            argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+        )
         if proc.returncode != 0:
-            raise RuntimeError(f"`{' '.join(argv)}` failed (exit {proc.returncode}). {how}")
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
+            raise RuntimeError(f"`{' '.join(argv)}` failed (exit {proc.returncode}):\n{tail}\n{how}")
     java = _find_java()
     if java is None:
         raise RuntimeError(f"installed {JAVA_APT_PACKAGE} but found no java {MIN_JAVA}+. {how}")

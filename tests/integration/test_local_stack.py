@@ -1,7 +1,7 @@
 """The local stand-ins as ``s3ddb local up|down`` runs them: real processes, temp state dirs, free ports.
 
-These tests start their own DynamoDB Local and moto (they do not use the session's services), so
-they also run when the endpoint variables point elsewhere.
+These tests start their own DynamoDB Local, moto and Lambda emulator (not the session's services),
+so they also run when the endpoint variables point elsewhere.
 """
 
 from __future__ import annotations
@@ -45,15 +45,17 @@ def state_dir(tmp_path: Path) -> Iterator[Path]:
 def test_up_twice_reuses_the_services_and_down_stops_exactly_them(
     state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ddb_port, s3_port = _free_port(), _free_port()
-    first = stack.up(state_dir=state_dir, dynamodb_port=ddb_port, s3_port=s3_port)
-    second = stack.up(state_dir=state_dir, dynamodb_port=ddb_port, s3_port=s3_port)
+    ports = {"dynamodb_port": _free_port(), "s3_port": _free_port(), "lambda_port": _free_port()}
+    ddb_port, s3_port = ports["dynamodb_port"], ports["s3_port"]
+    first = stack.up(state_dir=state_dir, **ports)
+    second = stack.up(state_dir=state_dir, **ports)
 
-    assert set(first.pids) == {"dynamodb", "s3"}
+    assert set(first.pids) == {"dynamodb", "s3", "lambda"}
     assert second.pids == first.pids
     assert second.env == first.env
     assert first.env["AWS_ENDPOINT_URL_DYNAMODB"] == f"http://127.0.0.1:{ddb_port}"
     assert first.env["AWS_ENDPOINT_URL_S3"] == f"http://127.0.0.1:{s3_port}"
+    assert first.env["AWS_ENDPOINT_URL_LAMBDA"] == f"http://127.0.0.1:{ports['lambda_port']}"
     assert (state_dir / "dynamodb.pid").read_text().strip() == str(first.pids["dynamodb"])
     assert json.loads((state_dir / "state.json").read_text())["env"] == first.env
 
@@ -63,7 +65,9 @@ def test_up_twice_reuses_the_services_and_down_stops_exactly_them(
         monkeypatch.setenv(k, v)
     ddb = boto3.client("dynamodb")
     s3 = boto3.client("s3")
-    assert ddb.list_tables()["TableNames"] == []
+    # a fresh DynamoDB Local: only the ledger table the Lambda service creates for its function
+    ledger = os.environ.get("S3DDB_LEDGER_TABLE") or stack.DEFAULT_LEDGER_TABLE
+    assert ddb.list_tables()["TableNames"] == [ledger]
     s3.create_bucket(Bucket="local-stack-probe")
     assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["local-stack-probe"]
 
@@ -76,7 +80,7 @@ def test_up_twice_reuses_the_services_and_down_stops_exactly_them(
     )
     assert out.stdout.strip() == f"http://127.0.0.1:{s3_port} s3ddblocal"
 
-    assert sorted(stack.down(state_dir=state_dir)) == ["dynamodb", "s3"]
+    assert sorted(stack.down(state_dir=state_dir)) == ["dynamodb", "lambda", "s3"]
     assert all(_gone(pid) for pid in first.pids.values())
     assert not list(state_dir.glob("*.pid"))
     assert stack.down(state_dir=state_dir) == []
@@ -88,7 +92,7 @@ def test_up_names_a_port_taken_by_another_process(state_dir: Path) -> None:
         other.listen()
         port = other.getsockname()[1]
         with pytest.raises(stack.PortInUseError, match=rf"port {port} .*--dynamodb-port"):
-            stack.up(state_dir=state_dir, dynamodb_port=port, s3_port=_free_port())
+            stack.up(state_dir=state_dir, dynamodb_port=port, s3_port=_free_port(), lambda_port=_free_port())
     assert not list(state_dir.glob("*.pid"))
 
 
