@@ -44,8 +44,9 @@ def test_100k_rows_load_exactly(
 ) -> None:
     rows = simple_rows(100_000)
     uri = put(s3, bucket, "big/data.csv", csv_bytes(["pk", "n", "s"], rows))
-    code, s, err = run_cli(capsys, "load", uri, "--table", table, "--type", "n=N", "--json",
-                           "--rejects", str(tmp_path / "rej"))
+    code, s, err = run_cli(
+        capsys, "load", uri, "--table", table, "--type", "n=N", "--json", "--rejects", str(tmp_path / "rej")
+    )
     assert code == 0, err
     assert s is not None
     assert s["rows_read"] == 100_000 and s["items_written"] == 100_000
@@ -61,21 +62,43 @@ def test_every_type_and_schema_file(
     capsys: pytest.CaptureFixture[str], s3: Any, ddb: Any, bucket: str, table: str, tmp_path: Path
 ) -> None:
     schema = tmp_path / "schema.json"
-    schema.write_text(orjson.dumps({
-        "columns": {"num": "N", "flag": "BOOL", "nothing": "NULL", "doc": "JSON", "tags": "SS",
-                    "scores": "NS", "blob": "B"},
-        "rename": {"id": "pk", "doc": "document"},
-        "empty": "omit",
-        "set_delimiter": ";",
-    }).decode())
+    schema.write_text(
+        orjson.dumps(
+            {
+                "columns": {
+                    "num": "N",
+                    "flag": "BOOL",
+                    "nothing": "NULL",
+                    "doc": "JSON",
+                    "tags": "SS",
+                    "scores": "NS",
+                    "blob": "B",
+                },
+                "rename": {"id": "pk", "doc": "document"},
+                "empty": "omit",
+                "set_delimiter": ";",
+            }
+        ).decode()
+    )
     header = ["id", "num", "flag", "nothing", "doc", "tags", "scores", "blob", "plain"]
     rows = [
-        ["a", "12.50", "YES", "", '{"x": 1, "y": [true, null, "s", 1e3]}', "red;blue;red", "1;2.5", "AAEC", "hi"],
+        [
+            "a",
+            "12.50",
+            "YES",
+            "",
+            '{"x": 1, "y": [true, null, "s", 1e3]}',
+            "red;blue;red",
+            "1;2.5",
+            "AAEC",
+            "hi",
+        ],
         ["b", "-7", "false", "", "[1, 2]", "one", "3", "", ""],
     ]
     uri = put(s3, bucket, "types.csv", csv_bytes(header, rows))
-    code, s, err = run_cli(capsys, "load", uri, "--table", table, "--schema", str(schema), "--json",
-                           "--sender", "botocore")
+    code, s, err = run_cli(
+        capsys, "load", uri, "--table", table, "--schema", str(schema), "--json", "--sender", "botocore"
+    )
     assert code == 0, err
     assert s is not None and s["items_written"] == 2
     items = by_pk(scan_all(ddb, table))
@@ -83,8 +106,9 @@ def test_every_type_and_schema_file(
     assert a["num"] == {"N": "12.5"}
     assert a["flag"] == {"BOOL": True}
     assert "nothing" not in a
-    assert a["document"] == {"M": {"x": {"N": "1"}, "y": {"L": [
-        {"BOOL": True}, {"NULL": True}, {"S": "s"}, {"N": "1000"}]}}}
+    assert a["document"] == {
+        "M": {"x": {"N": "1"}, "y": {"L": [{"BOOL": True}, {"NULL": True}, {"S": "s"}, {"N": "1000"}]}}
+    }
     assert sorted(a["tags"]["SS"]) == ["blue", "red"]
     assert sorted(a["scores"]["NS"]) == ["1", "2.5"]
     assert a["blob"] == {"B": b"\x00\x01\x02"}
@@ -95,22 +119,41 @@ def test_every_type_and_schema_file(
 
 @pytest.mark.parametrize("sender", ["lean", "botocore"])
 def test_rejects_carry_row_offset_raw_and_reason_and_neighbours_land(
-    capsys: pytest.CaptureFixture[str], s3: Any, ddb: Any, bucket: str, table: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    s3: Any,
+    ddb: Any,
+    bucket: str,
+    table: str,
+    tmp_path: Path,
     sender: str,
 ) -> None:
     body = (
         b"pk,n,flag\n"
         b"a,1,true\n"
-        b"b,1x,true\n"          # bad number
-        b"c,2,maybe\n"          # bad boolean
-        b",3,true\n"            # empty key
-        b"d,4\n"                # ragged
+        b"b,1x,true\n"  # bad number
+        b"c,2,maybe\n"  # bad boolean
+        b",3,true\n"  # empty key
+        b"d,4\n"  # ragged
         b"e,123456789012345678901234567890123456789,true\n"  # 39 digits
         b"f,5,no\n"
     )
     uri = put(s3, bucket, "rej.csv", body)
-    code, s, err = run_cli(capsys, "load", uri, "--table", table, "--type", "n=N", "--type", "flag=BOOL",
-                           "--rejects", str(tmp_path), "--json", "--sender", sender)
+    code, s, err = run_cli(
+        capsys,
+        "load",
+        uri,
+        "--table",
+        table,
+        "--type",
+        "n=N",
+        "--type",
+        "flag=BOOL",
+        "--rejects",
+        str(tmp_path),
+        "--json",
+        "--sender",
+        sender,
+    )
     assert code == 0, err
     assert s is not None
     assert_accounted(s)
@@ -118,10 +161,15 @@ def test_rejects_carry_row_offset_raw_and_reason_and_neighbours_land(
     assert sorted(by_pk(scan_all(ddb, table))) == ["a", "f"]
     lines = [orjson.loads(x) for x in Path(s["rejects"]).read_bytes().splitlines()]
     assert [x["row"] for x in lines] == [2, 3, 4, 5, 6]
-    assert [x["raw"] for x in lines] == ["b,1x,true", "c,2,maybe", ",3,true", "d,4",
-                                         "e,123456789012345678901234567890123456789,true"]
+    assert [x["raw"] for x in lines] == [
+        "b,1x,true",
+        "c,2,maybe",
+        ",3,true",
+        "d,4",
+        "e,123456789012345678901234567890123456789,true",
+    ]
     for x in lines:
-        assert body[x["offset"]:].startswith(x["raw"].encode())
+        assert body[x["offset"] :].startswith(x["raw"].encode())
     reasons = " | ".join(x["reason"] for x in lines)
     for word in ("number", "maybe", "empty", "field", "38"):
         assert word in reasons
@@ -148,8 +196,19 @@ def test_no_header_columns_latin1_and_gzip(
     rows = [(f"g{i}", f"café {i}") for i in range(3000)]
     body = gzip.compress(csv_bytes(None, rows, encoding="latin-1"))
     uri = put(s3, bucket, "nohdr.csv.gz", body)
-    code, s, err = run_cli(capsys, "load", uri, "--table", table, "--no-header", "--columns", "pk,name",
-                           "--encoding", "latin-1", "--json")
+    code, s, err = run_cli(
+        capsys,
+        "load",
+        uri,
+        "--table",
+        table,
+        "--no-header",
+        "--columns",
+        "pk,name",
+        "--encoding",
+        "latin-1",
+        "--json",
+    )
     assert code == 0, err
     assert s is not None and s["items_written"] == 3000
     items = by_pk(scan_all(ddb, table))
@@ -161,16 +220,30 @@ def test_no_header_columns_latin1_and_gzip(
     [("last", "3", 2, 1, 0), ("first", "1", 2, 1, 0), ("error", "1", 2, 0, 1)],
 )
 def test_duplicate_keys_inside_a_batch(
-    capsys: pytest.CaptureFixture[str], s3: Any, ddb: Any, bucket: str, table: str, tmp_path: Path,
-    policy: str, expected_v: str, written: int, collapsed: int, rejected: int,
+    capsys: pytest.CaptureFixture[str],
+    s3: Any,
+    ddb: Any,
+    bucket: str,
+    table: str,
+    tmp_path: Path,
+    policy: str,
+    expected_v: str,
+    written: int,
+    collapsed: int,
+    rejected: int,
 ) -> None:
     uri = put(s3, bucket, "dup.csv", b"pk,v\nx,1\ny,2\nx,3\n")
-    code, s, err = run_cli(capsys, "load", uri, "--table", table, "--on-duplicate", policy, "--json",
-                           "--rejects", str(tmp_path))
+    code, s, err = run_cli(
+        capsys, "load", uri, "--table", table, "--on-duplicate", policy, "--json", "--rejects", str(tmp_path)
+    )
     assert code == 0, err
     assert s is not None
     assert_accounted(s)
-    assert (s["items_written"], s["duplicates_collapsed"], s["rows_rejected"]) == (written, collapsed, rejected)
+    assert (s["items_written"], s["duplicates_collapsed"], s["rows_rejected"]) == (
+        written,
+        collapsed,
+        rejected,
+    )
     assert by_pk(scan_all(ddb, table))["x"]["v"] == {"S": expected_v}
 
 
@@ -222,22 +295,38 @@ def test_checkpoint_and_resume_end_with_the_exact_table(
         async with clients.open_dynamodb_sender(concurrency=8) as sender:
             return await pipeline.run(
                 source=open_source(uri, s3_client=s3c, spec=spec),
-                config=config, csv_spec=spec, schema=schema,
+                config=config,
+                csv_spec=spec,
+                schema=schema,
                 keys=clients.describe_key_schema(clients.dynamodb_client(), table),
-                sender=sender, rejects=open_rejects(str(tmp_path), run_id="r1"),
-                should_stop=stop, on_checkpoint=save,
+                sender=sender,
+                rejects=open_rejects(str(tmp_path), run_id="r1"),
+                should_stop=stop,
+                on_checkpoint=save,
             )
 
     result = asyncio.run(first_run())
     assert result.stopped == "stopped"
     cp = Checkpoint.loads(cp_path.read_bytes())
     assert 0 < cp.offset < len(body) and not cp.complete
-    assert body[cp.offset - 1:cp.offset] == b"\n"  # a record boundary
+    assert body[cp.offset - 1 : cp.offset] == b"\n"  # a record boundary
     assert cp.counters.rows_read == cp.next_row - 1 and cp.counters.balanced
     assert len(scan_all(ddb, table)) < 20_000
 
-    code, s, err = run_cli(capsys, "load", uri, "--table", table, "--type", "n=N", "--resume", str(cp_path),
-                           "--checkpoint", str(cp_path), "--json")
+    code, s, err = run_cli(
+        capsys,
+        "load",
+        uri,
+        "--table",
+        table,
+        "--type",
+        "n=N",
+        "--resume",
+        str(cp_path),
+        "--checkpoint",
+        str(cp_path),
+        "--json",
+    )
     assert code == 0, err
     assert s is not None
     assert s["object"]["complete"] is True
@@ -262,19 +351,39 @@ def test_validate_writes_nothing_and_reports_rejects_and_write_units(
     assert scan_all(ddb, table) == []
 
 
-def test_max_rejects_exits_3(capsys: pytest.CaptureFixture[str], s3: Any, bucket: str, table: str,
-                             tmp_path: Path) -> None:
+def test_max_rejects_exits_3(
+    capsys: pytest.CaptureFixture[str], s3: Any, bucket: str, table: str, tmp_path: Path
+) -> None:
     uri = put(s3, bucket, "many.csv", b"pk,n\n" + b"".join(b"k%d,x\n" % i for i in range(10)))
-    code, s, err = run_cli(capsys, "load", uri, "--table", table, "--type", "n=N", "--max-rejects", "3",
-                           "--json", "--rejects", str(tmp_path), "--checkpoint", str(tmp_path / "cp.json"))
+    code, s, err = run_cli(
+        capsys,
+        "load",
+        uri,
+        "--table",
+        table,
+        "--type",
+        "n=N",
+        "--max-rejects",
+        "3",
+        "--json",
+        "--rejects",
+        str(tmp_path),
+        "--checkpoint",
+        str(tmp_path / "cp.json"),
+    )
     assert code == 3
     assert "--max-rejects" in err
     assert (tmp_path / "cp.json").exists()
 
 
 def cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "loader.cli", *argv], capture_output=True, text=True,
-                          env=env or dict(os.environ), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "loader.cli", *argv],
+        capture_output=True,
+        text=True,
+        env=env or dict(os.environ),
+        timeout=120,
+    )
 
 
 def test_configuration_errors_exit_2_with_one_clear_line(s3: Any, bucket: str, table: str) -> None:

@@ -8,8 +8,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 
-def csv_bytes(header: Sequence[str] | None, rows: Iterable[Sequence[Any]], *, delimiter: str = ",",
-              newline: str = "\n", encoding: str = "utf-8") -> bytes:
+def csv_bytes(
+    header: Sequence[str] | None,
+    rows: Iterable[Sequence[Any]],
+    *,
+    delimiter: str = ",",
+    newline: str = "\n",
+    encoding: str = "utf-8",
+) -> bytes:
     buf = io.StringIO()
     w = csv.writer(buf, delimiter=delimiter, lineterminator=newline)
     if header is not None:
@@ -21,7 +27,7 @@ def csv_bytes(header: Sequence[str] | None, rows: Iterable[Sequence[Any]], *, de
 
 def simple_rows(n: int, *, start: int = 0) -> list[tuple[str, str, str]]:
     """Rows (pk, n, s) with distinct keys; n is a number column, s a text column."""
-    return [(f"k{i:07d}", str(i * 7 - 3), f"text {i} ü \"q\", x") for i in range(start, start + n)]
+    return [(f"k{i:07d}", str(i * 7 - 3), f'text {i} ü "q", x') for i in range(start, start + n)]
 
 
 def simple_expected(rows: Iterable[tuple[str, str, str]]) -> dict[str, dict[str, Any]]:
