@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.gen import generate
+from benchmarks.gen import DEFAULT_COLUMNS, generate, parse_columns
 from benchmarks.wire import WireProcess, start_wire
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -286,6 +286,7 @@ def run_matrix(
     latencies: Sequence[float],
     cases: Sequence[str],
     keys: str = "random",
+    columns: Sequence[tuple[str, str]] = DEFAULT_COLUMNS,
     item_bytes: int = 300,
     seed: int = 1,
     gzip_output: bool = False,
@@ -296,7 +297,15 @@ def run_matrix(
     with services(targets) as env, tempfile.TemporaryDirectory(prefix="s3ddb-bench-") as workdir:
         name = f"bench-{rows}.csv" + (".gz" if gzip_output else "")
         path = os.path.join(workdir, name)
-        g = generate(path, rows=rows, keys=keys, item_bytes=item_bytes, seed=seed, gzip_output=gzip_output)
+        g = generate(
+            path,
+            rows=rows,
+            columns=columns,
+            keys=keys,
+            item_bytes=item_bytes,
+            seed=seed,
+            gzip_output=gzip_output,
+        )
         print(
             f"benchmarks: generated {rows:,} rows ({g.bytes:,} bytes) in {g.seconds:.1f} s", file=sys.stderr
         )
@@ -369,6 +378,9 @@ def run_main(argv: list[str]) -> int:
     p.add_argument("--latency", type=_csv_list, default=["0", "10"], help="ms per call, wire target only")
     p.add_argument("--cases", type=_csv_list, default=list(CASES))
     p.add_argument("--keys", default="random", choices=("random", "sorted", "hot"))
+    p.add_argument(
+        "--columns", type=parse_columns, default=DEFAULT_COLUMNS, help="e.g. name:S,score:N,tags:SS"
+    )
     p.add_argument("--item-bytes", type=int, default=300)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--gzip", action="store_true")
@@ -388,6 +400,7 @@ def run_main(argv: list[str]) -> int:
         latencies=[float(x) for x in a.latency],
         cases=a.cases,
         keys=a.keys,
+        columns=a.columns,
         item_bytes=a.item_bytes,
         seed=a.seed,
         gzip_output=a.gzip,

@@ -114,6 +114,7 @@ def _response(status: int, body: bytes, content_type: bytes = _JSON_CT) -> bytes
 
 
 _OK_EMPTY_RESPONSE = _response(200, _OK_EMPTY)
+_VALIDATION = "ValidationException"
 
 
 def _error(status: int, code: str, message: str) -> bytes:
@@ -147,6 +148,39 @@ def _table_description(name: str, key: tuple[tuple[str, str], ...]) -> dict[str,
     }
 
 
+def _keys_of(reqs: list[Any], key: tuple[tuple[str, str], ...]) -> list[Any]:
+    """Each request's key value(s); the fast path is one comprehension over plain put requests."""
+    try:
+        if len(key) == 1:
+            ((a, t),) = key
+            keys = [r["PutRequest"]["Item"][a][t] for r in reqs]
+        else:
+            (a, t), (a2, t2) = key
+            items = [r["PutRequest"]["Item"] for r in reqs]
+            keys = [(it[a][t], it[a2][t2]) for it in items]
+        if all(len(r) == 1 for r in reqs):
+            return keys
+    except (KeyError, TypeError):
+        pass  # deletes, or a malformed request: the slow path says which
+    out: list[Any] = []
+    for r in reqs:
+        put = r.get("PutRequest")
+        if put is not None and len(r) == 1:
+            item = put["Item"]
+        else:
+            dele = r.get("DeleteRequest")
+            if dele is None or len(r) != 1:
+                raise _Refusal(400, _VALIDATION, "a request is neither PutRequest nor DeleteRequest")
+            item = dele["Key"]
+        if not isinstance(item, dict):
+            raise _Refusal(400, _VALIDATION, "an item must be a map")
+        try:
+            out.append(tuple(item[a][t] for a, t in key))
+        except (KeyError, TypeError):
+            raise _Refusal(400, _VALIDATION, "One of the required keys was not given a value") from None
+    return out
+
+
 def _batch_write(state: WireState, body: bytes) -> bytes:
     stats = state.stats
     stats.calls += 1
@@ -164,24 +198,9 @@ def _batch_write(state: WireState, body: bytes) -> bytes:
             if not isinstance(reqs, list) or not reqs:
                 raise _Refusal(400, "ValidationException", "each table needs a non-empty list of requests")
             total += len(reqs)
-            seen: set[tuple[Any, ...]] = set()
-            for r in reqs:
-                put = r.get("PutRequest")
-                if put is not None and len(r) == 1:
-                    item = put["Item"]
-                else:
-                    dele = r.get("DeleteRequest")
-                    if dele is None or len(r) != 1:
-                        raise _Refusal(
-                            400, "ValidationException", "a request is neither PutRequest nor DeleteRequest"
-                        )
-                    item = dele["Key"]
-                kv = tuple(item[a][t] for a, t in key)
-                if kv in seen:
-                    raise _Refusal(
-                        400, "ValidationException", "Provided list of item keys contains duplicates"
-                    )
-                seen.add(kv)
+            keys = _keys_of(reqs, key)
+            if len(set(keys)) != len(keys):
+                raise _Refusal(400, _VALIDATION, "Provided list of item keys contains duplicates")
         if total > _MAX_BATCH:
             raise _Refusal(400, "ValidationException", "Member must have length less than or equal to 25")
     except _Refusal:
@@ -407,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--default-key", type=_parse_key, default=None, help="e.g. pk:S or pk:S,sk:N")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-uvloop", action="store_true")
+    p.add_argument("--profile", default=None, help="write cProfile stats (CPU time) here on exit")
     a = p.parse_args(argv)
     state = WireState(
         config=WireConfig(
@@ -419,6 +439,17 @@ def main(argv: list[str] | None = None) -> int:
         rng=random.Random(a.seed),
     )
     coro = serve(host=a.host, port=a.port, state=state)
+    if a.profile:
+        import cProfile
+
+        prof = cProfile.Profile(time.process_time)
+        prof.enable()
+        try:
+            asyncio.run(coro)
+        finally:
+            prof.disable()
+            prof.dump_stats(a.profile)
+        return 0
     if not a.no_uvloop:
         try:
             import uvloop

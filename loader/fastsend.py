@@ -295,6 +295,7 @@ async def open_lean_sender(
         skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         auto_decompress=False,
         headers={"User-Agent": "s3ddb-lean/0.1"},
+        trust_env=True,  # HTTPS_PROXY / NO_PROXY, as botocore honours them
     )
     sender = LeanSender(
         http=http,
