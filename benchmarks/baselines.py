@@ -119,8 +119,9 @@ async def naive_async(source: str, table: str, schema: str | None, *, concurrenc
     written = 0
     async with (
         session.create_client("s3") as s3,
-        session.create_client("dynamodb", config=cfg) as ddb,
+        session.create_client("dynamodb", config=cfg) as ddb_client,
     ):
+        ddb: Any = ddb_client  # plain dicts in, as the pattern is usually written
         keys = _key_names((await ddb.describe_table(TableName=table))["Table"])
 
         async def write(batch: list[dict[str, Any]]) -> None:

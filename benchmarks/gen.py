@@ -170,7 +170,7 @@ def generate(
     use_gzip = path.endswith(".gz") if gzip_output is None else gzip_output
     raw: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed below, wrapped by gzip
     try:
-        sink: IO[bytes] = (
+        sink: Any = (
             gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0, compresslevel=1) if use_gzip else raw
         )
         text = io.TextIOWrapper(sink, encoding="utf-8", newline="", write_through=False)

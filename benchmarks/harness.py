@@ -159,7 +159,7 @@ def services(targets: Sequence[str]) -> Iterator[Env]:
 def _boto(service: str, endpoint: str, base: dict[str, str]) -> Any:
     import boto3
 
-    return boto3.client(
+    return boto3.client(  # type: ignore[call-overload]
         service,
         endpoint_url=endpoint,
         region_name=base["AWS_DEFAULT_REGION"],
@@ -186,7 +186,7 @@ def count_items(ddb: Any, table: str) -> int:
     kwargs: dict[str, Any] = {"TableName": table, "Select": "COUNT"}
     while True:
         page = ddb.scan(**kwargs)
-        n += page["Count"]
+        n += int(page["Count"])
         if "LastEvaluatedKey" not in page:
             return n
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
