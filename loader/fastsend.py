@@ -36,6 +36,7 @@ import botocore.exceptions
 import botocore.session
 import orjson
 import yarl
+from aiohttp.helpers import get_env_proxy_for_url
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
@@ -43,7 +44,7 @@ from loader.errors import ConfigError, TransientSendError
 from loader.models import Item
 from loader.sender import BatchSender, classify_client_error
 
-__all__ = ["FastSigV4", "LeanSender", "open_lean_sender", "resolve_endpoint"]
+__all__ = ["FastSigV4", "LeanSender", "env_proxy", "open_lean_sender", "resolve_endpoint"]
 
 _CONTENT_TYPE = "application/x-amz-json-1.0"
 _TARGET = "DynamoDB_20120810.BatchWriteItem"
@@ -142,7 +143,8 @@ class LeanSender:
 
     ``credentials`` is a botocore ``Credentials`` (refreshable ones refresh themselves inside
     ``get_frozen_credentials()``, called once per request). The HTTP session belongs to the
-    caller unless ``owns_http`` is set; ``open_lean_sender`` builds and closes one.
+    caller unless ``owns_http`` is set; ``open_lean_sender`` builds and closes one. ``proxy`` is
+    an HTTP proxy URL for every request (``env_proxy`` reads the environment's).
     """
 
     def __init__(
@@ -155,6 +157,7 @@ class LeanSender:
         signer: Signer = "fast",
         clock: Callable[[], float] = time.time,
         owns_http: bool = False,
+        proxy: str | None = None,
     ) -> None:
         if credentials is None:
             raise ConfigError(
@@ -168,6 +171,7 @@ class LeanSender:
         self._url = f"{parts.scheme}://{parts.netloc}/"
         self._yurl = yarl.URL(self._url)  # parsed once, not per request
         self._http = http
+        self._proxy = yarl.URL(proxy) if proxy else None
         self._owns_http = owns_http
         self._region = region
         self._credentials = credentials
@@ -201,7 +205,7 @@ class LeanSender:
         body = orjson.dumps({"RequestItems": {table: [{"PutRequest": {"Item": it}} for it in items]}})
         headers = self._sign(body)
         try:
-            resp = await self._http.post(self._yurl, data=body, headers=headers)
+            resp = await self._http.post(self._yurl, data=body, headers=headers, proxy=self._proxy)
             try:
                 raw = await resp.read()
             finally:
@@ -244,6 +248,18 @@ def _classify(status: int, parsed: Any, raw: bytes, table: str) -> Exception:
             response[extra] = body[extra]
     error = botocore.exceptions.ClientError(response, "BatchWriteItem")  # type: ignore[arg-type]
     return classify_client_error(error, table)
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment asks for this URL (HTTPS_PROXY / HTTP_PROXY, minus NO_PROXY), if any.
+
+    The same lookup aiohttp's ``trust_env`` makes, done once instead of on every request.
+    """
+    try:
+        proxy, _auth = get_env_proxy_for_url(yarl.URL(url))
+    except LookupError:
+        return None
+    return str(proxy)
 
 
 def resolve_endpoint(region: str, endpoint_url: str | None = None) -> str:
@@ -295,11 +311,15 @@ async def open_lean_sender(
         skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         auto_decompress=False,
         headers={"User-Agent": "s3ddb-lean/0.1"},
-        trust_env=True,  # HTTPS_PROXY / NO_PROXY, as botocore honours them
+        # no cookies to keep; trust_env stays off: it costs a netrc lookup in a thread per request,
+        # so the proxy (HTTPS_PROXY / NO_PROXY, as botocore honours them) is resolved once instead
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
+    url = resolve_endpoint(region, endpoint_url)
     sender = LeanSender(
         http=http,
-        endpoint_url=resolve_endpoint(region, endpoint_url),
+        endpoint_url=url,
+        proxy=env_proxy(url),
         region=region,
         credentials=creds,
         signer=signer,
