@@ -35,7 +35,11 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table", required=True, help="target DynamoDB table (its key schema is read from it)")
     p.add_argument("--schema", metavar="FILE", help='JSON: {"columns": {"col": "N"}, "rename": {...}, ...}')
     p.add_argument(
-        "--type", dest="types", action="append", default=[], metavar="COL=TYPE",
+        "--type",
+        dest="types",
+        action="append",
+        default=[],
+        metavar="COL=TYPE",
         help="column type, repeatable: S N BOOL NULL JSON SS NS B (overrides --schema)",
     )
     p.add_argument("--delimiter", default=",", help="field delimiter (default ,); \\t for tab")
@@ -43,25 +47,37 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--columns", help="comma-separated column names, with --no-header")
     p.add_argument("--encoding", default="utf-8", help="text encoding, ASCII-compatible (default utf-8)")
     p.add_argument(
-        "--compression", default="infer", choices=["infer", "none", "gzip", "zstd", "bz2"],
+        "--compression",
+        default="infer",
+        choices=["infer", "none", "gzip", "zstd", "bz2"],
         help="default: by extension (.gz .zst .bz2)",
     )
     p.add_argument("--concurrency", type=int, default=40, help="BatchWriteItem calls in flight (default 40)")
     p.add_argument("--max-wcu", type=float, help="ceiling on write units per second")
     p.add_argument("--on-duplicate", choices=["last", "first", "error"], default="last")
     p.add_argument(
-        "--max-attempts", type=int, default=12,
+        "--max-attempts",
+        type=int,
+        default=12,
         help="BatchWriteItem attempts per batch before the load stops with its checkpoint (default 12)",
     )
-    p.add_argument("--backoff-base", type=float, default=0.05, help="first retry backoff, seconds (default 0.05)")
-    p.add_argument("--backoff-cap", type=float, default=20.0, help="longest retry backoff, seconds (default 20)")
+    p.add_argument(
+        "--backoff-base", type=float, default=0.05, help="first retry backoff, seconds (default 0.05)"
+    )
+    p.add_argument(
+        "--backoff-cap", type=float, default=20.0, help="longest retry backoff, seconds (default 20)"
+    )
     p.add_argument("--max-rejects", type=int, help="more rejects than this stops the load with exit 3")
-    p.add_argument("--rejects", metavar="DEST", help="s3:// prefix or local directory (default ./s3ddb-rejects)")
+    p.add_argument(
+        "--rejects", metavar="DEST", help="s3:// prefix or local directory (default ./s3ddb-rejects)"
+    )
     p.add_argument("--checkpoint", metavar="FILE", help="write the checkpoint here as the load advances")
     p.add_argument("--resume", metavar="FILE", help="continue from this checkpoint")
     p.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
     p.add_argument(
-        "--sender", choices=["lean", "botocore"], default=os.environ.get("S3DDB_SENDER", "lean"),
+        "--sender",
+        choices=["lean", "botocore"],
+        default=os.environ.get("S3DDB_SENDER", "lean"),
         help="write path: lean (orjson + SigV4 over aiohttp, default) or botocore (aiobotocore reference)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -159,6 +175,11 @@ def _binary_attrs(schema: SchemaSpec, keys: KeySchema) -> frozenset[str]:
     if keys.sort is not None and keys.sort_type == "B":
         names.add(keys.sort)
     return frozenset(names)
+
+
+def _fallback_checkpoint_path(run_id: str) -> str:
+    """Where a run that stopped early leaves its checkpoint when --checkpoint was not given."""
+    return os.path.abspath(f"s3ddb-checkpoint-{run_id}.json")
 
 
 def _write_atomic(path: str, data: bytes) -> None:
@@ -285,7 +306,7 @@ async def _load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, 
             bar.close()
         rejects.close()
         if exc.result is not None and not checkpoint_path and not exc.result.checkpoint.complete:
-            path = os.path.abspath(f"s3ddb-checkpoint-{run_id}.json")
+            path = _fallback_checkpoint_path(run_id)
             _write_atomic(path, orjson.dumps(exc.result.checkpoint.to_dict(), option=orjson.OPT_INDENT_2))
             exc.args = (f"{exc}; checkpoint written to {path} (continue with --resume {path})",)
         elif exc.result is not None and checkpoint_path:
@@ -302,7 +323,7 @@ async def _load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, 
     rejects.close()
     saved = checkpoint_path
     if not result.complete and not checkpoint_path:
-        saved = os.path.abspath(f"s3ddb-checkpoint-{run_id}.json")
+        saved = _fallback_checkpoint_path(run_id)
         _write_atomic(saved, orjson.dumps(result.checkpoint.to_dict(), option=orjson.OPT_INDENT_2))
     if interrupted:
         raise _Interrupted(result, saved)
@@ -354,7 +375,8 @@ def _print_summary(s: dict[str, Any], *, stream: TextIO) -> None:
         f"s3ddb: {s['status']} in {s['seconds']:.1f} s",
         f"  rows read             {s['rows_read']:>14,}",
         f"  items {verb:<15} {s['items_written']:>14,}   ({s['items_per_second']:,.0f} items/s)",
-        f"  rows rejected         {s['rows_rejected']:>14,}" + (f"   -> {s['rejects']}" if s["rejects"] else ""),
+        f"  rows rejected         {s['rows_rejected']:>14,}"
+        + (f"   -> {s['rejects']}" if s["rejects"] else ""),
         f"  duplicates collapsed  {s['duplicates_collapsed']:>14,}",
         f"  retries / throttles   {s['retries']:>7,} / {s['throttle_events']:,}",
         f"  write units           {s['write_units']:>14,}",
@@ -412,7 +434,11 @@ def _cmd_local(args: argparse.Namespace) -> int:
         raise ConfigError(f"the local stand-ins are not installed with this copy of s3ddb ({exc})") from exc
     state_dir = Path(args.dir) if getattr(args, "dir", None) else None
     if args.local_command == "up":
-        kwargs: dict[str, Any] = {"state_dir": state_dir, "dynamodb_port": args.dynamodb_port, "s3_port": args.s3_port}
+        kwargs: dict[str, Any] = {
+            "state_dir": state_dir,
+            "dynamodb_port": args.dynamodb_port,
+            "s3_port": args.s3_port,
+        }
         import inspect
 
         params = inspect.signature(stack.up).parameters
@@ -433,7 +459,10 @@ def _cmd_local(args: argparse.Namespace) -> int:
         from lambda_src import admin
 
         out = admin.notify(
-            args.uri, function=args.function, lambda_client=boto3.client("lambda"), s3_client=boto3.client("s3")
+            args.uri,
+            function=args.function,
+            lambda_client=boto3.client("lambda"),
+            s3_client=boto3.client("s3"),
         )
         sys.stdout.write(orjson.dumps(out).decode() + "\n")
         return EXIT_OK
@@ -467,7 +496,11 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
         except (OSError, orjson.JSONDecodeError) as exc:
             raise ConfigError(f"--schema {args.schema}: {exc}") from exc
     out = admin.send_backfill(
-        args.source, table=args.table, function=args.function, lambda_client=boto3.client("lambda"), schema=schema
+        args.source,
+        table=args.table,
+        function=args.function,
+        lambda_client=boto3.client("lambda"),
+        schema=schema,
     )
     sys.stdout.write(orjson.dumps(out, default=str).decode() + "\n")
     return EXIT_OK

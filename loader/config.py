@@ -74,8 +74,9 @@ class CsvSpec:
 
     def __post_init__(self) -> None:
         if len(self.delimiter) != 1 or self.delimiter in ("\n", "\r", self.quotechar):
-            raise ConfigError(f"--delimiter must be one character other than newline and quote, "
-                              f"got {self.delimiter!r}")
+            raise ConfigError(
+                f"--delimiter must be one character other than newline and quote, got {self.delimiter!r}"
+            )
         try:
             info = codecs.lookup(self.encoding)
         except LookupError:

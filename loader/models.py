@@ -84,9 +84,7 @@ class Reject:
     reason: str
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {"row": self.row, "offset": self.offset, "raw": self.raw, "reason": self.reason}
-        )
+        return orjson.dumps({"row": self.row, "offset": self.offset, "raw": self.raw, "reason": self.reason})
 
 
 @dataclass(slots=True)
@@ -169,7 +167,8 @@ class Checkpoint:
         version = data.get("format_version")
         if version != CHECKPOINT_FORMAT:
             raise ConfigError(
-                f"checkpoint format_version {version!r} is not supported (this s3ddb reads {CHECKPOINT_FORMAT})"
+                f"checkpoint format_version {version!r} is not supported "
+                f"(this s3ddb reads {CHECKPOINT_FORMAT})"
             )
         try:
             return cls(

@@ -380,7 +380,9 @@ class _Run:
         )
         self.seg_rows = 0
         self.seg_rejected = 0
-        self.lwm.close_segment(seq=None if batch is None else batch.seq, end=end, next_row=next_row, counters=seg)
+        self.lwm.close_segment(
+            seq=None if batch is None else batch.seq, end=end, next_row=next_row, counters=seg
+        )
 
     def _too_many_rejects(self) -> bool:
         limit = self.config.max_rejects

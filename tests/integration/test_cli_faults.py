@@ -39,7 +39,12 @@ def load(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str,
 
 @pytest.mark.parametrize("sender", ["lean", "botocore"])
 def test_unprocessed_items_throttles_5xx_and_resets_still_load_exactly(
-    capsys: pytest.CaptureFixture[str], proxy: FaultProxy, s3: Any, ddb: Any, bucket: str, table: str,
+    capsys: pytest.CaptureFixture[str],
+    proxy: FaultProxy,
+    s3: Any,
+    ddb: Any,
+    bucket: str,
+    table: str,
     sender: str,
 ) -> None:
     rows = simple_rows(5000)
@@ -49,8 +54,18 @@ def test_unprocessed_items_throttles_5xx_and_resets_still_load_exactly(
     proxy.throttle_next(4)
     proxy.fail_next(3)
     proxy.reset_next(2)
-    code, s = load(capsys, f"s3://{bucket}/f.csv", "--table", table, "--type", "n=N", "--sender", sender,
-                   "--concurrency", "16")
+    code, s = load(
+        capsys,
+        f"s3://{bucket}/f.csv",
+        "--table",
+        table,
+        "--type",
+        "n=N",
+        "--sender",
+        sender,
+        "--concurrency",
+        "16",
+    )
     assert code == 0, s
     assert s["items_written"] == 5000 and s["rows_rejected"] == 0
     assert s["retries"] >= 6 + 4 + 3 + 2
@@ -60,8 +75,15 @@ def test_unprocessed_items_throttles_5xx_and_resets_still_load_exactly(
 
 
 def test_a_fault_it_cannot_outlast_exits_4_with_a_checkpoint_then_resume_is_exact(
-    capsys: pytest.CaptureFixture[str], proxy: FaultProxy, s3: Any, ddb: Any, bucket: str, table: str,
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    proxy: FaultProxy,
+    s3: Any,
+    ddb: Any,
+    bucket: str,
+    table: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    aws_env: dict[str, str],
 ) -> None:
     rows = simple_rows(3000)
     body = csv_bytes(["pk", "n", "s"], rows)
@@ -70,8 +92,18 @@ def test_a_fault_it_cannot_outlast_exits_4_with_a_checkpoint_then_resume_is_exac
     # every batch holding row k0002000 is throttled, forever
     proxy.throttle_next(None, when=lambda doc: poison in orjson.dumps(doc))  # type: ignore[arg-type]
     cp = tmp_path / "cp.json"
-    code, s = load(capsys, f"s3://{bucket}/f.csv", "--table", table, "--type", "n=N", "--max-attempts", "3",
-                   "--checkpoint", str(cp))
+    code, s = load(
+        capsys,
+        f"s3://{bucket}/f.csv",
+        "--table",
+        table,
+        "--type",
+        "n=N",
+        "--max-attempts",
+        "3",
+        "--checkpoint",
+        str(cp),
+    )
     assert code == 4
     assert s["status"] == "failed" and "error" in s
     checkpoint = Checkpoint.loads(cp.read_bytes())
@@ -84,8 +116,18 @@ def test_a_fault_it_cannot_outlast_exits_4_with_a_checkpoint_then_resume_is_exac
     assert all(f"k{i:07d}" in landed for i in range(checkpoint.next_row - 1))
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", aws_env["AWS_ENDPOINT_URL_DYNAMODB"])
-    code, s = load(capsys, f"s3://{bucket}/f.csv", "--table", table, "--type", "n=N", "--resume", str(cp),
-                   "--checkpoint", str(cp))
+    code, s = load(
+        capsys,
+        f"s3://{bucket}/f.csv",
+        "--table",
+        table,
+        "--type",
+        "n=N",
+        "--resume",
+        str(cp),
+        "--checkpoint",
+        str(cp),
+    )
     assert code == 0, s
     assert s["object"]["complete"] is True
     assert s["object"]["totals"]["rows_read"] == 3000
@@ -94,15 +136,35 @@ def test_a_fault_it_cannot_outlast_exits_4_with_a_checkpoint_then_resume_is_exac
 
 
 def test_ctrl_c_drains_writes_a_checkpoint_and_exits_130_then_resume_is_exact(
-    proxy: FaultProxy, s3: Any, ddb: Any, bucket: str, table: str, tmp_path: Path, aws_env: dict[str, str],
+    proxy: FaultProxy,
+    s3: Any,
+    ddb: Any,
+    bucket: str,
+    table: str,
+    tmp_path: Path,
+    aws_env: dict[str, str],
 ) -> None:
     rows = simple_rows(30_000)
     s3.put_object(Bucket=bucket, Key="big.csv", Body=csv_bytes(["pk", "n", "s"], rows))
     proxy.delay_next(None, 0.02)  # keep the load running long enough to interrupt it
     cp = tmp_path / "cp.json"
     env = dict(os.environ)
-    argv = [sys.executable, "-m", "loader.cli", "load", f"s3://{bucket}/big.csv", "--table", table,
-            "--type", "n=N", "--checkpoint", str(cp), "--json", "--concurrency", "4"]
+    argv = [
+        sys.executable,
+        "-m",
+        "loader.cli",
+        "load",
+        f"s3://{bucket}/big.csv",
+        "--table",
+        table,
+        "--type",
+        "n=N",
+        "--checkpoint",
+        str(cp),
+        "--json",
+        "--concurrency",
+        "4",
+    ]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -123,8 +185,9 @@ def test_ctrl_c_drains_writes_a_checkpoint_and_exits_130_then_resume_is_exact(
 
     proxy.reset()
     env["AWS_ENDPOINT_URL_DYNAMODB"] = aws_env["AWS_ENDPOINT_URL_DYNAMODB"]
-    done = subprocess.run([*argv[:-2], "--resume", str(cp)], env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [*argv[:-2], "--resume", str(cp)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert orjson.loads(done.stdout)["object"]["totals"]["items_written"] == 30_000
     assert by_pk(scan_all(ddb, table)) == simple_expected(rows)

@@ -7,10 +7,10 @@ stderr are the point); it builds its own clients from the standard endpoint vari
 from __future__ import annotations
 
 import gzip
-from decimal import Decimal
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +183,7 @@ def test_edge_case_csv_quoted_newlines_crlf_bom_and_delimiter(
     rows = [("q1", 'line one\r\nline "two"'), ("q2", "semi;colon"), ("q3", ""), ("q4", "ü€𝄞")]
     body = b"\xef\xbb\xbf" + csv_bytes(["pk", "text"], rows, delimiter=";", newline="\r\n")
     uri = put(s3, bucket, "edge.csv", body)
-    code, s, err = run_cli(capsys, "load", uri, "--table", table, "--delimiter", ";", "--json")
+    code, _s, err = run_cli(capsys, "load", uri, "--table", table, "--delimiter", ";", "--json")
     assert code == 0, err
     items = by_pk(scan_all(ddb, table))
     assert items["q1"]["text"] == {"S": 'line one\r\nline "two"'}
@@ -357,7 +357,7 @@ def test_max_rejects_exits_3(
     capsys: pytest.CaptureFixture[str], s3: Any, bucket: str, table: str, tmp_path: Path
 ) -> None:
     uri = put(s3, bucket, "many.csv", b"pk,n\n" + b"".join(b"k%d,x\n" % i for i in range(10)))
-    code, s, err = run_cli(
+    code, _s, err = run_cli(
         capsys,
         "load",
         uri,
@@ -411,6 +411,6 @@ def test_local_file_source(capsys: pytest.CaptureFixture[str], ddb: Any, table: 
     path = tmp_path / "local.csv"
     rows = simple_rows(500)
     path.write_bytes(csv_bytes(["pk", "n", "s"], rows))
-    code, s, err = run_cli(capsys, "load", str(path), "--table", table, "--type", "n=N", "--json")
+    code, _s, err = run_cli(capsys, "load", str(path), "--table", table, "--type", "n=N", "--json")
     assert code == 0, err
     assert by_pk(scan_all(ddb, table)) == simple_expected(rows)
