@@ -14,6 +14,7 @@ import asyncio
 import cProfile
 import os
 import resource
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -117,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", default="bench")
     p.add_argument("--profile", default=None, help="write cProfile stats of the timed part here")
     p.add_argument("--no-uvloop", action="store_true")
+    p.add_argument(
+        "--out", default=None, help="append the result (JSON line, with machine info) to this file"
+    )
     a = p.parse_args(argv)
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "s3ddblocal")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "s3ddblocal")
@@ -141,4 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         if wire is not None:
             wire.stop()
     print(orjson.dumps(result).decode())
+    if a.out:
+        from benchmarks.harness import machine_info
+
+        result["machine"] = machine_info(["sendbench", *(argv if argv is not None else sys.argv[2:])])
+        with open(a.out, "ab") as f:
+            f.write(orjson.dumps(result) + b"\n")
     return 0
