@@ -305,7 +305,8 @@ async def _load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, 
         if bar is not None:
             bar.close()
         rejects.close()
-        if exc.result is not None and not checkpoint_path and not exc.result.checkpoint.complete:
+        progressed = exc.result is not None and exc.result.checkpoint.offset > 0
+        if progressed and not checkpoint_path and not exc.result.checkpoint.complete:
             path = _fallback_checkpoint_path(run_id)
             _write_atomic(path, orjson.dumps(exc.result.checkpoint.to_dict(), option=orjson.OPT_INDENT_2))
             exc.args = (f"{exc}; checkpoint written to {path} (continue with --resume {path})",)

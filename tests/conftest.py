@@ -23,6 +23,12 @@ _CREDS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files a run leaves in its working directory (default rejects, checkpoints) stay out of the repo."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def aws_env() -> Iterator[dict[str, str]]:
     """Endpoint and credential variables for the local services, also set in os.environ."""
