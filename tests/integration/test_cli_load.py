@@ -414,3 +414,30 @@ def test_local_file_source(capsys: pytest.CaptureFixture[str], ddb: Any, table: 
     code, _s, err = run_cli(capsys, "load", str(path), "--table", table, "--type", "n=N", "--json")
     assert code == 0, err
     assert by_pk(scan_all(ddb, table)) == simple_expected(rows)
+
+
+def test_rejects_to_s3_prefix(
+    capsys: pytest.CaptureFixture[str], s3: Any, ddb: Any, bucket: str, table: str
+) -> None:
+    uri = put(s3, bucket, "in/r.csv", b"pk,n\na,1\nb,oops\nc,3\n")
+    code, s, err = run_cli(
+        capsys,
+        "load",
+        uri,
+        "--table",
+        table,
+        "--type",
+        "n=N",
+        "--json",
+        "--rejects",
+        f"s3://{bucket}/rejects/",
+    )
+    assert code == 0, err
+    assert s is not None
+    assert s["rejects"].startswith(f"s3://{bucket}/rejects/") and s["rejects"].endswith(".jsonl")
+    key = s["rejects"][len(f"s3://{bucket}/") :]
+    lines = s3.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines()
+    (rej,) = [orjson.loads(x) for x in lines]
+    assert (rej["row"], rej["offset"], rej["raw"]) == (2, len(b"pk,n\na,1\n"), "b,oops")
+    assert "oops" in rej["reason"]
+    assert sorted(by_pk(scan_all(ddb, table))) == ["a", "c"]
