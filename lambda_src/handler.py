@@ -123,6 +123,7 @@ class _Container:
             concurrency=self.settings.concurrency,
             max_wcu=self.settings.max_wcu,
             checkpoint_interval_s=self.settings.checkpoint_interval_s,
+            chunk_bytes=self.settings.chunk_bytes,
         )
         source = open_source(
             req.uri, s3_client=self.s3, spec=csv_spec, version_id=req.version_id, etag=req.etag

@@ -15,6 +15,7 @@ S3DDB_ALLOWED_BUCKETS      comma-separated buckets a load may read (empty: any) 
 S3DDB_ALLOWED_TABLES       comma-separated tables a load may write (empty: any)         (any)
 S3DDB_MAX_CHAINS           chains a prefix backfill runs at once                        4
 S3DDB_CHECKPOINT_INTERVAL  seconds between committed low-water marks inside a hop       5
+S3DDB_CHUNK_BYTES          source bytes read per step (the engine polls its stop between)  1048576
 =========================  ===========================================================  ==========
 """
 
@@ -78,6 +79,7 @@ class Settings:
     allowed_tables: frozenset[str] = frozenset()
     max_chains: int = 4
     checkpoint_interval_s: float = 5.0
+    chunk_bytes: int = 1 << 20
 
     def __post_init__(self) -> None:
         if not self.ledger_table:
@@ -110,6 +112,7 @@ class Settings:
             allowed_tables=_names(env, "S3DDB_ALLOWED_TABLES"),
             max_chains=_int(env, "S3DDB_MAX_CHAINS", 4, low=1, high=1000),
             checkpoint_interval_s=_float(env, "S3DDB_CHECKPOINT_INTERVAL", 5.0) or 5.0,
+            chunk_bytes=_int(env, "S3DDB_CHUNK_BYTES", 1 << 20, low=4096, high=64 << 20),
         )
 
     def bucket_allowed(self, bucket: str) -> bool:

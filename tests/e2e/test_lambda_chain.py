@@ -14,7 +14,8 @@ from lambda_src.admin import notify, send_backfill, status
 from tests.e2e.conftest import SCHEMA, assert_invariant, make_csv, table_as_dict, wait_final
 
 FUNCTION = "s3ddb-loader"
-#: rows per object that need >= 3 hops at S3DDB_MAX_WCU=300 under a 10 s function timeout
+#: S3DDB_MAX_WCU caps a hop of < 10 s at < 11 x 150 = 1650 one-unit rows, so BIG_ROWS needs >= 3 hops
+BIG_WCU = "150"
 BIG_ROWS = 3600
 
 
@@ -26,6 +27,8 @@ def _settings(ledger: str, table: str, **over: str) -> dict[str, str]:
         "S3DDB_CONCURRENCY": "4",
         "S3DDB_SAFETY_MARGIN_MS": "1500",
         "S3DDB_CHECKPOINT_INTERVAL": "0.5",
+        # the engine polls its stop between source chunks: small ones keep a slow hop responsive
+        "S3DDB_CHUNK_BYTES": "8192",
     }
     env.update(over)
     return env
@@ -39,7 +42,7 @@ def _put(s3: Any, bucket: str, key: str, body: bytes) -> str:
 def test_a_load_that_needs_three_hops_ends_exact(
     s3: Any, ddb: Any, bucket: str, table: str, ledger_table: str, start_emulator: Any
 ) -> None:
-    emu = start_emulator(_settings(ledger_table, table, S3DDB_MAX_WCU="300"))
+    emu = start_emulator(_settings(ledger_table, table, S3DDB_MAX_WCU=BIG_WCU))
     body, expected = make_csv(BIG_ROWS)
     uri = _put(s3, bucket, "big.csv", body)
     notify(uri, function=FUNCTION, lambda_client=emu.client, s3_client=s3)
@@ -161,7 +164,7 @@ def test_backfill_outside_the_allow_lists_is_refused_and_logged(
 def test_max_hops_stops_a_chain_with_failed_and_a_reason(
     s3: Any, ddb: Any, bucket: str, table: str, ledger_table: str, start_emulator: Any
 ) -> None:
-    emu = start_emulator(_settings(ledger_table, table, S3DDB_MAX_WCU="300", S3DDB_MAX_HOPS="2"))
+    emu = start_emulator(_settings(ledger_table, table, S3DDB_MAX_WCU=BIG_WCU, S3DDB_MAX_HOPS="2"))
     body, expected = make_csv(BIG_ROWS, tag="mh")
     uri = _put(s3, bucket, "runaway.csv", body)
     notify(uri, function=FUNCTION, lambda_client=emu.client, s3_client=s3)

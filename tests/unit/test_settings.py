@@ -29,11 +29,12 @@ def test_every_variable_is_read() -> None:
             "S3DDB_ALLOWED_TABLES": "t",
             "S3DDB_MAX_CHAINS": "2",
             "S3DDB_CHECKPOINT_INTERVAL": "1.5",
+            "S3DDB_CHUNK_BYTES": "8192",
         }
     )
     assert s.table == "t" and s.schema == '{"columns": {"n": "N"}}' and s.rejects == "s3://r/p/"
     assert (s.concurrency, s.max_wcu, s.max_hops, s.safety_margin_ms, s.max_chains) == (8, 500.0, 3, 2500, 2)
-    assert s.checkpoint_interval_s == 1.5
+    assert (s.checkpoint_interval_s, s.chunk_bytes) == (1.5, 8192)
     assert s.allowed_buckets == frozenset({"a", "b"})
     assert s.bucket_allowed("a") and not s.bucket_allowed("c")
     assert s.table_allowed("t") and not s.table_allowed("u")
