@@ -102,11 +102,10 @@ class _Container:
         return self.loop.run_until_complete(self._run(req))
 
     async def _run(self, req: HopRequest) -> RunResult:
-        from loader.source import open_source
-
         from loader import pipeline
         from loader.rejects import open_rejects
         from loader.schema import schema_from_dict
+        from loader.source import open_source
 
         schema = schema_from_dict(req.schema if req.schema is not None else self.default_schema())
         keys = self.keys(req.table)
