@@ -172,6 +172,7 @@ class _Run:
         self.last_checkpoint_at = self.started
         self.last_checkpoint_offset = -1
         self.last_number: int | None = None
+        self.stop_reason = ""
         self.pos = self.offset  # the record boundary after the last record taken from the decoder
         self.consumed = self.offset  # decompressed bytes fed to the decoder
         # the segment being read: rows and rejects since the last batch left
@@ -235,25 +236,16 @@ class _Run:
                     ) from exc
                 pending = None
                 if not chunk:
-                    await self._records(self.decoder.finish())
+                    if not await self._records(self.decoder.finish()):
+                        break
+                    stop = self.stop_reason
                     break
                 # read ahead one chunk while this one is parsed
                 pending = loop.run_in_executor(None, read)
                 self.consumed += len(chunk)
-                await self._records(self.decoder.feed(chunk))
-                if self.fatal is not None:
-                    stop = "failed"
+                if await self._records(self.decoder.feed(chunk)) or await self._checkpoint_or_stop():
+                    stop = self.stop_reason
                     break
-                if self._too_many_rejects():
-                    stop = "rejects"
-                    break
-                progress = self.progress()
-                if self.on_progress is not None:
-                    self.on_progress(progress)
-                if self.should_stop(progress):
-                    stop = "stopped"
-                    break
-                await self._maybe_checkpoint()
         except S3ddbError as exc:
             error = exc
             stop = "error"
@@ -303,12 +295,13 @@ class _Run:
             raise exc_out from error
         return self._result("complete" if complete else "stopped", checkpoint)
 
-    async def _records(self, rc: RecordChunk) -> None:
+    async def _records(self, rc: RecordChunk) -> bool:
+        """Type and batch a chunk's records; True when the run must stop (``stop_reason`` says why)."""
         n = len(rc.rows)
         if not n:
             if self.decoder.header_end is not None and self.pos < self.decoder.header_end:
                 self.pos = self.decoder.header_end
-            return
+            return False
         conv = self.converter
         if conv is None:
             conv = self._make_converter()
@@ -343,6 +336,13 @@ class _Run:
                 self._close_segment(batch, end=starts[i], next_row=number)
                 seg_rows = 0
                 await self.writer.submit(batch)
+                if await self._checkpoint_or_stop():
+                    # row i is in the open batch; the rest of the chunk is read again on resume
+                    self.seg_rows = seg_rows + 1
+                    self.counters.rows_read += i + 1
+                    self.pos = rc.ends[i]
+                    self.last_number = number
+                    return True
             elif batcher.rejects:
                 for rej in batcher.rejects:
                     self._reject(rej.row, rej.offset, rej.raw, rej.reason)
@@ -354,6 +354,24 @@ class _Run:
         self.counters.rows_read += n
         self.pos = rc.ends[-1]
         self.last_number = first + n - 1
+        return False
+
+    async def _checkpoint_or_stop(self) -> bool:
+        """Between batches: report progress, take a periodic checkpoint, and say whether to stop."""
+        if self.fatal is not None:
+            self.stop_reason = "failed"
+            return True
+        if self._too_many_rejects():
+            self.stop_reason = "rejects"
+            return True
+        progress = self.progress()
+        if self.on_progress is not None:
+            self.on_progress(progress)
+        if self.should_stop(progress):
+            self.stop_reason = "stopped"
+            return True
+        await self._maybe_checkpoint()
+        return False
 
     def _make_converter(self) -> RowConverter:
         header = self.decoder.header
