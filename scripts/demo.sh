@@ -10,7 +10,7 @@ eval "$(s3ddb local up)"
 ROWS="${ROWS:-1000000}"
 DEMO=.s3ddb/demo
 mkdir -p "$DEMO"
-python scripts/demo_prepare.py --rows "$ROWS" --dir "$DEMO" --bucket s3ddb-demo --key "demo/rows-$ROWS.csv" --table s3ddb-demo
+PYTHONPATH="$PWD" python scripts/demo_prepare.py --rows "$ROWS" --dir "$DEMO" --bucket s3ddb-demo --key "demo/rows-$ROWS.csv" --table s3ddb-demo
 s3ddb load "s3://s3ddb-demo/demo/rows-$ROWS.csv" --table s3ddb-demo --schema "$DEMO/schema.json" \
   --rejects "$DEMO/rejects" --checkpoint "$DEMO/checkpoint.json"
 echo

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,11 +24,10 @@ def main() -> int:
     out = Path(args.dir)
     csv_path = out / f"rows-{args.rows}.csv"
     schema_path = out / "schema.json"
-    if not csv_path.exists():
+    if not csv_path.exists() or not schema_path.exists():
         print(f"generating {args.rows:,} rows -> {csv_path}", file=sys.stderr)
-        generate(str(csv_path), rows=args.rows, schema_out=str(schema_path))
-    elif not schema_path.exists():
-        generate(str(csv_path), rows=args.rows, schema_out=str(schema_path))
+        generated = generate(str(csv_path), rows=args.rows)
+        shutil.copyfile(generated.schema_path, schema_path)
 
     s3 = boto3.client("s3")
     try:
