@@ -298,7 +298,7 @@ CONVERSIONS: list[tuple[str, str, dict[str, Any], int]] = [
     ("NS", "1|2.50|1.0|-3", {"NS": ["1", "2.50", "-3"]}, 2 + 3 + 3),
     ("NS", " 7 ", {"NS": ["7"]}, 2),
     ("JSON", '"text"', {"S": "text"}, 4),
-    ("JSON", "1.10", {"N": "1.10"}, 3),
+    ("JSON", "1.10", {"N": "1.1"}, 3),
     ("JSON", "true", {"BOOL": True}, 1),
     ("JSON", "null", {"NULL": True}, 1),
     ("JSON", "[]", {"L": []}, 3),
