@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -507,11 +508,20 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _tune_gc() -> None:
+    """A load allocates millions of short-lived dicts that never form cycles; the default
+    collector thresholds (700) run a generation-0 pass every few rows. Measured on a 100k-row load:
+    8.1 -> 5.2-5.9 CPU-seconds with these thresholds. Objects alive after start-up are frozen."""
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command in ("load", "validate"):
+            _tune_gc()
             return _cmd_load(args, dry_run=args.command == "validate")
         if args.command == "local":
             return _cmd_local(args)
