@@ -1,10 +1,10 @@
 """The send path alone: pre-typed items, N concurrent BatchWriteItem calls, client CPU per item.
 
 ``python -m benchmarks sendbench --items 200000 [--sender lean|botocore] [--signer fast|botocore]
-[--profile FILE.prof]`` starts a wire endpoint in its own process (or uses ``--endpoint``), makes
-25-item batches of typical items up front (not timed), then sends them all with ``--concurrency``
-workers and reports this process's CPU seconds (user+sys) per item. The wire endpoint's own CPU
-is reported apart and never counted.
+[--http raw|aiohttp] [--profile FILE.prof]`` starts a wire endpoint in its own process (or uses
+``--endpoint``), makes 25-item batches of typical items up front (not timed), then sends them
+all with ``--concurrency`` workers and reports this process's CPU seconds (user+sys) per item.
+The wire endpoint's own CPU is reported apart and never counted.
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ async def _run(args: argparse.Namespace, endpoint: str) -> dict[str, Any]:
     batches = [items[i : i + 25] for i in range(0, len(items), 25)]
     opener: AbstractAsyncContextManager[Any]
     if args.sender == "lean":
-        opener = open_lean_sender(concurrency=args.concurrency, endpoint_url=endpoint, signer=args.signer)
+        opener = open_lean_sender(
+            concurrency=args.concurrency, endpoint_url=endpoint, signer=args.signer, http=args.http
+        )
     else:
         opener = _botocore_sender(args.concurrency, endpoint)
     async with opener as sender:
@@ -97,6 +99,7 @@ async def _run(args: argparse.Namespace, endpoint: str) -> dict[str, Any]:
     return {
         "sender": args.sender,
         "signer": args.signer if args.sender == "lean" else "botocore",
+        "http": args.http if args.sender == "lean" else "botocore",
         "items": sent,
         "seconds": round(wall, 3),
         "items_per_second": round(sent / wall),
@@ -113,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=40)
     p.add_argument("--sender", choices=("lean", "botocore"), default="lean")
     p.add_argument("--signer", choices=("fast", "botocore"), default="fast")
+    p.add_argument("--http", choices=("raw", "aiohttp"), default="raw", help="the lean sender's HTTP client")
     p.add_argument("--endpoint", default=None, help="an already running endpoint (default: start a wire one)")
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--table", default="bench")
