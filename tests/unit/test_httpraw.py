@@ -50,6 +50,7 @@ class Server:
         self.script = script
         self.requests: list[list[tuple[bytes, bytes]]] = []  # per connection: (head, body)
         self._hold = asyncio.Event()
+        self.received = asyncio.Event()  # set at every request
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
 
@@ -72,6 +73,7 @@ class Server:
                         length = int(line.split(":", 1)[1])
                 body = await reader.readexactly(length)
                 self.requests[conn].append((head, body))
+                self.received.set()
                 reply = self.script(conn, len(self.requests[conn]) - 1, body)
                 for part in reply.parts:
                     writer.write(part)
@@ -331,3 +333,31 @@ async def test_tls_with_a_trusted_self_signed_certificate(tmp_path: Path) -> Non
         async with client() as c:  # the default context does not trust a self-signed certificate
             with pytest.raises(ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
                 await post(c, origin)
+
+
+async def test_idle_connections_older_than_the_keepalive_timeout_are_not_reused() -> None:
+    now = [0.0]
+    async with (
+        serving(lambda _c, _i, _b: ok(b"{}")) as (server, origin),
+        client(keepalive_timeout_s=30.0, clock=lambda: now[0]) as c,
+    ):
+        await post(c, origin)
+        now[0] = 29.0
+        await post(c, origin)  # idle 29 s: reused
+        now[0] = 60.0
+        await post(c, origin)  # idle 31 s: a new connection
+    assert [len(r) for r in server.requests] == [2, 1]
+
+
+async def test_a_cancelled_request_drops_its_connection() -> None:
+    def script(conn: int, _i: int, _b: bytes) -> Reply:
+        return Reply(hang=True) if conn == 0 else ok(b"{}")
+
+    async with serving(script) as (server, origin), client(max_connections=1) as c:
+        task = asyncio.ensure_future(post(c, origin))
+        await server.received.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await post(c, origin) == (200, b"{}")  # the slot came back; a fresh connection
+    assert [len(r) for r in server.requests] == [1, 1]
