@@ -223,11 +223,12 @@ async def test_faults_through_the_proxy_raise_the_same_errors(
     """Throttle, 5xx and a reset on a fresh connection: one error each, the reference's kind."""
     item = [{"pk": {"S": "a"}}]
     got: list[tuple[type[Exception], str]] = []
-    for inject in (
+    injections: list[Callable[[], None]] = [
         lambda: proxy.throttle_next(1, code="ThrottlingException"),
         lambda: proxy.fail_next(1, status=503),
         lambda: proxy.reset_next(1),
-    ):
+    ]
+    for inject in injections:
         async with open_lean_sender(concurrency=1, endpoint_url=proxy.url, http=http) as sender:
             inject()
             with pytest.raises(SendError) as info:

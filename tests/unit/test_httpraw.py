@@ -361,3 +361,19 @@ async def test_a_cancelled_request_drops_its_connection() -> None:
             await task
         assert await post(c, origin) == (200, b"{}")  # the slot came back; a fresh connection
     assert [len(r) for r in server.requests] == [1, 1]
+
+
+def test_public_names() -> None:
+    import loader.httpraw
+
+    assert sorted(loader.httpraw.__all__) == [
+        "ConnectError",
+        "ConnectionClosedError",
+        "HttpRawError",
+        "Origin",
+        "ProtocolError",
+        "RawHttpClient",
+        "RawResponse",
+        "ReadTimeoutError",
+        "default_ssl_context",
+    ]
