@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import logging
 import os
 import signal
 import sys
@@ -82,6 +83,7 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
         help="write path: lean (orjson + SigV4 over aiohttp, default) or botocore (aiobotocore reference)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", "-v", action="store_true", help="log retries and rate changes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +161,12 @@ def _plan(args: argparse.Namespace, *, dry_run: bool) -> _Plan:
         backoff_base_s=args.backoff_base,
         backoff_cap_s=args.backoff_cap,
     )
+    if dry_run and (args.checkpoint or args.resume):
+        raise ConfigError("validate writes nothing, so it takes no --checkpoint or --resume")
+    if args.checkpoint:
+        _check_writable(os.path.dirname(os.path.abspath(args.checkpoint)), what="--checkpoint")
+    if not (args.rejects or "").startswith("s3://"):
+        _check_writable(os.path.abspath(args.rejects or "s3ddb-rejects"), what="--rejects")
     resume = None
     if args.resume:
         try:
@@ -167,6 +175,19 @@ def _plan(args: argparse.Namespace, *, dry_run: bool) -> _Plan:
         except OSError as exc:
             raise ConfigError(f"--resume {args.resume}: {exc.strerror}") from exc
     return _Plan(config=config, csv_spec=csv_spec, schema=schema, resume=resume)
+
+
+def _check_writable(directory: str, *, what: str) -> None:
+    """Fail before any write when a file could not be created under ``directory`` (or the
+    nearest existing folder above it, which the load would create it in)."""
+    probe = directory
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what}: cannot write under {directory} ({probe} is not a writable directory)")
 
 
 def _binary_attrs(schema: SchemaSpec, keys: KeySchema) -> frozenset[str]:
@@ -307,12 +328,16 @@ async def _load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, 
             bar.close()
         rejects.close()
         progressed = exc.result is not None and exc.result.checkpoint.offset > 0
-        if progressed and not checkpoint_path and not exc.result.checkpoint.complete:
+        if dry_run:
+            pass
+        elif progressed and not checkpoint_path and not exc.result.checkpoint.complete:
             path = _fallback_checkpoint_path(run_id)
             _write_atomic(path, orjson.dumps(exc.result.checkpoint.to_dict(), option=orjson.OPT_INDENT_2))
             exc.args = (f"{exc}; checkpoint written to {path} (continue with --resume {path})",)
+            exc.checkpoint_path = path  # type: ignore[attr-defined]
         elif exc.result is not None and checkpoint_path:
             exc.args = (f"{exc}; continue with --resume {checkpoint_path}",)
+            exc.checkpoint_path = checkpoint_path  # type: ignore[attr-defined]
         raise
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -324,7 +349,7 @@ async def _load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, 
         bar.close()
     rejects.close()
     saved = checkpoint_path
-    if not result.complete and not checkpoint_path:
+    if not result.complete and not checkpoint_path and not dry_run:
         saved = _fallback_checkpoint_path(run_id)
         _write_atomic(saved, orjson.dumps(result.checkpoint.to_dict(), option=orjson.OPT_INDENT_2))
     if interrupted:
@@ -355,7 +380,9 @@ def summary(result: RunResult, *, checkpoint: str | None, dry_run: bool) -> dict
         "items_per_second": round(c.items_written / result.seconds, 1) if result.seconds > 0 else 0.0,
         "rejects": result.rejects_location,
         "checkpoint": checkpoint,
-        "invariant_ok": c.balanced,
+        # a complete run balances its own rows; a stopped one balances the rows below its checkpoint
+        # (rows above it are in batches left unfinished, and are read again on resume)
+        "invariant_ok": c.balanced if result.complete else total.balanced,
         "object": {
             "source": result.checkpoint.source,
             "version_id": result.checkpoint.version_id,
@@ -398,11 +425,12 @@ def _cmd_load(args: argparse.Namespace, *, dry_run: bool) -> int:
         s = summary(intr.result, checkpoint=intr.checkpoint, dry_run=dry_run)
         s["status"] = "interrupted"
         _emit(args, s)
-        print(f"s3ddb: interrupted; continue with --resume {intr.checkpoint}", file=sys.stderr)
+        hint = f"; continue with --resume {intr.checkpoint}" if intr.checkpoint else ""
+        print(f"s3ddb: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except S3ddbError as exc:
         if exc.result is not None:
-            s = summary(exc.result, checkpoint=args.checkpoint, dry_run=dry_run)
+            s = summary(exc.result, checkpoint=getattr(exc, "checkpoint_path", None), dry_run=dry_run)
             s["status"] = "failed"
             s["error"] = str(exc)
             _emit(args, s)
@@ -519,6 +547,11 @@ def _tune_gc() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="s3ddb: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         if args.command in ("load", "validate"):
             _tune_gc()
@@ -532,6 +565,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, SourceError) as exc:
         print(f"s3ddb: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except KeyboardInterrupt:  # before the load had started: nothing to checkpoint
+        print("s3ddb: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except S3ddbError as exc:
         print(f"s3ddb: error: {exc}", file=sys.stderr)
         return exc.exit_code

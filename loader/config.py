@@ -113,6 +113,8 @@ class LoadConfig:
     backoff_cap_s: float = 20.0
     #: the checkpoint file is rewritten at most this often while the load advances
     checkpoint_interval_s: float = 5.0
+    #: how often ``should_stop`` is also asked while the reader waits on the writer
+    stop_poll_s: float = 0.25
     chunk_bytes: int = 1 << 20
     read_ahead: int = 4
     queue_batches: int = 80

@@ -223,7 +223,7 @@ class Progress:
     """A snapshot for progress bars and stop decisions (the Lambda's deadline margin uses it).
 
     ``offset`` is how far the decoder has read (decompressed bytes); ``object_size`` the object's
-    stored size (compressed size for compressed objects, so only an estimate there).
+    size, or None for a compressed object (its stored size does not measure decompressed bytes).
     ``inflight_batches`` are being sent or waiting to be retried; ``max_backoff_s`` is the longest
     backoff any of them is sleeping or would sleep next.
     """

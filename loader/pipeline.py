@@ -43,7 +43,7 @@ from loader.rejects import RejectSink
 from loader.schema import RowConverter, write_units
 from loader.sender import BatchSender
 from loader.source import Source
-from loader.writer import BatchOutcome, Writer
+from loader.writer import Abandoned, BatchOutcome, Writer
 
 __all__ = ["run"]
 
@@ -79,6 +79,9 @@ class _DryRunWriter:
         )
 
     async def drain(self) -> None:
+        return None
+
+    def stop(self) -> None:
         return None
 
 
@@ -173,6 +176,7 @@ class _Run:
         self.last_checkpoint_offset = -1
         self.last_number: int | None = None
         self.stop_reason = ""
+        self.stop_requested = False
         self.pos = self.offset  # the record boundary after the last record taken from the decoder
         self.consumed = self.offset  # decompressed bytes fed to the decoder
         # the segment being read: rows and rejects since the last batch left
@@ -200,6 +204,8 @@ class _Run:
         self.counters.add(c)
         for rej in outcome.rejected:
             self.rejects.add(rej)
+        if isinstance(outcome.error, Abandoned):
+            return  # left for the next run: its segment holds the low-water mark
         if outcome.error is not None:
             # the batch did not finish: its segment stays open and holds the low-water mark
             if self.fatal is None:
@@ -223,6 +229,7 @@ class _Run:
         stop: str | None = None
         error: BaseException | None = None
         read = functools.partial(stream.read, self.config.chunk_bytes)
+        watcher = asyncio.create_task(self._watch_stop())
         pending: asyncio.Future[bytes] | None = None
         try:
             pending = loop.run_in_executor(None, read)
@@ -250,6 +257,7 @@ class _Run:
             error = exc
             stop = "error"
         finally:
+            watcher.cancel()
             if pending is not None:
                 try:
                     await pending
@@ -258,6 +266,12 @@ class _Run:
             await loop.run_in_executor(None, stream.close)
 
         eof = stop is None
+        if eof and self.converter is None:
+            # no data rows: the header (or its absence) must still fit the table and the schema
+            self._make_converter()
+        if not eof:
+            # nothing more is sent or retried; calls on the wire finish and are counted
+            self.writer.stop()
         # everything read so far goes out, then the writer drains
         end = self.consumed if eof else self.pos
         if stop != "failed" and stop != "error":
@@ -356,8 +370,21 @@ class _Run:
         self.last_number = first + n - 1
         return False
 
+    async def _watch_stop(self) -> None:
+        """Ask ``should_stop`` on a timer too, so a stop (a deadline, Ctrl-C) is seen while the
+        producer waits for the writer, e.g. when every batch is backing off from throttling."""
+        while True:
+            await asyncio.sleep(self.config.stop_poll_s)
+            if self.should_stop(self.progress()):
+                self.stop_requested = True
+                self.writer.stop()
+                return
+
     async def _checkpoint_or_stop(self) -> bool:
         """Between batches: report progress, take a periodic checkpoint, and say whether to stop."""
+        if self.stop_requested:
+            self.stop_reason = "stopped"
+            return True
         if self.fatal is not None:
             self.stop_reason = "failed"
             return True
@@ -376,7 +403,7 @@ class _Run:
     def _make_converter(self) -> RowConverter:
         header = self.decoder.header
         if header is None:
-            raise SourceError(f"{self.source.info.uri}: no header row found")
+            raise SourceError(f"{self.source.info.uri}: the object is empty: no header row")
         self.converter = RowConverter(self.schema, header, self.keys)
         return self.converter
 
@@ -448,13 +475,15 @@ class _Run:
     def progress(self) -> Progress:
         elapsed = max(self.clock() - self.started, 1e-9)
         c = self.counters
+        size = self.source.info.size if self.source.info.compression == "none" else None
         return Progress(
-            rows_read=c.rows_read,
+            # rows are counted per chunk; rows already accounted for are a lower bound within one
+            rows_read=max(c.rows_read, c.items_written + c.rows_rejected + c.duplicates_collapsed),
             items_written=c.items_written,
             rows_rejected=c.rows_rejected,
             duplicates_collapsed=c.duplicates_collapsed,
             offset=self.consumed,
-            object_size=self.source.info.size,
+            object_size=size,
             inflight_batches=self.writer.inflight,
             max_backoff_s=self.writer.max_backoff_s,
             elapsed_s=elapsed,

@@ -175,7 +175,7 @@ class RateController:
         #: how many of them halved the window
         self.decreases = 0
         self._capacity = max_wcu if max_wcu is not None else 0.0
-        self._tokens = self._capacity
+        self._tokens = 0.0  # no burst at start: the ceiling holds from the first second
         self._refilled = clock()
         self._bucket_lock = asyncio.Lock()
 

@@ -126,6 +126,9 @@ def classify_client_error(exc: botocore.exceptions.ClientError, table: str) -> E
         return ThrottledError(f"{code}: {message}{extra}", code=code)
     if code == "ValidationException":
         return BatchValidationError(message, code=code)
+    if status == 413 or code == "RequestEntityTooLarge":
+        # the request body is over the service's limit: splitting the batch is the cure
+        return BatchValidationError(f"request too large (HTTP 413): {message}", code=code or "413")
     if code in _CONFIG_HINTS:
         return ConfigError(f"{code}: {_CONFIG_HINTS[code].format(table=table)} ({message})")
     if code in TRANSIENT_CODES or status >= 500:

@@ -113,6 +113,11 @@ def open_source(
     version_id = version_id or uri_version
     if path is not None:
         info = _stat_local(path, spec)
+        if etag is not None and etag != info.etag:
+            raise SourceError(
+                f"{path}: the file changed since the checkpoint (size and modification time differ); "
+                "start a new load instead of resuming"
+            )
         return Source(info, s3_client=None)
     assert bucket is not None and key is not None
     if s3_client is None:
@@ -281,7 +286,9 @@ def _stat_local(path: str, spec: CsvSpec) -> SourceInfo:
         key=None,
         path=path,
         version_id=None,
-        etag=None,
+        # a local file has no ETag: its size and modification time stand in, so a resume can
+        # tell that the file it continues is the one the checkpoint was taken from
+        etag=f"local:{st.st_size}:{st.st_mtime_ns}",
         size=st.st_size,
         compression=_compression_of(path, spec),
     )

@@ -48,7 +48,14 @@ from loader.sender import BatchSender
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BatchOutcome", "Writer"]
+__all__ = ["Abandoned", "BatchOutcome", "Writer"]
+
+_STOP = "s3ddb-writer-stop"
+
+
+class Abandoned(Exception):
+    """The batch was left unfinished because the writer was told to stop (not a failure: its rows
+    stay above the low-water mark and are written again on resume)."""
 
 
 @dataclass(slots=True)
@@ -118,6 +125,9 @@ class Writer:
         self._last_seq: int | None = None
         #: the first fatal error (a batch gave up, a ConfigError, an on_done failure), if any
         self.failed: BaseException | None = None
+        self._stopping = False
+        #: seqs of batches inside a BatchWriteItem call right now (a stop lets those finish)
+        self._sending: set[int] = set()
 
     # -- what Progress reads ------------------------------------------------------------
 
@@ -143,12 +153,15 @@ class Writer:
         if self._last_seq is not None and batch.seq <= self._last_seq:
             raise ValueError(f"batch seq {batch.seq} submitted after {self._last_seq}: submit in file order")
         tasks = self._tasks
-        while len(tasks) >= self._limit:
+        while len(tasks) >= self._limit and not self._stopping:
             if self._room is not None and not self._room.done():
                 raise RuntimeError("Writer.submit() was called from two tasks at once")
             self._room = asyncio.get_running_loop().create_future()
             await self._room
         self._last_seq = seq = batch.seq
+        if self._stopping:
+            self._done(_outcome(seq, Abandoned(f"batch {seq} not sent: the load is stopping")))
+            return
         if self.failed is not None:
             self._refuse(batch)
             return
@@ -177,6 +190,19 @@ class Writer:
         while self._tasks:
             await asyncio.wait(list(self._tasks.values()))
 
+    def stop(self) -> None:
+        """Stop soon: calls on the wire finish, nothing is sent or retried after them. Batches
+        waiting (for room, a key, a backoff) end at once with ``Abandoned`` as their error."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for seq, task in self._tasks.items():
+            if seq not in self._sending:
+                task.cancel(_STOP)
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
+
     # -- one batch ----------------------------------------------------------------------
 
     async def _run(self, batch: Batch, deps: list[asyncio.Task[None]] | None) -> None:
@@ -187,13 +213,21 @@ class Writer:
             if self.failed is not None:
                 raise WriteFailedError(f"batch {batch.seq} not sent: the writer has stopped") from self.failed
             await self._write(batch.entries, outcome, batch.seq)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if not (self._stopping and exc.args == (_STOP,) and task is not None):
+                self._finish(batch)
+                raise
+            task.uncancel()
+            outcome.error = Abandoned(f"batch {batch.seq} left unfinished: the load is stopping")
+        except Abandoned as exc:
+            outcome.error = exc
         except Exception as exc:  # ConfigError, WriteFailedError, or a sender bug: all stop the load
             outcome.error = exc
             if self.failed is None:
                 self.failed = exc
-                log.error("batch %d failed, stopping the load: %s", batch.seq, exc)
-        finally:
-            self._finish(batch)
+                log.warning("batch %d failed, stopping the load: %s", batch.seq, exc)
+        self._finish(batch)
         self._done(outcome)
 
     def _done(self, outcome: BatchOutcome) -> None:
@@ -225,6 +259,8 @@ class Writer:
         exponent = 0  # backoff exponent: keeps growing while this set is being retried
         last: BaseException | None = None
         while True:
+            if self._stopping:
+                raise Abandoned(f"batch {seq} left unfinished: the load is stopping")
             if last is not None:
                 if policy.exhausted(stalled):
                     raise policy.give_up(attempts=stalled, what=f"batch {seq}", last=last) from last
@@ -242,7 +278,7 @@ class Writer:
                 await rate.acquire_units(sum(write_units(e.size) for e in pending))
             slot = await rate.acquire_slot()
             try:
-                unprocessed = await self._sender.send(self._table, [e.item for e in pending])
+                unprocessed = await self._send(seq, [e.item for e in pending])
             except ThrottledError as exc:
                 rate.release_slot(slot, ok=False, throttled=True)
                 outcome.throttle_events += 1
@@ -278,6 +314,14 @@ class Writer:
                 f"{len(still)} of {len(pending)} items came back in UnprocessedItems", code="UnprocessedItems"
             )
             pending = still
+
+    async def _send(self, seq: int, items: list[Item]) -> list[Item]:
+        # a batch on the wire is not cancelled by stop(): its call finishes and is accounted for
+        self._sending.add(seq)
+        try:
+            return await self._sender.send(self._table, items)
+        finally:
+            self._sending.discard(seq)
 
     async def _isolate(
         self, entries: list[Entry], exc: BatchValidationError, outcome: BatchOutcome, seq: int

@@ -191,3 +191,51 @@ def test_ctrl_c_drains_writes_a_checkpoint_and_exits_130_then_resume_is_exact(
     assert done.returncode == 0, done.stderr
     assert orjson.loads(done.stdout)["object"]["totals"]["items_written"] == 30_000
     assert by_pk(scan_all(ddb, table)) == simple_expected(rows)
+
+
+def test_ctrl_c_while_every_call_is_throttled_stops_at_once_with_exit_130(
+    proxy: FaultProxy, s3: Any, ddb: Any, bucket: str, table: str, tmp_path: Path
+) -> None:
+    """Batches backing off are abandoned (their rows stay above the checkpoint), not retried to the cap."""
+    rows = simple_rows(3000)
+    s3.put_object(Bucket=bucket, Key="t.csv", Body=csv_bytes(["pk", "n", "s"], rows))
+    proxy.throttle_next(None)
+    cp = tmp_path / "cp.json"
+    argv = [
+        sys.executable,
+        "-m",
+        "loader.cli",
+        "load",
+        f"s3://{bucket}/t.csv",
+        "--table",
+        table,
+        "--type",
+        "n=N",
+        "--checkpoint",
+        str(cp),
+        "--json",
+        "--backoff-base",
+        "5",
+        "--backoff-cap",
+        "60",
+    ]
+    proc = subprocess.Popen(
+        argv, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while proxy.throttled < 40:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no throttled calls seen"
+            time.sleep(0.05)  # polling a counter with a deadline, not a sleep standing in for sync
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)  # backoffs of up to 60 s must not be waited out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    summary = orjson.loads(out)
+    assert summary["status"] == "interrupted" and summary["invariant_ok"] is True
+    checkpoint = Checkpoint.loads(cp.read_bytes())
+    assert checkpoint.counters.items_written == 0 and checkpoint.counters.balanced
+    assert scan_all(ddb, table) == []

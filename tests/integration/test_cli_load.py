@@ -441,3 +441,57 @@ def test_rejects_to_s3_prefix(
     assert (rej["row"], rej["offset"], rej["raw"]) == (2, len(b"pk,n\na,1\n"), "b,oops")
     assert "oops" in rej["reason"]
     assert sorted(by_pk(scan_all(ddb, table))) == ["a", "c"]
+
+
+def test_validate_takes_no_checkpoint(
+    capsys: pytest.CaptureFixture[str], s3: Any, bucket: str, table: str
+) -> None:
+    uri = put(s3, bucket, "v.csv", b"pk\na\n")
+    code, _, err = run_cli(capsys, "validate", uri, "--table", table, "--checkpoint", "cp.json")
+    assert code == 2 and "--checkpoint" in err
+    assert not Path("cp.json").exists()
+
+
+def test_unwritable_checkpoint_or_rejects_path_fails_before_writing(
+    capsys: pytest.CaptureFixture[str], s3: Any, ddb: Any, bucket: str, table: str, tmp_path: Path
+) -> None:
+    uri = put(s3, bucket, "w.csv", b"pk\na\nb\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, _, err = run_cli(capsys, "load", uri, "--table", table, "--checkpoint", str(blocker / "cp.json"))
+    assert code == 2 and "--checkpoint" in err and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "load", uri, "--table", table, "--rejects", str(blocker / "rej"))
+    assert code == 2 and "--rejects" in err
+    assert scan_all(ddb, table) == []
+
+
+@pytest.mark.parametrize(("body", "needle"), [(b"name,x\n", "'pk'"), (b"", "empty")])
+def test_header_only_or_empty_object_is_checked_against_the_table(
+    capsys: pytest.CaptureFixture[str], s3: Any, bucket: str, table: str, body: bytes, needle: str
+) -> None:
+    uri = put(s3, bucket, "h.csv", body)
+    code, _, err = run_cli(capsys, "load", uri, "--table", table)
+    assert code == 2, err
+    assert needle in err
+
+
+def test_header_only_object_with_the_key_column_loads_nothing(
+    capsys: pytest.CaptureFixture[str], s3: Any, bucket: str, table: str
+) -> None:
+    uri = put(s3, bucket, "h2.csv", b"pk,x\n")
+    code, s, err = run_cli(capsys, "load", uri, "--table", table, "--json")
+    assert code == 0, err
+    assert s is not None and s["rows_read"] == 0 and s["object"]["complete"] is True
+
+
+def test_resume_refuses_a_local_file_that_changed(
+    capsys: pytest.CaptureFixture[str], ddb: Any, table: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "local.csv"
+    path.write_bytes(csv_bytes(["pk", "n", "s"], simple_rows(50)))
+    cp = tmp_path / "cp.json"
+    code, _, err = run_cli(capsys, "load", str(path), "--table", table, "--checkpoint", str(cp))
+    assert code == 0, err
+    path.write_bytes(csv_bytes(["pk", "n", "s"], simple_rows(60)))
+    code, _, err = run_cli(capsys, "load", str(path), "--table", table, "--resume", str(cp))
+    assert code == 2 and "changed since the checkpoint" in err

@@ -190,18 +190,30 @@ async def test_token_bucket_paces_write_units() -> None:
     t = FakeTime()
     rc = RateController(max_concurrency=4, max_wcu=100.0, clock=t.clock, sleep=t.sleep)
     start = t.now
-    await rc.acquire_units(100)  # one second's worth is there at the start
-    assert t.slept == []
+    await rc.acquire_units(100)  # the bucket starts empty: no burst above the ceiling
+    assert t.now - start == pytest.approx(1.0)
     for _ in range(10):
         await rc.acquire_units(50)
-    assert t.now - start == pytest.approx(5.0)  # 500 more units at 100/s
+    assert t.now - start == pytest.approx(6.0)  # 600 units at 100/s
 
 
 async def test_a_request_bigger_than_the_bucket_waits_for_a_full_one_and_leaves_a_debt() -> None:
     t = FakeTime()
     rc = RateController(max_concurrency=4, max_wcu=100.0, clock=t.clock, sleep=t.sleep)
-    await rc.acquire_units(100)
+    await rc.acquire_units(100)  # 1 s to fill the empty bucket
     await rc.acquire_units(250)  # waits for a full bucket (1 s), goes 150 units in debt
-    assert t.now - 100.0 == pytest.approx(1.0)
+    assert t.now - 100.0 == pytest.approx(2.0)
     await rc.acquire_units(10)  # the debt is paid first: 1.6 s more
-    assert t.now - 100.0 == pytest.approx(2.6)
+    assert t.now - 100.0 == pytest.approx(3.6)
+
+
+def test_request_too_large_is_split_not_fatal() -> None:
+    import botocore.exceptions
+
+    from loader.errors import BatchValidationError
+    from loader.sender import classify_client_error
+
+    exc = botocore.exceptions.ClientError(
+        {"Error": {"Code": "", "Message": ""}, "ResponseMetadata": {"HTTPStatusCode": 413}}, "BatchWriteItem"
+    )
+    assert isinstance(classify_client_error(exc, "t"), BatchValidationError)
