@@ -22,10 +22,24 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
+from botocore.exceptions import BotoCoreError, ClientError
 
 from loader.config import CsvSpec, LoadConfig, SchemaSpec
 from loader.errors import ConfigError, S3ddbError, SourceError
 from loader.models import Checkpoint, KeySchema, Progress, RunResult
+
+#: service error codes that mean "fix the command or the setup" (exit 2)
+_CONFIG_CODES = frozenset(
+    {
+        "ResourceNotFoundException",
+        "AccessDeniedException",
+        "NoSuchBucket",
+        "NoSuchKey",
+        "UnrecognizedClientException",
+        "InvalidParameterValueException",
+        "ValidationException",
+    }
+)
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -476,7 +490,10 @@ def _cmd_local(args: argparse.Namespace) -> int:
             kwargs["lambda_port"] = args.lambda_port
         if "lambda_timeout" in params:
             kwargs["lambda_timeout"] = args.lambda_timeout
-        services = stack.up(**kwargs)
+        try:
+            services = stack.up(**kwargs)
+        except (RuntimeError, OSError) as exc:  # a port taken, Java or npm missing, a service that died
+            raise ConfigError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from exc
         sys.stdout.write(stack.format_exports(services.env) + "\n")
         return EXIT_OK
     if args.local_command == "down":
@@ -565,6 +582,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, SourceError) as exc:
         print(f"s3ddb: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except BotoCoreError as exc:  # a service or endpoint the command could not reach
+        print(f"s3ddb: error: {exc}", file=sys.stderr)
+        return 1
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        code, message = err.get("Code", ""), err.get("Message", "")
+        print(f"s3ddb: error: {code}: {message or exc}", file=sys.stderr)
+        return EXIT_CONFIG if code in _CONFIG_CODES else 1
     except KeyboardInterrupt:  # before the load had started: nothing to checkpoint
         print("s3ddb: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

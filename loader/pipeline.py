@@ -219,6 +219,10 @@ class _Run:
         resume = self.resume
         if resume is not None and resume.complete:
             return self._result("complete", resume)
+        if self.should_stop(self.progress()):
+            # no time for even one batch (a Lambda hop that starts too late): hand the checkpoint on
+            checkpoint = self._checkpoint(complete=False)
+            return self._result("stopped", checkpoint)
         loop = asyncio.get_running_loop()
         try:
             stream: BinaryIO = await loop.run_in_executor(None, self.source.open, self.offset)

@@ -495,3 +495,41 @@ def test_resume_refuses_a_local_file_that_changed(
     path.write_bytes(csv_bytes(["pk", "n", "s"], simple_rows(60)))
     code, _, err = run_cli(capsys, "load", str(path), "--table", table, "--resume", str(cp))
     assert code == 2 and "changed since the checkpoint" in err
+
+
+def test_status_with_a_missing_ledger_table_is_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], bucket: str
+) -> None:
+    code, _, err = run_cli(capsys, "status", f"s3://{bucket}/k.csv", "--ledger-table", "no-such-ledger")
+    assert code == 2
+    assert "ResourceNotFoundException" in err and err.count("\n") == 1
+
+
+def test_pipeline_that_must_stop_before_it_starts_hands_back_its_checkpoint(
+    s3: Any, bucket: str, table: str, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from loader import clients, pipeline
+    from loader.config import CsvSpec, LoadConfig, SchemaSpec
+    from loader.rejects import open_rejects
+    from loader.source import open_source
+
+    uri = put(s3, bucket, "late.csv", b"pk\na\nb\n")
+    spec = CsvSpec()
+
+    async def go() -> Any:
+        return await pipeline.run(
+            source=open_source(uri, s3_client=clients.s3_client(), spec=spec),
+            config=LoadConfig(table=table),
+            csv_spec=spec,
+            schema=SchemaSpec(),
+            keys=clients.describe_key_schema(clients.dynamodb_client(), table),
+            sender=None,
+            rejects=open_rejects(str(tmp_path), run_id="late"),
+            should_stop=lambda _p: True,
+        )
+
+    result = asyncio.run(go())
+    assert result.stopped == "stopped"
+    assert (result.checkpoint.offset, result.checkpoint.next_row, result.counters.rows_read) == (0, 1, 0)
