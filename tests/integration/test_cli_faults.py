@@ -239,3 +239,49 @@ def test_ctrl_c_while_every_call_is_throttled_stops_at_once_with_exit_130(
     checkpoint = Checkpoint.loads(cp.read_bytes())
     assert checkpoint.counters.items_written == 0 and checkpoint.counters.balanced
     assert scan_all(ddb, table) == []
+
+
+@pytest.mark.parametrize("sender", ["lean", "botocore"])
+def test_concurrency_is_the_number_of_calls_in_flight(
+    capsys: pytest.CaptureFixture[str],
+    proxy: FaultProxy,
+    s3: Any,
+    ddb: Any,
+    bucket: str,
+    table: str,
+    sender: str,
+) -> None:
+    rows = simple_rows(2000)
+    s3.put_object(Bucket=bucket, Key="c.csv", Body=csv_bytes(["pk", "n", "s"], rows))
+    proxy.delay_next(None, 0.05)  # every call takes a while, so calls pile up to the limit
+    code, s = load(
+        capsys,
+        f"s3://{bucket}/c.csv",
+        "--table",
+        table,
+        "--type",
+        "n=N",
+        "--concurrency",
+        "5",
+        "--sender",
+        sender,
+    )
+    assert code == 0, s
+    assert proxy.max_in_flight == 5
+    assert by_pk(scan_all(ddb, table)) == simple_expected(rows)
+
+
+def test_max_wcu_is_a_ceiling_on_write_units_per_second(
+    capsys: pytest.CaptureFixture[str], s3: Any, ddb: Any, bucket: str, table: str
+) -> None:
+    """600 one-unit items at --max-wcu 200 cannot take less than 3 s (the bucket starts empty).
+    A lower bound on time only: a slow machine can never make this fail."""
+    rows = simple_rows(600)
+    s3.put_object(Bucket=bucket, Key="w.csv", Body=csv_bytes(["pk", "n", "s"], rows))
+    started = time.monotonic()
+    code, s = load(capsys, f"s3://{bucket}/w.csv", "--table", table, "--type", "n=N", "--max-wcu", "200")
+    elapsed = time.monotonic() - started
+    assert code == 0, s
+    assert s["write_units"] == 600
+    assert elapsed >= 600 / 200 * 0.95
+    assert by_pk(scan_all(ddb, table)) == simple_expected(rows)

@@ -31,7 +31,8 @@ order they were added); otherwise an unprocessed fault, if any, shapes the forwa
 
 Counters (read them any time; ``reset()`` clears them and every fault): ``requests`` (all
 requests), ``calls`` (BatchWriteItem calls), ``items_forwarded`` (put requests sent upstream),
-``throttled``, ``failed``, ``resets``, ``delayed``, ``unprocessed_returned`` (items handed back).
+``throttled``, ``failed``, ``resets``, ``delayed``, ``unprocessed_returned`` (items handed back),
+``in_flight`` / ``max_in_flight`` (BatchWriteItem calls being handled at once, now / at most).
 
 The server runs on 127.0.0.1 on a free port, in a background thread with its own event loop, so
 it serves sync (boto3) and async (aiobotocore) clients alike.
@@ -124,6 +125,8 @@ class FaultProxy:
         self.resets = 0
         self.delayed = 0
         self.unprocessed_returned = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
 
     @property
     def url(self) -> str:
@@ -246,6 +249,16 @@ class FaultProxy:
         if request.headers.get("X-Amz-Target") != BATCH_WRITE_TARGET:
             return await self._forward(request, body)
         self._count(calls=1)
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._batch_write(request, body)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    async def _batch_write(self, request: web.Request, body: bytes) -> web.StreamResponse:
         try:
             doc: dict[str, Any] = orjson.loads(body)
         except orjson.JSONDecodeError:
