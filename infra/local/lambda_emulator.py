@@ -12,7 +12,11 @@
 
 Each attempt runs in its own process (``python -m infra.local.lambda_runner``) with the function's
 environment, a context whose ``get_remaining_time_in_millis()`` counts down to the deadline, and
-is killed (its whole process group) when the timeout passes. ``GET /_emulator/invocations`` lists
+is killed (its whole process group) when the timeout passes. As in Lambda, the init phase (the
+process start and the import of the handler's module) does not count against the timeout: the
+clock starts when the runner says it is ready to call the handler; an init that takes longer than
+``init_timeout_s`` (10 s, Lambda's limit) is killed and reported as ``Runtime.InitTimeout``
+(the Event retries apply). ``GET /_emulator/invocations`` lists
 every attempt (request id, attempt, type, outcome, seconds) for tests and debugging.
 
 Fault injection for tests: the first ``fault_first_attempts`` Event invocations get, on their first
@@ -30,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -65,7 +70,12 @@ class FunctionSpec:
     #: added to the emulator's own environment for every invocation
     env: dict[str, str] = field(default_factory=dict)
 
+    #: how long the runner may take to start and import the handler (Lambda: 10 s)
+    init_timeout_s: float = 10.0
+
     def __post_init__(self) -> None:
+        if self.init_timeout_s <= 0:
+            raise ValueError(f"init timeout must be positive, got {self.init_timeout_s}")
         if not 0 < self.timeout_s <= 900:
             raise ValueError(f"timeout must be in (0, 900] seconds, got {self.timeout_s}")
 
@@ -169,7 +179,7 @@ class LambdaEmulator:
     ) -> Outcome:
         fn = self.config.function
         started = time.time()
-        deadline_ms = int(started * 1000 + fn.timeout_s * 1000)
+        timeout_ms = int(fn.timeout_s * 1000)
         request = {
             "event": json.loads(payload) if payload.strip() else {},
             "context": {
@@ -177,21 +187,30 @@ class LambdaEmulator:
                 "function_name": fn.name,
                 "invoked_function_arn": self.arn,
                 "memory_limit_in_mb": fn.memory_mb,
-                "deadline_epoch_ms": deadline_ms + extra_ms,
+                # the runner sets deadline_epoch_ms = (when its init is done) + timeout_ms + extra_ms
+                "deadline_epoch_ms": 0,
+                "timeout_ms": timeout_ms,
+                "extra_ms": extra_ms,
             },
         }
         fd, result_path = tempfile.mkstemp(prefix="lambda-result-", suffix=".json")
         os.close(fd)
         env = {**os.environ, **fn.env, **self._runtime_env()}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.local.lambda_runner", fn.handler, result_path],
-            stdin=subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-        )
+        ready_r, ready_w = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "infra.local.lambda_runner", fn.handler, result_path, str(ready_w)],
+                stdin=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+                pass_fds=(ready_w,),
+            )
+        finally:
+            os.close(ready_w)
         with self.lock:
             self.children.add(proc)
-        timed_out = False
+        timed_out = init_timed_out = False
+        init_s = 0.0
         try:
             assert proc.stdin is not None
             try:
@@ -199,20 +218,39 @@ class LambdaEmulator:
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
-            try:
-                proc.wait(timeout=max(0.0, deadline_ms / 1000 - time.time()))
-            except subprocess.TimeoutExpired:
-                timed_out = True
+            ready = _wait_ready(ready_r, fn.init_timeout_s)
+            init_s = time.time() - started
+            if ready is None:
+                init_timed_out = True
                 _kill_group(proc)
                 proc.wait()
+            else:
+                # the runner started its own clock just before it said ready: ours starts no earlier
+                kill_at = ready + fn.timeout_s
+                try:
+                    proc.wait(timeout=max(0.0, kill_at - time.time()))
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+                    _kill_group(proc)
+                    proc.wait()
             with open(result_path, "rb") as f:
                 raw = f.read()
         finally:
+            os.close(ready_r)
             with self.lock:
                 self.children.discard(proc)
             os.unlink(result_path)
         seconds = time.time() - started
-        if timed_out:
+        if init_timed_out:
+            out = Outcome(
+                ok=False,
+                body=_error_body(
+                    "Runtime.InitTimeout", f"Init did not finish in {fn.init_timeout_s:.1f} seconds"
+                ),
+                error_type="Runtime.InitTimeout",
+                timed_out=True,
+            )
+        elif timed_out:
             out = Outcome(
                 ok=False,
                 body=_error_body("Sandbox.Timedout", f"Task timed out after {seconds:.2f} seconds"),
@@ -242,6 +280,7 @@ class LambdaEmulator:
                     "outcome": outcome,
                     "error_type": out.error_type,
                     "seconds": round(seconds, 3),
+                    "init_seconds": round(init_s, 3),
                     "fault_extra_ms": extra_ms,
                 }
             )
@@ -265,6 +304,23 @@ class LambdaEmulator:
             "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION") or self.config.region,
             "PYTHONPATH": f"{_REPO_ROOT}{os.pathsep}{path}" if path else _REPO_ROOT,
         }
+
+
+def _wait_ready(fd: int, timeout_s: float) -> float | None:
+    """When the runner said ``ready`` (or exited: EOF), by our clock; None if neither in time."""
+    deadline = time.monotonic() + timeout_s
+    buf = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        readable, _, _ = select.select([fd], [], [], left)
+        if not readable:
+            return None
+        chunk = os.read(fd, 64)
+        if not chunk or b"\n" in buf + chunk:
+            return time.time()
+        buf += chunk
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -357,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=9001, help="0 picks a free port")
     p.add_argument("--timeout", type=float, default=900.0, help="function timeout in seconds (default 900)")
     p.add_argument("--memory", type=int, default=1769, help="memory_limit_in_mb in the context")
+    p.add_argument(
+        "--init-timeout", type=float, default=10.0, help="seconds the runner may take to import the handler"
+    )
     p.add_argument("--function-name", default=DEFAULT_FUNCTION)
     p.add_argument("--handler", default=DEFAULT_HANDLER)
     p.add_argument("--retry-delays", default="1,2", help="seconds before the Event retries (default 1,2)")
@@ -380,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                 timeout_s=args.timeout,
                 memory_mb=args.memory,
                 env=fn_env,
+                init_timeout_s=args.init_timeout,
             ),
             retry_delays=delays,
             max_concurrency=args.max_concurrency,

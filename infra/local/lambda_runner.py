@@ -1,8 +1,11 @@
 """Runs ONE invocation of a handler in a fresh process (started by ``lambda_emulator``).
 
-``python -m infra.local.lambda_runner HANDLER RESULT_PATH`` reads ``{"event": ..., "context":
-{...}}`` from stdin, calls the handler with a context whose ``get_remaining_time_in_millis()``
-counts down to the deadline the emulator chose, and writes ``{"ok": true, "result": ...}`` or
+``python -m infra.local.lambda_runner HANDLER RESULT_PATH [READY_FD]`` reads ``{"event": ...,
+"context": {..., "timeout_ms": N}}`` from stdin and imports the handler's module (the init phase:
+in Lambda it does not count against the function timeout). Then it starts the invocation's clock
+(deadline = now + ``timeout_ms`` [+ ``extra_ms``, a fault injection]), writes ``ready`` to
+READY_FD so the emulator starts its kill timer no earlier, calls the handler with a context whose
+``get_remaining_time_in_millis()`` counts down to that deadline, and writes ``{"ok": true, "result": ...}`` or
 ``{"ok": false, "errorType": ..., "errorMessage": ..., "stackTrace": [...]}`` to RESULT_PATH.
 The function's own output goes to stdout/stderr, as it does in Lambda.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -33,14 +37,33 @@ class Context:
         return max(0, int(self.deadline_epoch_ms - time.time() * 1000))
 
 
+def _ready(fd: int | None) -> None:
+    if fd is None:
+        return
+    try:
+        os.write(fd, b"ready\n")
+    finally:
+        os.close(fd)
+
+
 def main(argv: list[str]) -> int:
     handler_path, result_path = argv[0], argv[1]
+    ready_fd = int(argv[2]) if len(argv) > 2 else None
     request = json.loads(sys.stdin.buffer.read())
-    ctx = Context(**request["context"])
+    raw_ctx = dict(request["context"])
+    timeout_ms = int(raw_ctx.pop("timeout_ms", 0))
+    extra_ms = int(raw_ctx.pop("extra_ms", 0))
     module_name, _, func_name = handler_path.rpartition(".")
     out: dict[str, Any]
     try:
-        func = getattr(importlib.import_module(module_name), func_name)
+        try:
+            func = getattr(importlib.import_module(module_name), func_name)
+        finally:
+            # the invocation starts now, whether the init worked or not (an import error is its result)
+            if timeout_ms:
+                raw_ctx["deadline_epoch_ms"] = int(time.time() * 1000) + timeout_ms + extra_ms
+            _ready(ready_fd)
+        ctx = Context(**raw_ctx)
         out = {"ok": True, "result": func(request["event"], ctx)}
     except Exception as exc:
         out = {
