@@ -6,6 +6,7 @@ Plain functions over clients the caller builds (the CLI passes boto3 clients).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus
@@ -16,22 +17,41 @@ from lambda_src.events import EVENT_VERSION, split_s3_uri
 from lambda_src.ledger import Ledger
 from loader.errors import ConfigError, S3ddbError
 
-__all__ = ["build_notification", "notify", "send_backfill", "status"]
+__all__ = ["STALE_ADVICE", "build_notification", "notify", "send_backfill", "status"]
 
 
-def status(uri: str, *, ledger_table: str, ddb_client: Any) -> dict[str, Any]:
+#: what ``status`` says about a chain whose lease ran out with no hop alive to finish it
+STALE_ADVICE = (
+    "the lease ran out with no hop running (a hop was killed or its continuation was lost): "
+    "re-send the notification (s3ddb local notify, or the S3 event) or run s3ddb invoke to resume "
+    "from the last committed checkpoint"
+)
+
+
+def status(
+    uri: str, *, ledger_table: str, ddb_client: Any, clock: Callable[[], float] = time.time
+) -> dict[str, Any]:
     """The ledger item of ``uri`` (``s3://bucket/key``): its most recently started version.
 
     Keys: status, chain_id, hops, hop, rows_read, items_written, rows_rejected,
-    duplicates_collapsed, retries, throttle_events, offset, object_size, table, rejects, reclaims,
-    started_at, updated_at, finished_at, last_error, reason, object, version, versions.
-    ``status`` is ``NOT_FOUND`` when the ledger has no chain for the object.
+    duplicates_collapsed, retries, throttle_events, write_units, offset, object_size, table,
+    rejects, reclaims, started_at, updated_at, finished_at, lease_until, stale, last_error,
+    reason, object, version, versions. ``status`` is ``NOT_FOUND`` when the ledger has no chain
+    for the object. A RUNNING chain whose lease ran out is marked STALLED in the ledger (a
+    conditional write) and reported with ``"stale": true`` and the advice in ``last_error``.
     """
     split_s3_uri(uri)
-    items = Ledger(ddb_client, ledger_table).versions(uri)
+    ledger = Ledger(ddb_client, ledger_table, clock=clock)
+    items = ledger.versions(uri)
     if not items:
         return {"object": uri, "status": "NOT_FOUND", "versions": 0}
-    return {**items[-1].to_status(), "versions": len(items)}
+    item = items[-1]
+    now = clock()
+    if item.stale(now):
+        ledger.mark_stalled(item, error=STALE_ADVICE)
+        item = ledger.get(item.object, item.version) or item
+        return {**item.to_status(now), "stale": True, "versions": len(items)}
+    return {**item.to_status(now), "versions": len(items)}
 
 
 def _invoke(lambda_client: Any, function: str, payload: dict[str, Any], kind: str) -> dict[str, Any]:

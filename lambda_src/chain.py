@@ -11,6 +11,7 @@ hop that lost its claim are idempotent puts; counters come only from committed c
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 import uuid
 import zlib
@@ -48,7 +49,10 @@ __all__ = [
     "Decision",
     "HopRequest",
     "InvocationContext",
+    "InvokeEstimate",
+    "LaneStalledError",
     "StalledError",
+    "backfill_id",
     "decide",
     "lane_of",
 ]
@@ -64,6 +68,28 @@ PENDING_LEASE_S = 1800.0
 
 class StalledError(S3ddbError):
     """The continuation could not be sent: the ledger says STALLED; Lambda's retry resumes it."""
+
+
+class LaneStalledError(S3ddbError):
+    """A backfill lane could not invoke its next object. The object itself is finished in the
+    ledger (``finished_by`` this request): Lambda's retry of this request advances the lane again."""
+
+
+class InvokeEstimate:
+    """How long a self-invoke takes, measured (kept per container, so every hop's margin uses what
+    the previous invokes really took). Starts at ``initial_s``; a slow invoke raises it at once,
+    fast ones lower it gradually."""
+
+    def __init__(self, initial_s: float = 1.0) -> None:
+        self.seconds = initial_s
+        self.samples = 0
+
+    def observe(self, seconds: float) -> None:
+        if self.samples == 0:
+            self.seconds = seconds
+        else:
+            self.seconds = max(seconds, 0.5 * self.seconds + 0.5 * seconds)
+        self.samples += 1
 
 
 class LambdaContext(Protocol):
@@ -91,7 +117,7 @@ class InvocationContext:
 
 # -- who runs a hop ------------------------------------------------------------------------------
 
-Action = Literal["create", "claim", "skip"]
+Action = Literal["create", "claim", "resume", "skip"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,12 +135,14 @@ def decide(
     now: float,
     event_hop: int = 0,
     event_chain: str = "",
+    max_hops: int | None = None,
 ) -> Decision:
     """What an event may do with its object's ledger item. Pure: the ledger write that follows is
     conditional on the item being unchanged, so two events that both decide to claim cannot both win.
 
     * no item: a start event creates the chain; a continuation without one is stale;
-    * COMPLETED / FAILED: nothing to do (the same notification again, or a late duplicate);
+    * COMPLETED / FAILED: nothing to do (the same notification again, or a late duplicate), except
+      that a start event resumes a chain FAILED by S3DDB_MAX_HOPS once ``max_hops`` leaves it room;
     * STALLED: nobody runs it; any event of the object (or its chain) resumes it from the ledger;
     * RUNNING, claimed by this very request (Lambda retried it after a crash or timeout): resume;
     * RUNNING, pending: the continuation of that hop, or the hop that handed it over (retried after
@@ -133,6 +161,15 @@ def decide(
     if item.status == L.COMPLETED:
         return Decision(action="skip", reason=f"already COMPLETED by chain {item.chain_id}")
     if item.status == L.FAILED:
+        if (
+            kind == "start"
+            and item.failed_for_max_hops()
+            and max_hops is not None
+            and item.hop + 1 < max_hops
+        ):
+            return Decision(
+                action="resume", reason=f"S3DDB_MAX_HOPS is now {max_hops}: resuming at offset {item.offset}"
+            )
         return Decision(
             action="skip", reason=f"chain {item.chain_id} FAILED: {item.reason or item.last_error}"
         )
@@ -228,6 +265,20 @@ def lane_of(key: str, lanes: int) -> int:
     return zlib.crc32(key.encode("utf-8")) % lanes
 
 
+def backfill_id(bucket: str, prefix: str, table: str, lanes: int, schema: dict[str, Any] | None) -> str:
+    """A backfill's id, derived from what it loads: the same backfill sent again (a retry, or a
+    second ``s3ddb invoke``) gets the same lanes, which find each other's running objects and stop
+    instead of running alongside (so never more than S3DDB_MAX_CHAINS chains per backfill)."""
+    raw = orjson.dumps([bucket, prefix, table, lanes, schema], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _same_lane(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    if not a or not b:
+        return False
+    return all(a.get(k) == b.get(k) for k in ("backfill_id", "lane", "lanes"))
+
+
 # -- the hop -------------------------------------------------------------------------------------
 
 #: ``engine(request) -> RunResult``; raises like ``loader.pipeline.run``.
@@ -263,6 +314,8 @@ class ChainRunner:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        invoke_estimate: InvokeEstimate | None = None,
+        invoke_attempts: int = 3,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -273,6 +326,8 @@ class ChainRunner:
         self.clock = clock
         self.sleep = sleep
         self.new_id = new_id
+        self.invoke_estimate = invoke_estimate or InvokeEstimate()
+        self.invoke_attempts = invoke_attempts
 
     # -- entry ---------------------------------------------------------------------------------
 
@@ -322,7 +377,6 @@ class ChainRunner:
         if refused:
             return self._refusal(refused, source=event.source, table=table)
         assert table is not None
-        backfill_id = self.new_id()
         if event.is_prefix:
             count = self._count_objects(event.bucket, event.key, limit=self.settings.max_chains)
             if count == 0:
@@ -335,8 +389,11 @@ class ChainRunner:
                 code = exc.response.get("Error", {}).get("Code", "")
                 return self._refusal(f"cannot read {event.source}: {code or exc}", source=event.source)
             lanes = 1
+        bid = backfill_id(event.bucket, event.key, table, lanes, event.schema)
         for lane in range(lanes):
-            self._invoke(
+            # raises after its retries: the caller (or Lambda's retry) sends the backfill again, and
+            # the lanes already running recognise the repeat by its id
+            self._invoke_with_retry(
                 ctx,
                 LaneEvent(
                     bucket=event.bucket,
@@ -347,13 +404,16 @@ class ChainRunner:
                     start_after="",
                     table=table,
                     schema=event.schema,
-                    backfill_id=backfill_id,
+                    backfill_id=bid,
                 ).to_payload(),
             )
-        self.t.log.info("backfill accepted", extra={"source": event.source, "table": table, "lanes": lanes})
+        self.t.log.info(
+            "backfill accepted",
+            extra={"source": event.source, "table": table, "lanes": lanes, "backfill_id": bid},
+        )
         return {
             "status": "accepted",
-            "backfill_id": backfill_id,
+            "backfill_id": bid,
             "source": event.source,
             "table": table,
             "lanes": lanes,
@@ -396,6 +456,11 @@ class ChainRunner:
             )
             info = {k: v for k, v in lane.to_payload().items() if k != "start_after"}
             out = self._start(ref, table=lane.table, schema=lane.schema, lane=info, ctx=ctx)
+            if out.get("lane_owned"):
+                # the same lane (a repeated backfill or a duplicate lane event) runs this object:
+                # its chain advances the lane when it ends; a second walker would double the lane
+                self.t.log.info("lane already running this object: stopping", extra={"object": ref.uri})
+                return {"status": "lane-owned", "lane": lane.lane, "object": ref.uri, "skipped": skipped}
             if out["status"] != "skipped":
                 return out  # the chain advances the lane when it ends
             skipped.append(out)
@@ -406,15 +471,42 @@ class ChainRunner:
         return {"status": "lane-done", "lane": lane.lane, "skipped": skipped}
 
     def _advance_lane(self, item: LedgerItem, ctx: InvocationContext) -> None:
+        """Invoke the lane's walker after ``item``; raise LaneStalledError if it cannot be sent.
+
+        Called once the object is finished in the ledger with ``finished_by`` this request, so a
+        crash here, or the raise, is repaired by Lambda's retry of this request (``_skip`` sends it
+        again). A lane sent twice is harmless: walkers stop at an object their lane already runs."""
         if item.lane is None:
             return
         _, key = split_s3_uri(item.object)
         payload = {**item.lane, "start_after": key}
         try:
             self._invoke_with_retry(ctx, payload)
-        except Exception as exc:  # the object is done; the lane's remaining objects wait for a backfill
+        except Exception as exc:
             self.t.log.error(f"could not continue backfill lane: {exc!r}", extra={"lane": item.lane})
             self.t.count("LaneStalled")
+            raise LaneStalledError(
+                f"{item.object}: the next object of backfill lane {item.lane.get('lane')} could not be "
+                f"invoked ({exc!r}); a retry of this request sends it again"
+            ) from exc
+
+    def _skip(
+        self, item: LedgerItem | None, reason: str, ctx: InvocationContext, *, walker: bool
+    ) -> dict[str, Any]:
+        """An event with nothing to run. If this very request finished the object (Lambda retried it
+        after a crash, or after the lane invoke failed), the lane it belongs to still moves on."""
+        out: dict[str, Any] = {"status": "skipped", "object": item.object if item else "", "reason": reason}
+        if (
+            item is not None
+            and not walker
+            and item.lane is not None
+            and item.status in (L.COMPLETED, L.FAILED)
+            and item.finished_by == ctx.request_id
+        ):
+            self.t.log.info("retry of the request that finished the object: advancing its lane")
+            self._advance_lane(item, ctx)
+            out["lane_advanced"] = True
+        return out
 
     # -- chains --------------------------------------------------------------------------------
 
@@ -431,14 +523,39 @@ class ChainRunner:
         ctx: InvocationContext,
     ) -> dict[str, Any]:
         version = version_key(ref.version_id, ref.etag)
+        self.t.unbind("chain_id", "hop")  # keys of the previous record of this event
         self.t.bind(object=ref.uri, version=version)
         for _ in range(3):  # a lost race re-reads once or twice
             item = self.ledger.get(ref.uri, version)
-            d = decide(item, kind="start", request_id=ctx.request_id, now=self.clock())
+            d = decide(
+                item,
+                kind="start",
+                request_id=ctx.request_id,
+                now=self.clock(),
+                max_hops=self.settings.max_hops,
+            )
             if d.action == "skip":
                 self.t.log.info(f"skipped: {d.reason}")
                 self.t.count("DuplicateEvents")
-                return {"status": "skipped", "object": ref.uri, "reason": d.reason}
+                out = self._skip(item, d.reason, ctx, walker=lane is not None)
+                out["object"] = ref.uri
+                if (
+                    item is not None
+                    and item.status == L.RUNNING
+                    and lane is not None
+                    and _same_lane(item.lane, lane)
+                ):
+                    out["lane_owned"] = True
+                return out
+            if d.action == "resume":
+                assert item is not None
+                if self.ledger.resume_failed(item, request_id=ctx.request_id, lease_until=self._lease(ctx)):
+                    resumed = self.ledger.get(ref.uri, version)
+                    assert resumed is not None
+                    self.t.log.info(f"resumed: {d.reason}")
+                    self.t.count("ChainsResumed")
+                    return self._run_hop(resumed, ref=ref, ctx=ctx)
+                continue
             if d.action == "create":
                 chain_id = self.new_id()
                 if self.ledger.create(
@@ -454,6 +571,7 @@ class ChainRunner:
                 ):
                     created = self.ledger.get(ref.uri, version)
                     assert created is not None
+                    self.t.bind(chain_id=chain_id, hop=0)
                     self.t.log.info("chain started")
                     return self._run_hop(created, ref=ref, ctx=ctx)
                 continue
@@ -479,7 +597,9 @@ class ChainRunner:
         if d.action != "claim" or item is None:
             self.t.log.info(f"skipped: {d.reason}")
             self.t.count("StaleContinuations")
-            return {"status": "skipped", "object": cp.source, "reason": d.reason}
+            out = self._skip(item, d.reason, ctx, walker=False)
+            out["object"] = cp.source
+            return out
         claimed = self._claim(item, d, ctx)
         if claimed is None:
             return {
@@ -510,7 +630,11 @@ class ChainRunner:
         if hop >= self.settings.max_hops:
             return self._fail_max_hops(item, hop, item.checkpoint, ctx)
         started = time.monotonic()
-        deadline = Deadline(ctx.remaining_ms, safety_margin_ms=self.settings.safety_margin_ms)
+        deadline = Deadline(
+            ctx.remaining_ms,
+            safety_margin_ms=self.settings.safety_margin_ms,
+            invoke_s=self.invoke_estimate.seconds,
+        )
         lost: list[bool] = []
         last_progress: list[Progress] = []
         resume = item.checkpoint
@@ -564,7 +688,7 @@ class ChainRunner:
             self.t.count("HopErrors")
             raise
         seconds = time.monotonic() - started
-        self.t.hop_metrics(result, seconds=seconds, remaining_at_stop_ms=deadline.remaining_at_stop_ms)
+        self.t.hop_metrics(result, seconds=seconds)
         if result.rejects_location:
             self.ledger.add_rejects(item, location=result.rejects_location)
         cp = dataclasses.replace(result.checkpoint, hop=hop, chain_id=item.chain_id)
@@ -593,6 +717,7 @@ class ChainRunner:
         ):
             self.t.log.warning("could not finish: the claim was lost")
             return {"status": "superseded", "object": item.object, "hop": hop}
+        self.t.remaining_at_checkpoint(ctx.remaining_ms())
         self.t.count(status.capitalize())
         c = cp.counters
         log = self.t.log.info if status == L.COMPLETED else self.t.log.error
@@ -615,8 +740,9 @@ class ChainRunner:
     ) -> dict[str, Any]:
         offset = cp.offset if cp is not None else 0
         reason = (
-            f"S3DDB_MAX_HOPS={self.settings.max_hops} reached at offset {offset} of {item.object_size}: "
-            "raise it, or split the object"
+            f"{L.MAX_HOPS_REASON}{self.settings.max_hops} reached at offset {offset} of {item.object_size}: "
+            "raise it and re-send the notification (or s3ddb invoke) to resume from this offset, "
+            "or split the object"
         )
         return self._finish(item, hop, cp, ctx, status=L.FAILED, reason=reason)
 
@@ -645,6 +771,7 @@ class ChainRunner:
         ):
             self.t.log.warning("handover refused: the claim was lost")
             return {"status": "superseded", "object": item.object, "hop": hop}
+        self.t.remaining_at_checkpoint(ctx.remaining_ms())
         self.t.log.info(
             "checkpoint committed",
             extra={
@@ -657,7 +784,11 @@ class ChainRunner:
             self._invoke_with_retry(ctx, payload)
         except Exception as exc:
             error = f"continuation invoke failed: {exc!r}"
-            self.ledger.stall(item, next_hop=hop + 1, request_id=ctx.request_id, error=error)
+            if not self.ledger.stall(item, next_hop=hop + 1, request_id=ctx.request_id, error=error):
+                # the chain moved on without us (an invoke that reported failure was delivered
+                # after all, and its hop claimed the chain): nothing is stalled, nothing to retry
+                self.t.log.warning(f"{error}, but the chain has moved on: not stalled")
+                return {"status": "superseded", "object": item.object, "hop": hop, "reason": error}
             self.t.count("Stalled")
             self.t.log.error(f"chain STALLED: {error}")
             raise StalledError(f"{item.object}: {error}") from exc
@@ -675,16 +806,19 @@ class ChainRunner:
     # -- invoking ourselves --------------------------------------------------------------------
 
     def _invoke(self, ctx: InvocationContext, payload: dict[str, Any]) -> None:
-        resp = self.lambda_client.invoke(
-            FunctionName=ctx.function, InvocationType="Event", Payload=orjson.dumps(payload)
-        )
+        t0 = time.monotonic()
+        try:
+            resp = self.lambda_client.invoke(
+                FunctionName=ctx.function, InvocationType="Event", Payload=orjson.dumps(payload)
+            )
+        finally:
+            self.invoke_estimate.observe(time.monotonic() - t0)
         status = int(resp.get("StatusCode", 0))
         if status != 202:
             raise RuntimeError(f"invoke returned status {status}")
 
-    def _invoke_with_retry(
-        self, ctx: InvocationContext, payload: dict[str, Any], *, attempts: int = 2
-    ) -> None:
+    def _invoke_with_retry(self, ctx: InvocationContext, payload: dict[str, Any]) -> None:
+        attempts = self.invoke_attempts
         for attempt in range(1, attempts + 1):
             try:
                 self._invoke(ctx, payload)
@@ -693,7 +827,7 @@ class ChainRunner:
                 self.t.log.warning(f"invoke attempt {attempt}/{attempts} failed: {exc!r}")
                 if attempt == attempts:
                     raise
-                self.sleep(0.5 * attempt)
+                self.sleep(0.25 * attempt)
 
 
 def _exc_checkpoint(exc: BaseException) -> Checkpoint | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lambda_src.chain import ChainRunner, HopRequest, InvocationContext, LambdaContext
+from lambda_src.chain import ChainRunner, HopRequest, InvocationContext, InvokeEstimate, LambdaContext
 from lambda_src.events import EventError, split_s3_uri
 from lambda_src.settings import Settings
 from loader.config import CsvSpec, LoadConfig
@@ -24,7 +24,13 @@ if TYPE_CHECKING:
     from loader.models import KeySchema, RunResult
     from loader.sender import BatchSender
 
-__all__ = ["handler"]
+__all__ = ["handler", "lambda_client_config"]
+
+#: The self-invoke is bounded so the deadline's margin can hold it: one HTTP attempt per call (the
+#: chain retries the call itself, ``ChainRunner.invoke_attempts``), short connect/read timeouts (an
+#: async invoke answers 202 at once). botocore's default retries made one failing invoke take 15 s.
+INVOKE_CONNECT_TIMEOUT_S = 2
+INVOKE_READ_TIMEOUT_S = 5
 
 
 class _Container:
@@ -44,6 +50,7 @@ class _Container:
         self.ddb = clients.dynamodb_client()
         self.lambda_client = _lambda_client()
         self.ledger = Ledger(self.ddb, self.settings.ledger_table)
+        self.invoke_estimate = InvokeEstimate()
         try:
             import uvloop
 
@@ -55,6 +62,23 @@ class _Container:
         self._keys: dict[str, KeySchema] = {}
         self._schema: dict[str, Any] | None = None
         self._schema_loaded = False
+        self._closed = False
+        import atexit
+
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Close the senders' HTTP sessions and the loop (at process exit: no unclosed sessions)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if not self.loop.is_closed():
+                self.loop.run_until_complete(self._stack.aclose())
+        finally:
+            self._senders.clear()
+            if not self.loop.is_closed():
+                self.loop.close()
 
     # -- per-container caches ------------------------------------------------------------------
 
@@ -157,14 +181,21 @@ class _Container:
                 close()
 
 
-def _lambda_client() -> Any:
-    import boto3
+def lambda_client_config() -> Any:
+    """The botocore config of the self-invoke client (see ``INVOKE_*``)."""
     import botocore.config
 
-    cfg = botocore.config.Config(
-        retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30
+    return botocore.config.Config(
+        retries={"mode": "standard", "max_attempts": 1},
+        connect_timeout=INVOKE_CONNECT_TIMEOUT_S,
+        read_timeout=INVOKE_READ_TIMEOUT_S,
     )
-    return boto3.session.Session().client("lambda", config=cfg)
+
+
+def _lambda_client() -> Any:
+    import boto3
+
+    return boto3.session.Session().client("lambda", config=lambda_client_config())
 
 
 _CONTAINER: _Container | None = None
@@ -194,6 +225,7 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         lambda_client=c.lambda_client,
         engine=c.run_engine,
         telemetry=c.telemetry,
+        invoke_estimate=c.invoke_estimate,
     )
     try:
         return runner.handle(event, ctx)
@@ -206,3 +238,20 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         raise
     finally:
         c.telemetry.flush()
+
+
+def _init_in_lambda() -> None:
+    """In a Lambda execution environment, build the container at import: that is the init phase,
+    which has its own time limit and does not count against the first invocation's timeout. A
+    failure here (bad settings) is left for the first invocation to raise with its event."""
+    import os
+
+    global _CONTAINER
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and os.environ.get("S3DDB_EAGER_INIT", "1") != "0":
+        try:
+            _container()
+        except Exception:
+            _CONTAINER = None
+
+
+_init_in_lambda()

@@ -8,7 +8,14 @@ start), ``handed_by``, ``lease_until`` (epoch seconds after which an unfinished 
 over), ``checkpoint`` (the last committed low-water mark, JSON), ``offset``, the counters,
 ``object_size``, ``table``, ``schema``, ``lane``, ``rejects`` (one location per hop that rejected
 rows), ``reclaims`` (hops resumed after a crash or timeout), ``started_at`` / ``updated_at`` /
-``finished_at``, ``last_error``, ``reason`` and ``rev``.
+``finished_at``, ``finished_by`` (the request that ended the chain: its Lambda retry still
+advances a backfill lane), ``last_error``, ``reason`` and ``rev``.
+
+A RUNNING item whose lease ran out has no live hop (Lambda killed it, or its continuation was
+lost): :meth:`Ledger.mark_stalled` turns it STALLED when someone looks (``s3ddb status``), and
+any event of the object (re-send the notification, or ``s3ddb invoke``) resumes it from the last
+committed checkpoint. A chain FAILED by ``S3DDB_MAX_HOPS`` resumes the same way once the limit is
+raised (:meth:`Ledger.resume_failed`).
 
 Every write is conditional: creation on the item being absent, a claim on the ``rev`` that was
 read, and the owner's own writes (progress, handover, completion, failure) on still holding the
@@ -30,6 +37,7 @@ from loader.models import Checkpoint, Counters
 __all__ = [
     "COMPLETED",
     "FAILED",
+    "MAX_HOPS_REASON",
     "PENDING",
     "RUNNING",
     "STALLED",
@@ -38,6 +46,9 @@ __all__ = [
     "ensure_ledger_table",
     "version_key",
 ]
+
+#: The fields ``s3ddb status --json`` adds about the lease: ``lease_until`` (ISO, or "") and
+#: ``stale`` (RUNNING with its lease run out: no hop is alive to finish it).
 
 RUNNING = "RUNNING"
 COMPLETED = "COMPLETED"
@@ -53,7 +64,10 @@ _COUNTERS = (
     "duplicates_collapsed",
     "retries",
     "throttle_events",
+    "write_units",
 )
+#: the prefix of a FAILED reason that a higher S3DDB_MAX_HOPS and a new event may resume
+MAX_HOPS_REASON = "S3DDB_MAX_HOPS="
 
 
 def version_key(version_id: str | None, etag: str | None) -> str:
@@ -93,6 +107,7 @@ class LedgerItem:
     started_at: str = ""
     updated_at: str = ""
     finished_at: str = ""
+    finished_by: str = ""
     last_error: str = ""
     reason: str = ""
 
@@ -130,12 +145,21 @@ class LedgerItem:
             started_at=s("started_at"),
             updated_at=s("updated_at"),
             finished_at=s("finished_at"),
+            finished_by=s("finished_by"),
             last_error=s("last_error"),
             reason=s("reason"),
         )
 
-    def to_status(self) -> dict[str, Any]:
-        """The ``s3ddb status --json`` form."""
+    def stale(self, now: float) -> bool:
+        """RUNNING with its lease run out: no hop is alive to move it on."""
+        return self.status == RUNNING and 0 < self.lease_until < now
+
+    def failed_for_max_hops(self) -> bool:
+        return self.status == FAILED and self.reason.startswith(MAX_HOPS_REASON)
+
+    def to_status(self, now: float | None = None) -> dict[str, Any]:
+        """The ``s3ddb status --json`` form (``now`` decides ``stale``; default: the clock)."""
+        now = time.time() if now is None else now
         return {
             "object": self.object,
             "version": self.version,
@@ -152,6 +176,8 @@ class LedgerItem:
             "started_at": self.started_at,
             "updated_at": self.updated_at,
             "finished_at": self.finished_at,
+            "lease_until": _iso(self.lease_until) if self.lease_until > 0 else "",
+            "stale": self.stale(now),
             "last_error": self.last_error,
             "reason": self.reason,
         }
@@ -298,6 +324,45 @@ class Ledger:
             },
         )
 
+    def mark_stalled(self, item: LedgerItem, *, error: str) -> bool:
+        """A RUNNING item whose lease ran out (as read) becomes STALLED; False if it moved meanwhile."""
+        return self._update(
+            item.object,
+            item.version,
+            "SET #status = :stalled, last_error = :err, updated_at = :now, rev = rev + :one",
+            "rev = :rev AND #status = :running AND lease_until < :t",
+            {
+                ":stalled": {"S": STALLED},
+                ":err": {"S": error[:2000]},
+                ":rev": {"N": str(item.rev)},
+                ":running": {"S": RUNNING},
+                ":t": {"N": f"{self.clock():.3f}"},
+                ":one": {"N": "1"},
+            },
+        )
+
+    def resume_failed(self, item: LedgerItem, *, request_id: str, lease_until: float) -> bool:
+        """Reopen a chain FAILED by S3DDB_MAX_HOPS (as read): RUNNING again at the next hop, claimed
+        by ``request_id``, from the checkpoint it failed at."""
+        return self._update(
+            item.object,
+            item.version,
+            "SET #status = :running, claim = :rid, lease_until = :lease, hop = :next, hops = :hops, "
+            "rev = rev + :one, updated_at = :now, reason = :empty REMOVE finished_at, finished_by",
+            "rev = :rev AND #status = :failed",
+            {
+                ":running": {"S": RUNNING},
+                ":rid": {"S": request_id},
+                ":lease": {"N": f"{lease_until:.3f}"},
+                ":next": {"N": str(item.hop + 1)},
+                ":hops": {"N": str(item.hops + 1)},
+                ":empty": {"S": ""},
+                ":rev": {"N": str(item.rev)},
+                ":failed": {"S": FAILED},
+                ":one": {"N": "1"},
+            },
+        )
+
     def stall(self, item: LedgerItem, *, next_hop: int, request_id: str, error: str) -> bool:
         """The continuation of ``next_hop`` could not be sent: STALLED (a retry or a notify resumes)."""
         return self._update(
@@ -326,7 +391,9 @@ class Ledger:
         status: str,
         reason: str = "",
     ) -> bool:
-        """COMPLETED or FAILED (with ``reason``) with the final checkpoint; the claim is released."""
+        """COMPLETED or FAILED (with ``reason``) with the final checkpoint; the claim is released.
+
+        A COMPLETED chain keeps no ``last_error`` (a resumed chain's old error is not its outcome)."""
         values = {
             **_progress_values(checkpoint),
             **self._owner_values(item, hop, request_id),
@@ -334,14 +401,18 @@ class Ledger:
             ":one": {"N": "1"},
         }
         expr = (
-            f"SET {_PROGRESS_SET}, #status = :status, finished_at = :now, updated_at = :now, rev = rev + :one"
+            f"SET {_PROGRESS_SET}, #status = :status, finished_at = :now, finished_by = :rid, "
+            "updated_at = :now, rev = rev + :one"
         )
+        remove = " REMOVE claim, lease_until"
         if reason:
             expr += ", reason = :reason, last_error = :reason"
             values[":reason"] = {"S": reason[:2000]}
-        return self._update(
-            item.object, item.version, expr + " REMOVE claim, lease_until", self._owner(), values
-        )
+        else:
+            expr += ", reason = :empty"
+            values[":empty"] = {"S": ""}
+            remove += ", last_error"
+        return self._update(item.object, item.version, expr + remove, self._owner(), values)
 
     def add_rejects(self, item: LedgerItem, *, location: str) -> None:
         """Remember where a hop's rejected rows are (unconditional: a location is never wrong)."""

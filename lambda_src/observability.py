@@ -41,13 +41,29 @@ class Telemetry:
         self.log.append_keys(**keys)
         self._bound.update(keys)
 
+    def unbind(self, *keys: str) -> None:
+        """Drop keys bound earlier in this invocation (the previous record's chain and hop)."""
+        present = [k for k in keys if k in self._bound]
+        if present:
+            self.log.remove_keys(present)
+            self._bound.difference_update(present)
+
+    def remaining_at_checkpoint(self, remaining_ms: int) -> None:
+        """Time left when a hop's last ledger write (handover or finish) landed: every hop end."""
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        self.metrics.add_metric(
+            name="RemainingAtCheckpoint", unit=MetricUnit.Milliseconds, value=remaining_ms
+        )
+        self._has_metrics = True
+
     def count(self, name: str, value: float = 1) -> None:
         from aws_lambda_powertools.metrics import MetricUnit
 
         self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
         self._has_metrics = True
 
-    def hop_metrics(self, result: RunResult, *, seconds: float, remaining_at_stop_ms: int | None) -> None:
+    def hop_metrics(self, result: RunResult, *, seconds: float) -> None:
         from aws_lambda_powertools.metrics import MetricUnit
 
         c = result.counters
@@ -58,10 +74,6 @@ class Telemetry:
         rate = c.items_written / seconds if seconds > 0 else 0.0
         self.metrics.add_metric(name="ItemsPerSecond", unit=MetricUnit.CountPerSecond, value=rate)
         self.metrics.add_metric(name="HopDuration", unit=MetricUnit.Seconds, value=seconds)
-        if remaining_at_stop_ms is not None:
-            self.metrics.add_metric(
-                name="RemainingAtCheckpoint", unit=MetricUnit.Milliseconds, value=remaining_at_stop_ms
-            )
         self.log.info(
             "hop done",
             extra={

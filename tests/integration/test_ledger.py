@@ -154,3 +154,69 @@ def test_version_key() -> None:
     assert version_key("v1", "e") == "v1"
     assert version_key(None, '"abc"') == "etag:abc"
     assert version_key(None, None) == "unversioned"
+
+
+def test_write_units_are_stored_with_the_counters(ledger: Ledger) -> None:
+    _create(ledger)
+    cp = _cp(100, 10, 0)
+    cp = Checkpoint.from_dict({**cp.to_dict(), "counters": {**cp.counters.to_dict(), "write_units": 17}})
+    assert ledger.commit_progress(_get(ledger), hop=0, request_id="r0", checkpoint=cp)
+    assert _get(ledger).counters.write_units == 17
+    assert status(OBJ, ledger_table=ledger.table, ddb_client=ledger.client)["write_units"] == 17
+
+
+def test_completion_clears_an_old_error_and_records_who_finished(ledger: Ledger) -> None:
+    _create(ledger)
+    item = _get(ledger)
+    assert ledger.record_error(item, hop=0, request_id="r0", error="WriteFailedError: boom")
+    assert _get(ledger).last_error == "WriteFailedError: boom"
+    assert ledger.finish(item, hop=0, request_id="r0", checkpoint=_cp(1000, 50, 0), status=L.COMPLETED)
+    done = _get(ledger)
+    assert (done.status, done.last_error, done.reason, done.finished_by) == (L.COMPLETED, "", "", "r0")
+
+
+def test_status_marks_a_chain_whose_lease_ran_out_stalled_and_says_so(ledger: Ledger) -> None:
+    _create(ledger)  # lease_until 2000.0
+    now = [1500.0]
+    fresh = status(OBJ, ledger_table=ledger.table, ddb_client=ledger.client, clock=lambda: now[0])
+    assert (fresh["status"], fresh["stale"]) == (L.RUNNING, False)
+    assert fresh["lease_until"].startswith("1970-01-01T00:33:20")
+    now[0] = 2001.0
+    out = status(OBJ, ledger_table=ledger.table, ddb_client=ledger.client, clock=lambda: now[0])
+    assert (out["status"], out["stale"]) == (L.STALLED, True)
+    assert "re-send the notification" in out["last_error"]
+    item = _get(ledger)
+    assert item.status == L.STALLED
+    # the owner that was presumed dead cannot write any more; a new event resumes the chain
+    assert not ledger.commit_progress(item, hop=0, request_id="r0", checkpoint=_cp(100, 10, 0))
+    assert decide(item, kind="start", request_id="r9", now=now[0]).action == "claim"
+    # marking is conditional on the item as read: a stale read cannot mark it again
+    assert not Ledger(ledger.client, ledger.table, clock=lambda: now[0]).mark_stalled(item, error="x")
+
+
+def test_a_chain_failed_by_max_hops_is_resumed_once_by_a_conditional_write(ledger: Ledger) -> None:
+    _create(ledger)
+    item = _get(ledger)
+    reason = f"{L.MAX_HOPS_REASON}1 reached at offset 500 of 1000"
+    assert ledger.finish(
+        item, hop=0, request_id="r0", checkpoint=_cp(500, 5, 0), status=L.FAILED, reason=reason
+    )
+    failed = _get(ledger)
+    assert failed.failed_for_max_hops()
+    assert decide(failed, kind="start", request_id="r1", now=0, max_hops=1).action == "skip"
+    assert decide(failed, kind="start", request_id="r1", now=0, max_hops=3).action == "resume"
+    assert (
+        decide(failed, kind="continue", request_id="r1", now=0, event_chain="c1", max_hops=3).action == "skip"
+    )
+    assert ledger.resume_failed(failed, request_id="r1", lease_until=3000.0)
+    assert not ledger.resume_failed(failed, request_id="r2", lease_until=3000.0)
+    item = _get(ledger)
+    assert (item.status, item.hop, item.hops, item.claim, item.offset, item.reason) == (
+        L.RUNNING,
+        1,
+        2,
+        "r1",
+        500,
+        "",
+    )
+    assert item.checkpoint is not None and item.checkpoint.offset == 500

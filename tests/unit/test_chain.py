@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from lambda_src import ledger as L
-from lambda_src.chain import Deadline, decide, lane_of
+from lambda_src.chain import Deadline, InvokeEstimate, backfill_id, decide, lane_of
 from lambda_src.ledger import LedgerItem
 from loader.models import Counters, Progress
 
@@ -125,3 +125,46 @@ def test_lanes_partition_keys_stably() -> None:
     lanes = [lane_of(k, 4) for k in keys]
     assert set(lanes) == {0, 1, 2, 3}
     assert lanes == [lane_of(k, 4) for k in keys]
+
+
+def test_a_chain_failed_by_max_hops_resumes_only_for_a_start_event_with_room() -> None:
+    failed = _item(status=L.FAILED, hop=1, reason=f"{L.MAX_HOPS_REASON}2 reached at offset 5 of 10")
+    other = _item(status=L.FAILED, hop=1, reason="SourceError: gone")
+
+    def action(item: LedgerItem, kind: Any, max_hops: int | None) -> str:
+        return decide(item, kind=kind, request_id="r", now=NOW, event_chain="c", max_hops=max_hops).action
+
+    assert action(failed, "start", 5) == "resume"
+    assert action(failed, "start", 2) == "skip"  # the same limit: it would fail again at once
+    assert action(failed, "start", None) == "skip"
+    assert action(failed, "continue", 5) == "skip"  # only a new event resumes, not an old continuation
+    assert action(other, "start", 5) == "skip"
+
+
+def test_the_invoke_estimate_is_measured_and_feeds_the_margin() -> None:
+    est = InvokeEstimate()
+    assert est.seconds == 1.0  # a guess until the first invoke is timed
+    est.observe(0.05)
+    assert est.seconds == pytest.approx(0.05)
+    est.observe(3.0)  # a slow invoke raises the estimate at once
+    assert est.seconds == pytest.approx(3.0)
+    est.observe(0.05)  # fast ones lower it gradually
+    assert 0.05 < est.seconds < 3.0
+    fast = Deadline(lambda: 0, safety_margin_ms=0, ledger_write_s=0.1, invoke_s=0.05)
+    slow = Deadline(lambda: 0, safety_margin_ms=0, ledger_write_s=0.1, invoke_s=est.seconds)
+    assert slow.margin_ms(_progress()) - fast.margin_ms(_progress()) == pytest.approx(
+        2000 * (est.seconds - 0.05)
+    )
+
+
+def test_a_backfill_id_is_derived_from_what_it_loads() -> None:
+    base = backfill_id("b", "p/", "t", 4, None)
+    assert base == backfill_id("b", "p/", "t", 4, None)
+    variants = {
+        backfill_id("b2", "p/", "t", 4, None),
+        backfill_id("b", "q/", "t", 4, None),
+        backfill_id("b", "p/", "t2", 4, None),
+        backfill_id("b", "p/", "t", 3, None),
+        backfill_id("b", "p/", "t", 4, {"columns": {"n": "N"}}),
+    }
+    assert base not in variants and len(variants) == 5
