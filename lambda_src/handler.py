@@ -1,9 +1,11 @@
 """The Lambda entry point: ``lambda_src.handler.handler``.
 
-Cheap to import (no AWS SDK at import time); the first invocation of a container builds the
-settings, the clients, the telemetry and a long-lived event loop with the DynamoDB sender, and
-later invocations reuse them. Events, chains and the ledger are in ``events``, ``chain`` and
-``ledger``; this module only wires them to the engine.
+Cheap to import outside Lambda (no AWS SDK at import time). In a Lambda execution environment
+(``AWS_LAMBDA_FUNCTION_NAME`` set) the import builds the settings, the clients, the telemetry and
+a long-lived event loop: that is the init phase, which does not count against the first
+invocation's timeout; later invocations reuse them (the DynamoDB sender is opened on first use).
+Events, chains and the ledger are in ``events``, ``chain`` and ``ledger``; this module only wires
+them to the engine.
 """
 
 from __future__ import annotations

@@ -165,7 +165,7 @@ def test_backfill_outside_the_allow_lists_is_refused_and_logged(
     assert table_as_dict(ddb, other) == {}
 
 
-def test_max_hops_stops_a_chain_with_failed_and_a_reason(
+def test_max_hops_stops_a_chain_with_failed_and_a_reason_and_raising_it_resumes(
     s3: Any, ddb: Any, bucket: str, table: str, ledger_table: str, start_emulator: Any
 ) -> None:
     emu = start_emulator(_settings(ledger_table, table, S3DDB_MAX_WCU=BIG_WCU, S3DDB_MAX_HOPS="2"))
@@ -180,3 +180,18 @@ def test_max_hops_stops_a_chain_with_failed_and_a_reason(
     got = table_as_dict(ddb, table)
     assert len(got) >= st["items_written"]  # everything below the committed offset is in the table
     assert all(got[k] == expected[k] for k in got)
+
+    # raised: the same notification resumes the chain from its committed offset and completes it
+    emu2 = start_emulator(_settings(ledger_table, table, S3DDB_MAX_WCU=BIG_WCU, S3DDB_MAX_HOPS="50"))
+    notify(uri, function=FUNCTION, lambda_client=emu2.client, s3_client=s3)
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        done = status(uri, ledger_table=ledger_table, ddb_client=ddb)
+        if done["status"] == "COMPLETED":
+            break
+        time.sleep(0.25)  # a polling interval, bounded by the deadline
+    assert done["status"] == "COMPLETED", f"{done}\n{emu2.log()[-4000:]}"
+    assert done["hops"] > st["hops"] and done["reason"] == "" and done["last_error"] == ""
+    assert (done["rows_read"], done["items_written"], done["offset"]) == (BIG_ROWS, BIG_ROWS, len(body))
+    assert_invariant(done)
+    assert table_as_dict(ddb, table) == expected
