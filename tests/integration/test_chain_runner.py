@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,7 +19,7 @@ import pytest
 
 from lambda_src import ledger as L
 from lambda_src.admin import build_notification
-from lambda_src.chain import ChainRunner, HopRequest, InvocationContext, LaneStalledError
+from lambda_src.chain import ChainRunner, HopRequest, InvocationContext, LaneStalledError, StalledError
 from lambda_src.handler import lambda_client_config
 from lambda_src.ledger import Ledger, ensure_ledger_table
 from lambda_src.observability import Telemetry
@@ -36,6 +36,8 @@ class InvokeEndpoint:
     failing: bool = False
     payloads: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
+    #: runs with each request's payload before the answer (what else happens while an invoke is sent)
+    on_post: Callable[[dict[str, Any]], None] | None = None
 
 
 @pytest.fixture
@@ -50,6 +52,8 @@ def endpoint() -> Iterator[InvokeEndpoint]:
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if ep.on_post is not None:
+                ep.on_post(json.loads(body))
             if ep.failing:
                 status, out = 500, b'{"Type": "Service", "message": "injected"}'
             else:
@@ -264,3 +268,45 @@ def test_the_self_invoke_client_does_not_retry_and_times_out_quickly() -> None:
     assert cfg.retries["max_attempts"] == 1
     assert cfg.connect_timeout <= 2 and cfg.read_timeout <= 5
     assert isinstance(cfg, botocore.config.Config)
+
+
+def _notification(s3: Any, bucket: str, key: str) -> dict[str, Any]:
+    _put(s3, bucket, key)
+    head = s3.head_object(Bucket=bucket, Key=key)
+    return build_notification(bucket, key, size=SIZE, etag=head["ETag"], version_id=head.get("VersionId"))
+
+
+def test_a_continuation_that_cannot_be_sent_stalls_the_chain_and_raises(
+    ddb: Any, s3: Any, bucket: str, ledger_name: str, endpoint: InvokeEndpoint
+) -> None:
+    note = _notification(s3, bucket, "s.csv")
+    endpoint.failing = True
+    runner = _runner(ddb, s3, ledger_name, endpoint, Engine("stopped"))
+    with pytest.raises(StalledError):
+        runner.handle(note, _ctx("r0"))
+    item = _item(ddb, ledger_name, f"s3://{bucket}/s.csv")
+    assert (item.status, item.hop, item.offset) == (L.STALLED, 1, 100)
+    assert "continuation invoke failed" in item.last_error
+    # each attempt was timed: the next hop's margin uses what invokes really take
+    assert runner.invoke_estimate.samples == runner.invoke_attempts == 3
+
+
+def test_an_invoke_that_failed_but_was_delivered_does_not_stall_a_chain_that_moved_on(
+    ddb: Any, s3: Any, bucket: str, ledger_name: str, endpoint: InvokeEndpoint
+) -> None:
+    note = _notification(s3, bucket, "m.csv")
+    uri = f"s3://{bucket}/m.csv"
+    ledger = Ledger(ddb, ledger_name)
+
+    def continuation_claims(payload: dict[str, Any]) -> None:
+        # the continuation arrives and claims hop 1 while the sender still sees its call fail
+        item = _item(ddb, ledger_name, uri)
+        if item.claim == L.PENDING:
+            assert ledger.claim(item, request_id="r-next", lease_until=item.lease_until, reclaim=False)
+
+    endpoint.failing = True
+    endpoint.on_post = continuation_claims
+    out = _runner(ddb, s3, ledger_name, endpoint, Engine("stopped")).handle(note, _ctx("r0"))
+    assert out["objects"][0]["status"] == "superseded"
+    item = _item(ddb, ledger_name, uri)
+    assert (item.status, item.claim, item.last_error) == (L.RUNNING, "r-next", "")
