@@ -339,6 +339,14 @@ def _make_converter(typ: ColumnType, col: str, delimiter: str) -> Converter:
                 p = part.strip()
                 if not p:
                     raise RowError(f"{_q(v)} {where} has an empty set element (delimiter {delimiter!r})")
+                if p.isdigit() and p.isascii() and len(p) <= MAX_NUMBER_DIGITS:
+                    # a plain non-negative integer (most set elements): its canonical text is
+                    # itself without leading zeros, and its size is _number_value's fast path
+                    canon = p.lstrip("0") or "0"
+                    if canon not in seen:
+                        seen[canon] = p
+                        size += _number_value(p, where)
+                    continue
                 parsed = _parse_number(p, where)
                 canon = _canonical(*parsed)
                 if canon not in seen:
