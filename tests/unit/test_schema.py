@@ -658,3 +658,27 @@ def test_text_that_cannot_be_utf8_is_a_row_error(types: dict[str, Any], cell: st
 def test_a_header_name_that_cannot_be_utf8_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="column 2 of the header"):
         RowConverter(SchemaSpec(), ["pk", "\udcff"], PK)
+
+
+def test_integer_set_elements_fast_path_matches_the_exact_rules() -> None:
+    """Plain integers in NS take a fast path; its dedupe and size must equal the general path's."""
+    import random
+
+    from loader.schema import _canonical, _number_size, _parse_number
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        text = str(rng.randrange(0, 10 ** rng.randrange(1, 38)))
+        if rng.random() < 0.3:
+            text = "0" * rng.randrange(1, 3) + text
+        if len(text) > 38:
+            continue
+        conv = RowConverter(
+            SchemaSpec(columns={"s": "NS"}), ["pk", "s"], KeySchema(partition="pk", partition_type="S")
+        )
+        item, _, size = conv.convert(["k", f"{text}|{text}0"])
+        parsed = [_parse_number(x, "") for x in (text, text + "0")]
+        canon = {_canonical(*p) for p in parsed}
+        assert len(item["s"]["NS"]) == len(canon)
+        expected = len("pk") + 1 + len("s") + sum(_number_size(*p) for p in parsed[: len(canon)])
+        assert size == expected, text
