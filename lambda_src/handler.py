@@ -130,18 +130,12 @@ class _Container:
     async def _run(self, req: HopRequest) -> RunResult:
         from loader import pipeline
         from loader.rejects import open_rejects
-        from loader.schema import schema_from_dict
+        from loader.schema import binary_attributes, schema_from_dict
         from loader.source import open_source
 
         schema = schema_from_dict(req.schema if req.schema is not None else self.default_schema())
         keys = self.keys(req.table)
-        binary = {schema.rename.get(c, c) for c, t in schema.columns.items() if t == "B"}
-        binary.update(
-            n
-            for n, t in ((keys.partition, keys.partition_type), (keys.sort, keys.sort_type))
-            if t == "B" and n
-        )
-        sender = await self.sender(frozenset(binary))
+        sender = await self.sender(binary_attributes(schema, keys))
         csv_spec = CsvSpec()
         config = LoadConfig(
             table=req.table,

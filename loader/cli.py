@@ -26,7 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from loader.config import CsvSpec, LoadConfig, SchemaSpec
 from loader.errors import ConfigError, S3ddbError, SourceError
-from loader.models import Checkpoint, KeySchema, Progress, RunResult
+from loader.models import Checkpoint, Progress, RunResult
 
 #: service error codes that mean "fix the command or the setup" (exit 2)
 _CONFIG_CODES = frozenset(
@@ -204,15 +204,6 @@ def _check_writable(directory: str, *, what: str) -> None:
         raise ConfigError(f"{what}: cannot write under {directory} ({probe} is not a writable directory)")
 
 
-def _binary_attrs(schema: SchemaSpec, keys: KeySchema) -> frozenset[str]:
-    names = {schema.rename.get(c, c) for c, t in schema.columns.items() if t == "B"}
-    if keys.partition_type == "B":
-        names.add(keys.partition)
-    if keys.sort is not None and keys.sort_type == "B":
-        names.add(keys.sort)
-    return frozenset(names)
-
-
 def _fallback_checkpoint_path(run_id: str) -> str:
     """Where a run that stopped early leaves its checkpoint when --checkpoint was not given."""
     return os.path.abspath(f"s3ddb-checkpoint-{run_id}.json")
@@ -265,6 +256,7 @@ class _ProgressBar:
 async def _load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, str | None]:
     from loader import clients, pipeline
     from loader.rejects import open_rejects
+    from loader.schema import binary_attributes
     from loader.source import open_source
 
     plan = _plan(args, dry_run=dry_run)
@@ -334,7 +326,7 @@ async def _load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, 
                 result = await go(sender)
         else:
             async with clients.open_dynamodb_sender(
-                concurrency=plan.config.concurrency, binary_attrs=_binary_attrs(plan.schema, keys)
+                concurrency=plan.config.concurrency, binary_attrs=binary_attributes(plan.schema, keys)
             ) as sender:
                 result = await go(sender)
     except S3ddbError as exc:
@@ -478,20 +470,14 @@ def _cmd_local(args: argparse.Namespace) -> int:
         raise ConfigError(f"the local stand-ins are not installed with this copy of s3ddb ({exc})") from exc
     state_dir = Path(args.dir) if getattr(args, "dir", None) else None
     if args.local_command == "up":
-        kwargs: dict[str, Any] = {
-            "state_dir": state_dir,
-            "dynamodb_port": args.dynamodb_port,
-            "s3_port": args.s3_port,
-        }
-        import inspect
-
-        params = inspect.signature(stack.up).parameters
-        if "lambda_port" in params:
-            kwargs["lambda_port"] = args.lambda_port
-        if "lambda_timeout" in params:
-            kwargs["lambda_timeout"] = args.lambda_timeout
         try:
-            services = stack.up(**kwargs)
+            services = stack.up(
+                state_dir=state_dir,
+                dynamodb_port=args.dynamodb_port,
+                s3_port=args.s3_port,
+                lambda_port=args.lambda_port,
+                lambda_timeout=args.lambda_timeout,
+            )
         except (RuntimeError, OSError) as exc:  # a port taken, Java or npm missing, a service that died
             raise ConfigError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from exc
         sys.stdout.write(stack.format_exports(services.env) + "\n")

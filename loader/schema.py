@@ -63,6 +63,7 @@ from loader.models import Item, Key, KeySchema, KeyType
 
 __all__ = [
     "RowConverter",
+    "binary_attributes",
     "load_schema_file",
     "merge_types",
     "normalize_number",
@@ -165,6 +166,17 @@ def _str_map(value: Any, key: str, what: str) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- numbers
+
+
+def binary_attributes(spec: SchemaSpec, keys: KeySchema) -> frozenset[str]:
+    """Attributes that hold B values (schema columns after ``rename``, and B keys): the ones the
+    aiobotocore sender must turn from base64 text into bytes."""
+    names = {spec.rename.get(c, c) for c, t in spec.columns.items() if t == "B"}
+    if keys.partition_type == "B":
+        names.add(keys.partition)
+    if keys.sort is not None and keys.sort_type == "B":
+        names.add(keys.sort)
+    return frozenset(names)
 
 
 def write_units(size: int) -> int:

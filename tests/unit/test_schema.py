@@ -38,6 +38,7 @@ def conv(
 def test_public_names_are_pinned() -> None:
     assert sorted(schema.__all__) == [
         "RowConverter",
+        "binary_attributes",
         "load_schema_file",
         "merge_types",
         "normalize_number",
@@ -682,3 +683,12 @@ def test_integer_set_elements_fast_path_matches_the_exact_rules() -> None:
         assert len(item["s"]["NS"]) == len(canon)
         expected = len("pk") + 1 + len("s") + sum(_number_size(*p) for p in parsed[: len(canon)])
         assert size == expected, text
+
+
+def test_binary_attributes_are_renamed_b_columns_and_b_keys() -> None:
+    from loader.schema import binary_attributes
+
+    spec = SchemaSpec(columns={"blob": "B", "n": "N"}, rename={"blob": "data"})
+    keys = KeySchema(partition="pk", partition_type="B", sort="sk", sort_type="S")
+    assert binary_attributes(spec, keys) == frozenset({"data", "pk"})
+    assert binary_attributes(SchemaSpec(), KeySchema(partition="pk", partition_type="S")) == frozenset()
