@@ -333,32 +333,43 @@ def _make_converter(typ: ColumnType, col: str, delimiter: str) -> Converter:
 
         return conv_json
     if typ == "SS":
+        dsize = _utf8_len(delimiter)
 
         def conv_ss(v: str) -> Converted:
             parts = v.split(delimiter)
             if "" in parts:
                 raise RowError(f"{_q(v)} {where} has an empty set element (delimiter {delimiter!r})")
             elems = list(dict.fromkeys(parts))
+            if len(elems) == len(parts):  # no repeats: the elements' sizes are the cell's minus delimiters
+                return {"SS": elems}, (len(v) if v.isascii() else len(v.encode())) - dsize * (len(parts) - 1)
             return {"SS": elems}, sum(map(_utf8_len, elems))
 
         return conv_ss
     if typ == "NS":
 
         def conv_ns(v: str) -> Converted:
+            parts = v.split(delimiter)
+            joined = v.replace(delimiter, "") if len(parts) > 1 else v
+            if joined.isdigit() and joined.isascii() and "" not in parts:
+                # plain non-negative integers (most set elements): the canonical text of each is
+                # itself without leading zeros, and its size is _number_value's digits-only formula
+                fast: dict[str, str] = {}
+                size = 0
+                for p in parts:
+                    if len(p) > MAX_NUMBER_DIGITS:
+                        break
+                    d = p.lstrip("0")
+                    if d not in fast:
+                        fast[d] = p
+                        size += (len(d.rstrip("0")) + (len(d) & 1) + 1) // 2 + 1 if d else 1
+                else:
+                    return {"NS": list(fast.values())}, size
             seen: dict[str, str] = {}
             size = 0
-            for part in v.split(delimiter):
+            for part in parts:
                 p = part.strip()
                 if not p:
                     raise RowError(f"{_q(v)} {where} has an empty set element (delimiter {delimiter!r})")
-                if p.isdigit() and p.isascii() and len(p) <= MAX_NUMBER_DIGITS:
-                    # a plain non-negative integer (most set elements): its canonical text is
-                    # itself without leading zeros, and its size is _number_value's fast path
-                    canon = p.lstrip("0") or "0"
-                    if canon not in seen:
-                        seen[canon] = p
-                        size += _number_value(p, where)
-                    continue
                 parsed = _parse_number(p, where)
                 canon = _canonical(*parsed)
                 if canon not in seen:
@@ -397,45 +408,100 @@ class _NotFast(Exception):
     """The fast JSON path declines; the exact path decides (and explains any error)."""
 
 
+def _int_size(text: str) -> int:
+    """Size of a number whose text is ``repr()`` of an int (``-`` and digits, no leading zeros)."""
+    neg = text[0] == "-"
+    digits = text[1:] if neg else text
+    if digits == "0":
+        return 1
+    # _number_value's formula: the adjusted exponent is len - 1, so "even exponent" is "odd length"
+    return (len(digits.rstrip("0")) + (len(digits) & 1) + 1) // 2 + 1 + neg
+
+
 def _json_fast(obj: Any, depth: int) -> Converted:
-    t = type(obj)
-    if t is str:
-        return {"S": obj}, len(obj) if obj.isascii() else len(obj.encode())
-    if t is float or t is int:
-        # at most 15 significant digits and no exponent in the text (see _JSON_INEXACT), so the
-        # shortest repr of the parsed float is the same decimal value DynamoDB will store
-        text = repr(obj)
-        return {"N": text}, _number_value(text, "")
-    if t is bool:
-        return {"BOOL": obj}, 1
-    if obj is None:
-        return {"NULL": True}, 1
+    """A parsed JSON container (orjson: dict or list) as DynamoDB M / L, with its size.
+
+    Leaves are handled inline in the loops (not by a call per value): a call per node was half of
+    this column's cost on the benchmark's JSON column. Numbers come from a float or int that holds
+    the cell's text exactly (see _JSON_INEXACT), so ``repr`` is the same decimal value.
+    """
     depth += 1
     if depth > _MAX_NESTING:
         raise _NotFast
-    size = 3
-    if t is list:
-        items: list[dict[str, Any]] = []
-        append = items.append
-        for x in obj:
+    if type(obj) is dict:
+        members: dict[str, dict[str, Any]] = {}
+        size = 3 + len(obj)
+        for k, x in obj.items():
+            if not k:
+                raise _NotFast
+            size += len(k) if k.isascii() else len(k.encode())
+            t = type(x)
+            if t is str:
+                members[k] = {"S": x}
+                size += len(x) if x.isascii() else len(x.encode())
+            elif t is bool:
+                members[k] = {"BOOL": x}
+                size += 1
+            elif t is int:
+                text = repr(x)
+                members[k] = {"N": text}
+                size += _int_size(text)
+            elif x is None:
+                members[k] = {"NULL": True}
+                size += 1
+            elif t is float:
+                text = repr(x)
+                members[k] = {"N": text}
+                size += _number_value(text, "")
+            else:
+                value, vsize = _json_fast(x, depth)
+                members[k] = value
+                size += vsize
+        return {"M": members}, size
+    items: list[dict[str, Any]] = []
+    append = items.append
+    size = 3 + len(obj)
+    for x in obj:
+        t = type(x)
+        if t is str:
+            append({"S": x})
+            size += len(x) if x.isascii() else len(x.encode())
+        elif t is bool:
+            append({"BOOL": x})
+            size += 1
+        elif t is int:
+            text = repr(x)
+            append({"N": text})
+            size += _int_size(text)
+        elif x is None:
+            append({"NULL": True})
+            size += 1
+        elif t is float:
+            text = repr(x)
+            append({"N": text})
+            size += _number_value(text, "")
+        else:
             value, vsize = _json_fast(x, depth)
             append(value)
-            size += 1 + vsize
-        return {"L": items}, size
-    members: dict[str, dict[str, Any]] = {}
-    for k, x in obj.items():
-        if not k:
-            raise _NotFast
-        value, vsize = _json_fast(x, depth)
-        members[k] = value
-        size += 1 + (len(k) if k.isascii() else len(k.encode())) + vsize
-    return {"M": members}, size
+            size += vsize
+    return {"L": items}, size
 
 
 def _json_cell(v: str, col: str) -> Converted:
     if _JSON_INEXACT.search(v) is None:
         try:
-            return _json_fast(orjson.loads(v), 0)
+            obj = orjson.loads(v)
+            t = type(obj)
+            if t is dict or t is list:
+                return _json_fast(obj, 0)
+            if t is str:
+                return {"S": obj}, _utf8_len(obj)
+            if t is bool:
+                return {"BOOL": obj}, 1
+            if obj is None:
+                return {"NULL": True}, 1
+            text = repr(obj)  # int or float
+            return {"N": text}, _number_value(text, "")
         except (orjson.JSONDecodeError, _NotFast, RowError, RecursionError):
             pass  # the exact path below gives the precise reason
     try:
@@ -647,6 +713,8 @@ def _generate(
         "_key_number": _key_number,
         "_key_binary": _key_binary,
         "_number_value": _number_value,
+        "_BOOLS": _BOOLS,
+        "_json_cell": _json_cell,
     }
     out = [
         "def convert(fields):",
@@ -704,6 +772,19 @@ def _generate(
                 "        else:",
                 f"            size += {nsize} + _number_value(t, {where!r})",
             ]
+        elif typ == "BOOL":  # the common spellings without a call; the rest (and errors) by _c{i}
+            env[f"_c{i}"] = _make_converter(typ, col, delimiter)
+            out += [
+                "        b = _BOOLS.get(t)",
+                "        if b is None:",
+                f"            item[{name!r}], n = _c{i}(t)",
+                f"            size += {nsize} + n",
+                "        else:",
+                f"            item[{name!r}] = {{'BOOL': b}}",
+                f"            size += {nsize + 1}",
+            ]
+        elif typ == "JSON":
+            out += [f"        item[{name!r}], n = _json_cell(t, {col!r})", f"        size += {nsize} + n"]
         else:
             env[f"_c{i}"] = _make_converter(typ, col, delimiter)
             out += [f"        item[{name!r}], n = _c{i}(t)", f"        size += {nsize} + n"]

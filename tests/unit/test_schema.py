@@ -692,3 +692,62 @@ def test_binary_attributes_are_renamed_b_columns_and_b_keys() -> None:
     keys = KeySchema(partition="pk", partition_type="B", sort="sk", sort_type="S")
     assert binary_attributes(spec, keys) == frozenset({"data", "pk"})
     assert binary_attributes(SchemaSpec(), KeySchema(partition="pk", partition_type="S")) == frozenset()
+
+
+def _random_json(rng: Any, depth: int = 0) -> Any:
+    pick = rng.random()
+    if depth < 4 and pick < 0.25:
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(0, 4))]
+    if depth < 4 and pick < 0.45:
+        return {
+            rng.choice(["a", "bé", "東京", "k" * rng.randrange(1, 5)]): _random_json(rng, depth + 1)
+            for _ in range(3)
+        }
+    leaf = rng.randrange(6)
+    if leaf == 0:
+        return rng.choice(["", "x", "naïve", "東京", 'a"b\\c'])
+    if leaf == 1:
+        return rng.choice([True, False, None])
+    if leaf == 2:
+        return rng.choice([0, -1, 7, 10, 100, -2500, 123456789012345]) * rng.choice([1, 10, 1000])
+    if leaf == 3:
+        return rng.choice([0.5, -0.25, 94.5, 1234.125, 0.001, 100.0])
+    return rng.randrange(-(10**14), 10**14)
+
+
+def test_json_fast_path_matches_the_exact_path() -> None:
+    """The orjson path (leaves inline, ints sized from their text) must give the exact path's
+    values and sizes: same attributes, same numbers (maybe in a shorter spelling), same size."""
+    import json
+    import random
+    from decimal import Decimal
+
+    from loader.schema import _json_cell, _json_value, _JsonNumber
+
+    def norm(value: Any) -> Any:
+        if isinstance(value, dict):
+            if set(value) == {"N"}:
+                return Decimal(value["N"]).normalize()
+            return {k: norm(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [norm(v) for v in value]
+        return value
+
+    rng = random.Random(11)
+    for _ in range(3000):
+        text = json.dumps(_random_json(rng), ensure_ascii=rng.random() < 0.5)
+        fast = _json_cell(text, "c")
+        exact = _json_value(json.loads(text, parse_int=_JsonNumber, parse_float=_JsonNumber), text, "c", 0)
+        assert norm(fast[0]) == norm(exact[0]), text
+        assert fast[1] == exact[1], text
+
+
+@pytest.mark.parametrize("delimiter", ["|", "§§"])
+def test_string_set_size_counts_each_distinct_element_once(delimiter: str) -> None:
+    spec = SchemaSpec(columns={"s": "SS"}, set_delimiter=delimiter)
+    c = RowConverter(spec, ["pk", "s"], PK)
+    for elems in (["a"], ["a", "bb"], ["東京", "a", "東京"], ["x", "x", "x"], ["naïve", "café"]):
+        item, _, size = c.convert(["k", delimiter.join(elems)])
+        distinct = list(dict.fromkeys(elems))
+        assert item["s"] == {"SS": distinct}
+        assert size == len("pk") + 1 + len("s") + sum(len(e.encode()) for e in distinct)
