@@ -63,6 +63,9 @@ class Entry:
     number: int
     offset: int
     raw: str
+    #: the item's ``{"PutRequest": {"Item": ...}}`` as JSON bytes, made while the item is fresh
+    #: (see ``BatchSender.encode``); None when the sender takes items only
+    wire: bytes | None = None
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ from loader.models import (
     Checkpoint,
     Counters,
     Entry,
+    Item,
     KeySchema,
     Progress,
     RecordChunk,
@@ -184,9 +185,12 @@ class _Run:
         self.seg_rejected = 0
         self.seg_collapsed_mark = 0
         self.writer: Writer | _DryRunWriter
+        #: the sender's item encoder, applied as entries are made (see BatchSender.encode)
+        self.encode: Callable[[Item], bytes] | None = None
         if config.dry_run or sender is None:
             self.writer = _DryRunWriter(self._on_done)
         else:
+            self.encode = getattr(sender, "encode", None)
             self.writer = Writer(
                 sender=sender, table=config.table, config=config, on_done=self._on_done, key_schema=keys
             )
@@ -324,6 +328,7 @@ class _Run:
         if conv is None:
             conv = self._make_converter()
         convert = conv.convert
+        encode = self.encode
         batcher = self.batcher
         add = batcher.add
         rows, starts, raws = rc.rows, rc.starts, rc.raws
@@ -345,7 +350,7 @@ class _Run:
                 rejected += 1
                 seg_rows += 1
                 continue
-            batch = add(Entry(item, key, size, number, starts[i], raws[i]))
+            batch = add(Entry(item, key, size, number, starts[i], raws[i], encode(item) if encode else None))
             if batch is not None:
                 # the full batch leaves; this row opens the next segment
                 self.seg_rows = seg_rows

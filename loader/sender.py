@@ -29,8 +29,17 @@ __all__ = ["AioBotocoreSender", "BatchSender", "classify_client_error"]
 
 
 class BatchSender(Protocol):
-    async def send(self, table: str, items: list[Item]) -> list[Item]:
+    """Writes one batch per call.
+
+    A sender may also have ``encode(item) -> bytes`` (the item's put request as JSON): the pipeline
+    then calls it as each entry is made and hands the bytes back to ``send`` as ``wire``.
+    """
+
+    async def send(self, table: str, items: list[Item], wire: list[bytes] | None = None) -> list[Item]:
         """Put ``items`` (at most 25, distinct keys) in one BatchWriteItem call.
+
+        ``wire``, when given, holds ``encode(item)`` of each item in the same order: the request
+        body is made of those bytes, not of ``items``.
 
         Returns the items the service handed back in ``UnprocessedItems`` (wire JSON, binary as
         base64 text), or ``[]``. Raises ``ThrottledError`` (whole call throttled),
@@ -89,7 +98,7 @@ class AioBotocoreSender:
         self._client = client
         self._binary = binary_attrs
 
-    async def send(self, table: str, items: list[Item]) -> list[Item]:
+    async def send(self, table: str, items: list[Item], wire: list[bytes] | None = None) -> list[Item]:
         if self._binary:
             items = [_to_bytes(item, self._binary) for item in items]
         try:

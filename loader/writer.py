@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -278,7 +278,7 @@ class Writer:
                 await rate.acquire_units(sum(write_units(e.size) for e in pending))
             slot = await rate.acquire_slot()
             try:
-                unprocessed = await self._send(seq, [e.item for e in pending])
+                unprocessed = await self._send(seq, pending)
             except ThrottledError as exc:
                 rate.release_slot(slot, ok=False, throttled=True)
                 outcome.throttle_events += 1
@@ -315,11 +315,15 @@ class Writer:
             )
             pending = still
 
-    async def _send(self, seq: int, items: list[Item]) -> list[Item]:
+    async def _send(self, seq: int, entries: list[Entry]) -> list[Item]:
+        items = [e.item for e in entries]
+        wire = [e.wire for e in entries]
+        # entries made without the sender's encode (wire None): the sender serializes the items
+        ready = None if None in wire else cast(list[bytes], wire)
         # a batch on the wire is not cancelled by stop(): its call finishes and is accounted for
         self._sending.add(seq)
         try:
-            return await self._sender.send(self._table, items)
+            return await self._sender.send(self._table, items, ready)
         finally:
             self._sending.discard(seq)
 

@@ -114,7 +114,7 @@ async def test_lean_sender_writes_exactly_what_aiobotocore_writes(
 ) -> None:
     rows = _rows()
     assert len(rows) == 25
-    lean_table, ref_table = table_factory(), table_factory()
+    lean_table, ref_table, wire_table = table_factory(), table_factory(), table_factory()
 
     async with get_session().create_client("dynamodb") as client:
         resp = await client.batch_write_item(
@@ -124,10 +124,14 @@ async def test_lean_sender_writes_exactly_what_aiobotocore_writes(
     async with open_lean_sender(concurrency=2, http=http) as sender:
         assert isinstance(sender, LeanSender) and sender.http_impl == http
         assert await sender.send(lean_table, rows) == []
+        # the pipeline's path: each item encoded as its entry is made, the body joined from those
+        wire = [sender.encode(it) for it in rows]
+        assert await sender.send(wire_table, rows, wire) == []
 
     lean, ref = _by_pk(scan_all(ddb, lean_table)), _by_pk(scan_all(ddb, ref_table))
     assert len(ref) == 25
     assert lean == ref
+    assert _by_pk(scan_all(ddb, wire_table)) == ref
     # and what landed is what was meant (binary round-trips as bytes through boto3's parser)
     assert lean["scalars"]["b"]["B"] == b"\x00\x01\xfe\xff binary"
     assert lean["scalars"]["n_big"]["N"] == "99999999999999999999999999999999999999"
