@@ -144,6 +144,9 @@ class _AmzDate:
         return self._text
 
 
+_PUT_JOIN = b'}},{"PutRequest":{"Item":'
+
+
 class LeanSender:
     """A ``BatchSender`` that makes one signed ``BatchWriteItem`` POST per ``send``.
 
@@ -219,18 +222,26 @@ class LeanSender:
 
     @staticmethod
     def encode(item: Item) -> bytes:
-        """One put request as JSON bytes, for ``send(..., wire=...)``.
+        """An item as JSON bytes, for ``send(..., wire=...)`` (which puts each in a PutRequest).
 
         The pipeline calls this as each entry is made. Measured on the benchmark's default rows:
         orjson on a fresh item is ~2-3 us, while the same bytes made from the whole batch at send
         time cost ~8 us/item (the items have gone cold by then; re-encoding the same batch right
         after costs ~1.6): the request body is then a join of ready bytes (~1.5 us/item).
         """
-        return b'{"PutRequest":{"Item":' + orjson.dumps(item) + b"}}"
+        return orjson.dumps(item)
 
     async def send(self, table: str, items: list[Item], wire: list[bytes] | None = None) -> list[Item]:
-        if wire is not None:
-            body = b'{"RequestItems":{' + orjson.dumps(table) + b":[" + b",".join(wire) + b"]}}"
+        if wire:
+            body = b"".join(
+                (
+                    b'{"RequestItems":{',
+                    orjson.dumps(table),
+                    b':[{"PutRequest":{"Item":',
+                    _PUT_JOIN.join(wire),
+                    b"}}]}}",
+                )
+            )
         else:
             body = orjson.dumps({"RequestItems": {table: [{"PutRequest": {"Item": it}} for it in items]}})
         headers = self._sign(body)

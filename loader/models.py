@@ -63,7 +63,7 @@ class Entry:
     number: int
     offset: int
     raw: str
-    #: the item's ``{"PutRequest": {"Item": ...}}`` as JSON bytes, made while the item is fresh
+    #: the item as JSON bytes for the request body, made while the item is fresh
     #: (see ``BatchSender.encode``); None when the sender takes items only
     wire: bytes | None = None
 

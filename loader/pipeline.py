@@ -41,7 +41,7 @@ from loader.models import (
     RunResult,
 )
 from loader.rejects import RejectSink
-from loader.schema import RowConverter, write_units
+from loader.schema import RowConverter, total_write_units
 from loader.sender import BatchSender
 from loader.source import Source
 from loader.writer import Abandoned, BatchOutcome, Writer
@@ -64,9 +64,7 @@ class _DryRunWriter:
         self._on_done = on_done
 
     async def submit(self, batch: Batch) -> None:
-        units = 0
-        for e in batch.entries:
-            units += write_units(e.size)
+        units = total_write_units(batch.entries)
         self._on_done(
             BatchOutcome(
                 seq=batch.seq,

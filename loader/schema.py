@@ -44,7 +44,7 @@ import binascii
 import dataclasses
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import orjson
@@ -59,7 +59,7 @@ from loader.config import (
     SchemaSpec,
 )
 from loader.errors import ConfigError, RowError
-from loader.models import Item, Key, KeySchema, KeyType
+from loader.models import Entry, Item, Key, KeySchema, KeyType
 
 __all__ = [
     "RowConverter",
@@ -69,6 +69,7 @@ __all__ = [
     "normalize_number",
     "parse_type_overrides",
     "schema_from_dict",
+    "total_write_units",
     "write_units",
 ]
 
@@ -182,6 +183,11 @@ def binary_attributes(spec: SchemaSpec, keys: KeySchema) -> frozenset[str]:
 def write_units(size: int) -> int:
     """Write capacity units for one item of ``size`` bytes: ceil(size / 1 KB), at least 1."""
     return max(1, (size + 1023) // 1024)
+
+
+def total_write_units(entries: Iterable[Entry]) -> int:
+    """``write_units`` summed over entries, in one expression (it runs once per batch)."""
+    return sum([(e.size + 1023) // 1024 or 1 for e in entries])
 
 
 def _q(value: str) -> str:

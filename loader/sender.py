@@ -31,7 +31,7 @@ __all__ = ["AioBotocoreSender", "BatchSender", "classify_client_error"]
 class BatchSender(Protocol):
     """Writes one batch per call.
 
-    A sender may also have ``encode(item) -> bytes`` (the item's put request as JSON): the pipeline
+    A sender may also have ``encode(item) -> bytes`` (the item as JSON): the pipeline
     then calls it as each entry is made and hands the bytes back to ``send`` as ``wire``.
     """
 

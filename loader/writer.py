@@ -43,7 +43,7 @@ from loader.errors import (
 )
 from loader.models import Batch, Entry, Item, Key, KeySchema, Reject
 from loader.retry import Backoff, RateController, RetryPolicy, UnprocessedItemsError
-from loader.schema import write_units
+from loader.schema import total_write_units
 from loader.sender import BatchSender
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ class Writer:
                 finally:
                     self._backoffs.pop(seq, None)
             if rate.max_wcu is not None:
-                await rate.acquire_units(sum(write_units(e.size) for e in pending))
+                await rate.acquire_units(total_write_units(pending))
             slot = await rate.acquire_slot()
             try:
                 unprocessed = await self._send(seq, pending)
@@ -344,7 +344,7 @@ class Writer:
     @staticmethod
     def _written(entries: list[Entry], outcome: BatchOutcome) -> None:
         outcome.written += len(entries)
-        outcome.write_units += sum(write_units(e.size) for e in entries)
+        outcome.write_units += total_write_units(entries)
 
     def _match(self, pending: list[Entry], unprocessed: list[Item]) -> list[Entry]:
         """The pending entries the service handed back.

@@ -44,6 +44,7 @@ def test_public_names_are_pinned() -> None:
         "normalize_number",
         "parse_type_overrides",
         "schema_from_dict",
+        "total_write_units",
         "write_units",
     ]
 
@@ -751,3 +752,12 @@ def test_string_set_size_counts_each_distinct_element_once(delimiter: str) -> No
         distinct = list(dict.fromkeys(elems))
         assert item["s"] == {"SS": distinct}
         assert size == len("pk") + 1 + len("s") + sum(len(e.encode()) for e in distinct)
+
+
+def test_total_write_units_is_the_sum_of_each_entrys() -> None:
+    from loader.models import Entry
+    from loader.schema import total_write_units, write_units
+
+    sizes = [0, 1, 1023, 1024, 1025, 4096, 400 * 1024]
+    entries = [Entry({}, ("k",), s, 1, 0, "") for s in sizes]
+    assert total_write_units(entries) == sum(write_units(s) for s in sizes) == 1 + 1 + 1 + 1 + 2 + 4 + 400
