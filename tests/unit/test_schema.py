@@ -297,6 +297,9 @@ CONVERSIONS: list[tuple[str, str, dict[str, Any], int]] = [
     ("SS", "red|green|red", {"SS": ["red", "green"]}, 8),
     ("SS", "é", {"SS": ["é"]}, 2),
     ("SS", "a| b", {"SS": ["a", " b"]}, 3),
+    # an exponent or 16+ digits keep their exact text (the float fast path would write 100.0)
+    ("JSON", "[1E2, 0.5]", {"L": [{"N": "1E2"}, {"N": "0.5"}]}, 3 + 1 + 2 + 1 + 2),
+    ("JSON", "[0.1234567890123456]", {"L": [{"N": "0.1234567890123456"}]}, 3 + 1 + 9),
     ("NS", "1|2.50|1.0|-3", {"NS": ["1", "2.50", "-3"]}, 2 + 3 + 3),
     ("NS", " 7 ", {"NS": ["7"]}, 2),
     ("JSON", '"text"', {"S": "text"}, 4),
