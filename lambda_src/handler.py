@@ -114,13 +114,21 @@ class _Container:
         return self._keys[table]
 
     async def sender(self, binary_attrs: frozenset[str]) -> BatchSender:
-        if binary_attrs not in self._senders:
-            from loader.clients import open_dynamodb_sender
+        """The container's sender: the lean one (it sends binary as the base64 text it has, so one
+        serves every schema), or aiobotocore (one per set of binary attributes) with S3DDB_SENDER."""
+        key = binary_attrs if self.settings.sender == "botocore" else frozenset()
+        if key not in self._senders:
+            if self.settings.sender == "botocore":
+                from loader.clients import open_dynamodb_sender
 
-            self._senders[binary_attrs] = await self._stack.enter_async_context(
-                open_dynamodb_sender(concurrency=self.settings.concurrency, binary_attrs=binary_attrs)
-            )
-        return self._senders[binary_attrs]
+                opened = open_dynamodb_sender(concurrency=self.settings.concurrency, binary_attrs=key)
+            else:
+                from loader.fastsend import open_lean_sender
+
+                opened = open_lean_sender(concurrency=self.settings.concurrency)
+            self._senders[key] = await self._stack.enter_async_context(opened)
+            self.telemetry.log.info(f"writing with the {self.settings.sender} sender")
+        return self._senders[key]
 
     # -- the engine ----------------------------------------------------------------------------
 

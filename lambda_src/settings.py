@@ -16,6 +16,7 @@ S3DDB_ALLOWED_TABLES       comma-separated tables a load may write (empty: any) 
 S3DDB_MAX_CHAINS           chains a prefix backfill runs at once                        4
 S3DDB_CHECKPOINT_INTERVAL  seconds between committed low-water marks inside a hop       5
 S3DDB_CHUNK_BYTES          source bytes read per step (the engine polls its stop between)  1048576
+S3DDB_SENDER               ``lean`` (own signed HTTP) or ``botocore`` (aiobotocore, the reference)  lean
 =========================  ===========================================================  ==========
 """
 
@@ -80,8 +81,11 @@ class Settings:
     max_chains: int = 4
     checkpoint_interval_s: float = 5.0
     chunk_bytes: int = 1 << 20
+    sender: str = "lean"
 
     def __post_init__(self) -> None:
+        if self.sender not in ("lean", "botocore"):
+            raise ConfigError(f"S3DDB_SENDER must be lean or botocore, got {self.sender!r}")
         if not self.ledger_table:
             raise ConfigError("S3DDB_LEDGER_TABLE is required: the table that fences each chain")
         if not 1 <= self.concurrency <= 1024:
@@ -113,6 +117,7 @@ class Settings:
             max_chains=_int(env, "S3DDB_MAX_CHAINS", 4, low=1, high=1000),
             checkpoint_interval_s=_float(env, "S3DDB_CHECKPOINT_INTERVAL", 5.0) or 5.0,
             chunk_bytes=_int(env, "S3DDB_CHUNK_BYTES", 1 << 20, low=4096, high=64 << 20),
+            sender=env.get("S3DDB_SENDER", "").strip().lower() or "lean",
         )
 
     def bucket_allowed(self, bucket: str) -> bool:

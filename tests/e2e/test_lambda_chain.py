@@ -39,10 +39,11 @@ def _put(s3: Any, bucket: str, key: str, body: bytes) -> str:
     return f"s3://{bucket}/{key}"
 
 
+@pytest.mark.parametrize("sender", ["lean", "botocore"])
 def test_a_load_that_needs_three_hops_ends_exact(
-    s3: Any, ddb: Any, bucket: str, table: str, ledger_table: str, start_emulator: Any
+    s3: Any, ddb: Any, bucket: str, table: str, ledger_table: str, start_emulator: Any, sender: str
 ) -> None:
-    emu = start_emulator(_settings(ledger_table, table, S3DDB_MAX_WCU=BIG_WCU))
+    emu = start_emulator(_settings(ledger_table, table, S3DDB_MAX_WCU=BIG_WCU, S3DDB_SENDER=sender))
     body, expected = make_csv(BIG_ROWS)
     uri = _put(s3, bucket, "big.csv", body)
     notify(uri, function=FUNCTION, lambda_client=emu.client, s3_client=s3)
@@ -60,6 +61,7 @@ def test_a_load_that_needs_three_hops_ends_exact(
     # the runner closes the container's HTTP sessions at exit; a stale lease is not reported
     assert "Unclosed client session" not in emu.log()
     assert st["stale"] is False and st["last_error"] == ""
+    assert f"writing with the {sender} sender" in emu.log()
 
 
 def test_the_same_notification_twice_makes_one_chain(

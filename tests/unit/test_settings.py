@@ -30,8 +30,11 @@ def test_every_variable_is_read() -> None:
             "S3DDB_MAX_CHAINS": "2",
             "S3DDB_CHECKPOINT_INTERVAL": "1.5",
             "S3DDB_CHUNK_BYTES": "8192",
+            "S3DDB_SENDER": "Botocore",
         }
     )
+    assert s.sender == "botocore"
+    assert Settings.from_env({"S3DDB_LEDGER_TABLE": "l"}).sender == "lean"
     assert s.table == "t" and s.schema == '{"columns": {"n": "N"}}' and s.rejects == "s3://r/p/"
     assert (s.concurrency, s.max_wcu, s.max_hops, s.safety_margin_ms, s.max_chains) == (8, 500.0, 3, 2500, 2)
     assert (s.checkpoint_interval_s, s.chunk_bytes) == (1.5, 8192)
@@ -49,6 +52,7 @@ def test_every_variable_is_read() -> None:
         ({"S3DDB_LEDGER_TABLE": "l", "S3DDB_MAX_HOPS": "0"}, "S3DDB_MAX_HOPS"),
         ({"S3DDB_LEDGER_TABLE": "l", "S3DDB_MAX_WCU": "-1"}, "S3DDB_MAX_WCU"),
         ({"S3DDB_LEDGER_TABLE": "l", "S3DDB_SAFETY_MARGIN_MS": "-5"}, "S3DDB_SAFETY_MARGIN_MS"),
+        ({"S3DDB_LEDGER_TABLE": "l", "S3DDB_SENDER": "boto"}, "S3DDB_SENDER must be lean or botocore"),
     ],
 )
 def test_bad_values_are_config_errors(env: dict[str, str], message: str) -> None:
