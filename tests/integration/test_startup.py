@@ -13,8 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import orjson
+import pytest
 
+from loader.cli import main
 from tests.support.aws import scan_all
 
 _ROOT = Path(__file__).resolve().parents[2]
@@ -55,3 +58,30 @@ def test_a_lean_load_imports_neither_aiohttp_nor_aiobotocore(
     assert orjson.loads(proc.stdout)["items_written"] == 3
     assert len(scan_all(ddb, table)) == 3
     assert "HEAVY \n" in proc.stderr, proc.stderr
+
+
+def test_a_load_makes_one_botocore_session_for_all_its_clients(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    s3: Any,
+    bucket: str,
+    table: str,
+    tmp_path: Path,
+) -> None:
+    """Each botocore session parses endpoints.json (1.2 MB) and registers its handlers again: the
+    S3 client, the DynamoDB client and the lean sender's credentials come from one."""
+    s3.put_object(Bucket=bucket, Key="few.csv", Body=b"pk,v\na,1\nb,2\n")
+    made: list[botocore.session.Session] = []
+    real_init = botocore.session.Session.__init__
+
+    def counting_init(self: botocore.session.Session, *args: Any, **kwargs: Any) -> None:
+        made.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(botocore.session.Session, "__init__", counting_init)
+    rejects = str(tmp_path / "rej")
+    code = main(["load", f"s3://{bucket}/few.csv", "--table", table, "--json", "--rejects", rejects])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert orjson.loads(out)["items_written"] == 2
+    assert len(made) == 1
