@@ -261,8 +261,10 @@ async def _load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, 
 
     plan = _plan(args, dry_run=dry_run)
     is_s3 = args.source.startswith("s3://")
-    s3 = clients.s3_client() if is_s3 or (args.rejects or "").startswith("s3://") else None
-    keys = clients.describe_key_schema(clients.dynamodb_client(), plan.config.table)
+    # one session for every client and the lean sender's credentials (see clients.session)
+    session = clients.session()
+    s3 = clients.s3_client(session) if is_s3 or (args.rejects or "").startswith("s3://") else None
+    keys = clients.describe_key_schema(clients.dynamodb_client(session), plan.config.table)
     resume = plan.resume
     source = open_source(
         args.source,
@@ -322,7 +324,7 @@ async def _load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, 
         elif args.sender == "lean":
             from loader.fastsend import open_lean_sender
 
-            async with open_lean_sender(concurrency=plan.config.concurrency) as sender:
+            async with open_lean_sender(concurrency=plan.config.concurrency, session=session) as sender:
                 result = await go(sender)
         else:
             async with clients.open_dynamodb_sender(

@@ -34,6 +34,7 @@ __all__ = [
     "dynamodb_client_config",
     "open_dynamodb_sender",
     "s3_client",
+    "session",
 ]
 
 #: Extra sockets beyond one per concurrent call: DescribeTable and the odd straggler.
@@ -107,14 +108,34 @@ def _sync_config(pool: int) -> botocore.config.Config:
     )
 
 
-def s3_client() -> Any:
-    """A sync S3 client for the source reader (ranged GETs) and checkpoint / rejects uploads."""
-    return boto3.session.Session().client("s3", region_name=_region(), config=_sync_config(16))
+def session() -> boto3.session.Session:
+    """A new boto3 session (credentials, profile and region from the environment, as botocore reads them).
+
+    A process that makes several clients should make them from one session: each session loads
+    and parses botocore's endpoint and partition data (endpoints.json alone is 1.2 MB), lists the
+    service data directories, registers its event handlers and resolves credentials again. The
+    DynamoDB client after the S3 one took ~0.1 s of CPU from its own session, ~0.02 s from the same
+    one (botocore 1.40, measured in-process with ``time.process_time``).
+    """
+    return boto3.session.Session()
 
 
-def dynamodb_client() -> Any:
-    """A sync DynamoDB client for control-plane calls (DescribeTable)."""
-    return boto3.session.Session().client("dynamodb", region_name=_region(), config=_sync_config(4))
+def s3_client(session: boto3.session.Session | None = None) -> Any:
+    """A sync S3 client for the source reader (ranged GETs) and checkpoint / rejects uploads.
+
+    ``session``: the session to build it from (see ``session()``); default: a new one.
+    """
+    return (session or boto3.session.Session()).client("s3", region_name=_region(), config=_sync_config(16))
+
+
+def dynamodb_client(session: boto3.session.Session | None = None) -> Any:
+    """A sync DynamoDB client for control-plane calls (DescribeTable).
+
+    ``session``: the session to build it from (see ``session()``); default: a new one.
+    """
+    return (session or boto3.session.Session()).client(
+        "dynamodb", region_name=_region(), config=_sync_config(4)
+    )
 
 
 def describe_key_schema(client: Any, table: str) -> KeySchema:

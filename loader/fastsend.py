@@ -32,15 +32,13 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
+from urllib.request import getproxies
 
-import aiohttp
 import botocore.exceptions
 import botocore.session
 import orjson
-import yarl
-from aiohttp.helpers import get_env_proxy_for_url
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
@@ -48,6 +46,14 @@ from loader.errors import ConfigError, TransientSendError
 from loader.httpraw import HttpRawError, RawHttpClient
 from loader.models import Item
 from loader.sender import BatchSender, classify_client_error
+
+if TYPE_CHECKING:
+    import aiohttp
+    import yarl
+
+# aiohttp (and yarl) are imported only where the aiohttp client is used: the default raw client
+# never needs them, and importing aiohttp cost ~0.25 s of start-up CPU per `s3ddb load` (cProfile on
+# a 10-row object; half of it two SSL contexts aiohttp.connector builds at import).
 
 __all__ = ["FastSigV4", "HttpImpl", "LeanSender", "env_proxy", "open_lean_sender", "resolve_endpoint"]
 
@@ -179,13 +185,23 @@ class LeanSender:
         default_port = 443 if parts.scheme == "https" else 80
         host = parts.hostname if parts.port in (None, default_port) else f"{parts.hostname}:{parts.port}"
         self._url = f"{parts.scheme}://{parts.netloc}/"
-        self._yurl = yarl.URL(self._url)  # parsed once, not per request
         self._http = http
         self._raw = http if isinstance(http, RawHttpClient) else None
         self._origin = (parts.hostname, parts.port or default_port, parts.scheme == "https")
-        self._proxy = yarl.URL(proxy) if proxy else None
-        if self._proxy is not None and self._raw is not None:
+        if proxy and self._raw is not None:
             raise ConfigError("the raw HTTP client does not support proxies: use http='aiohttp'")
+        self._aio: aiohttp.ClientSession | None = None
+        self._aio_errors: tuple[type[BaseException], ...] = ()
+        self._yurl: yarl.URL | None = None
+        self._proxy: yarl.URL | None = None
+        if not isinstance(http, RawHttpClient):
+            import aiohttp
+            import yarl
+
+            self._aio = http
+            self._aio_errors = (TimeoutError, aiohttp.ClientError, OSError)
+            self._yurl = yarl.URL(self._url)  # parsed once, not per request
+            self._proxy = yarl.URL(proxy) if proxy else None
         self._owns_http = owns_http
         self._region = region
         self._credentials = credentials
@@ -251,16 +267,16 @@ class LeanSender:
             except HttpRawError as exc:
                 raise TransientSendError(f"{type(exc).__name__}: {exc}", code=type(exc).__name__) from exc
             return self._result(table, r.status, r.headers.get("x-amz-crc32"), r.body)
-        assert isinstance(self._http, aiohttp.ClientSession)
+        assert self._aio is not None and self._yurl is not None
         try:
-            resp = await self._http.post(self._yurl, data=body, headers=headers, proxy=self._proxy)
+            resp = await self._aio.post(self._yurl, data=body, headers=headers, proxy=self._proxy)
             try:
                 raw = await resp.read()
             finally:
                 resp.release()
             status = resp.status
             crc = resp.headers.get("x-amz-crc32")
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except self._aio_errors as exc:
             raise TransientSendError(f"{type(exc).__name__}: {exc}", code=type(exc).__name__) from exc
         return self._result(table, status, crc, raw)
 
@@ -306,11 +322,22 @@ def _classify(status: int, parsed: Any, raw: bytes, table: str) -> Exception:
     return classify_client_error(error, table)
 
 
+#: The schemes whose proxy variables aiohttp's ``proxies_from_env`` reads.
+_PROXY_SCHEMES = frozenset({"http", "https", "ws", "wss"})
+
+
 def env_proxy(url: str) -> str | None:
     """The proxy the environment asks for this URL (HTTPS_PROXY / HTTP_PROXY, minus NO_PROXY), if any.
 
-    The same lookup aiohttp's ``trust_env`` makes, done once instead of on every request.
+    The same lookup aiohttp's ``trust_env`` makes, done once instead of on every request. With no
+    proxy variable for any scheme aiohttp knows, that lookup can only answer "none", so it is made
+    (and aiohttp imported) only when one is set.
     """
+    if not _PROXY_SCHEMES.intersection(getproxies()):
+        return None
+    import yarl
+    from aiohttp.helpers import get_env_proxy_for_url
+
     try:
         proxy, _auth = get_env_proxy_for_url(yarl.URL(url))
     except LookupError:
@@ -379,6 +406,8 @@ async def open_lean_sender(
         finally:
             await sender.aclose()
         return
+    import aiohttp
+
     connector = aiohttp.TCPConnector(
         limit=concurrency + 4, limit_per_host=concurrency + 4, keepalive_timeout=30, ttl_dns_cache=300
     )
