@@ -48,7 +48,8 @@ class _Container:
 
         self.settings = Settings.from_env()
         self.telemetry: Telemetry = Telemetry()
-        session = clients.session()  # one for the three clients: less init CPU (see clients.session)
+        session = clients.session()  # one for the clients and the lean sender (see clients.session)
+        self.session = session
         self.s3 = clients.s3_client(session)
         self.ddb = clients.dynamodb_client(session)
         self.lambda_client = _lambda_client(session)
@@ -126,7 +127,7 @@ class _Container:
             else:
                 from loader.fastsend import open_lean_sender
 
-                opened = open_lean_sender(concurrency=self.settings.concurrency)
+                opened = open_lean_sender(concurrency=self.settings.concurrency, session=self.session)
             self._senders[key] = await self._stack.enter_async_context(opened)
             self.telemetry.log.info(f"writing with the {self.settings.sender} sender")
         return self._senders[key]

@@ -94,7 +94,8 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
         "--sender",
         choices=["lean", "botocore"],
         default=os.environ.get("S3DDB_SENDER", "lean"),
-        help="write path: lean (orjson + SigV4 over aiohttp, default) or botocore (aiobotocore reference)",
+        help="write path: lean (items encoded once, own SigV4, raw keep-alive HTTP; default) "
+        "or botocore (aiobotocore, the reference)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--verbose", "-v", action="store_true", help="log retries and rate changes")
