@@ -103,8 +103,14 @@ class Counters:
     write_units: int = 0
 
     def add(self, other: Counters) -> None:
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        # field by field, not a loop over dataclasses.fields(): it runs three times per batch
+        self.rows_read += other.rows_read
+        self.items_written += other.items_written
+        self.rows_rejected += other.rows_rejected
+        self.duplicates_collapsed += other.duplicates_collapsed
+        self.retries += other.retries
+        self.throttle_events += other.throttle_events
+        self.write_units += other.write_units
 
     def copy(self) -> Counters:
         return dataclasses.replace(self)

@@ -64,3 +64,15 @@ def test_checkpoint_round_trips_and_checks_its_format() -> None:
     data["format_version"] = 1
     with pytest.raises(ConfigError, match="malformed"):
         Checkpoint.from_dict(data)
+
+
+def test_counters_add_adds_every_field() -> None:
+    import dataclasses
+
+    from loader.models import Counters
+
+    names = [f.name for f in dataclasses.fields(Counters)]
+    a = Counters(**{n: i + 1 for i, n in enumerate(names)})
+    b = Counters(**{n: 100 * (i + 1) for i, n in enumerate(names)})
+    a.add(b)
+    assert a.to_dict() == {n: 101 * (i + 1) for i, n in enumerate(names)}
