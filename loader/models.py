@@ -57,7 +57,8 @@ class RecordChunk:
 class Entry:
     """A typed row on its way to a batch; it keeps where it came from for a reject record."""
 
-    item: Item
+    #: the item as wire JSON; None when ``wire`` holds it (see ``item_of``)
+    item: Item | None
     key: Key
     size: int
     number: int
@@ -66,6 +67,14 @@ class Entry:
     #: the item as JSON bytes for the request body, made while the item is fresh
     #: (see ``BatchSender.encode``); None when the sender takes items only
     wire: bytes | None = None
+
+    def item_of(self) -> Item:
+        """The item, parsed back from ``wire`` when only the bytes were kept."""
+        if self.item is not None:
+            return self.item
+        assert self.wire is not None, "an entry holds its item or its wire bytes"
+        item: Item = orjson.loads(self.wire)
+        return item
 
 
 @dataclass(slots=True)

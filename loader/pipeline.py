@@ -348,7 +348,14 @@ class _Run:
                 rejected += 1
                 seg_rows += 1
                 continue
-            batch = add(Entry(item, key, size, number, starts[i], raws[i], encode(item) if encode else None))
+            if encode is not None:
+                # the bytes are all the lean sender needs: the item's dicts are freed now, while
+                # they are hot, not by the writer 40 batches later (and ~15 fewer objects per row
+                # are alive in flight)
+                entry = Entry(None, key, size, number, starts[i], raws[i], encode(item))
+            else:
+                entry = Entry(item, key, size, number, starts[i], raws[i])
+            batch = add(entry)
             if batch is not None:
                 # the full batch leaves; this row opens the next segment
                 self.seg_rows = seg_rows

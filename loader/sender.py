@@ -38,7 +38,7 @@ class BatchSender(Protocol):
         """Put ``items`` (at most 25, distinct keys) in one BatchWriteItem call.
 
         ``wire``, when given, holds ``encode(item)`` of each item in the same order: the request
-        body is made of those bytes, not of ``items``.
+        body is made of those bytes, and ``items`` may be empty (entries keep only the bytes).
 
         Returns the items the service handed back in ``UnprocessedItems`` (wire JSON, binary as
         base64 text), or ``[]``. Raises ``ThrottledError`` (whole call throttled),

@@ -316,10 +316,11 @@ class Writer:
             pending = still
 
     async def _send(self, seq: int, entries: list[Entry]) -> list[Item]:
-        items = [e.item for e in entries]
         wire = [e.wire for e in entries]
-        # entries made without the sender's encode (wire None): the sender serializes the items
-        ready = None if None in wire else cast(list[bytes], wire)
+        if None in wire:  # entries made without the sender's encode: it serializes the items
+            items, ready = [e.item_of() for e in entries], None
+        else:  # the entries kept only their bytes (BatchSender.send takes them instead of items)
+            items, ready = [], cast(list[bytes], wire)
         # a batch on the wire is not cancelled by stop(): its call finishes and is accounted for
         self._sending.add(seq)
         try:
@@ -357,7 +358,7 @@ class Writer:
             return pending
         fingerprint = self._fingerprint
         try:
-            index = {fingerprint(e.item): e for e in pending}
+            index = {fingerprint(e.item_of()): e for e in pending}
             still = [index[fingerprint(item)] for item in unprocessed]
         except (KeyError, TypeError, orjson.JSONEncodeError):
             log.warning("UnprocessedItems did not match the items sent; resending all %d", len(pending))

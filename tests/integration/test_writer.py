@@ -119,6 +119,30 @@ async def test_unprocessed_items_and_throttles_are_retried_exactly(
     assert writer.rate.throttle_events >= 6
 
 
+@pytest.mark.parametrize("key_schema", [KEYS, None], ids=["match-by-key", "match-by-item"])
+async def test_entries_that_keep_only_their_wire_bytes_are_retried_exactly(
+    ddb: Any, table: str, proxy: FaultProxy, key_schema: KeySchema | None
+) -> None:
+    """The pipeline's lean path: an entry holds the encoded item, not its dicts; UnprocessedItems
+    are matched by parsing the bytes back."""
+    from loader.fastsend import LeanSender, open_lean_sender
+
+    entries = []
+    for i in range(300):
+        e = _entry(f"k{i:04d}", i)
+        assert e.item is not None
+        entries.append(Entry(None, e.key, e.size, e.number, e.offset, e.raw, LeanSender.encode(e.item)))
+    proxy.unprocessed_fraction(0.3, seed=11)
+    proxy.throttle_next(3)
+    async with open_lean_sender(concurrency=8, endpoint_url=proxy.url) as lean:
+        _, outcomes = await _run(lean, table, _batches(entries), key_schema=key_schema)
+    assert all(o.error is None and o.rejected == [] for o in outcomes)
+    assert sum(o.written for o in outcomes) == 300
+    assert proxy.unprocessed_returned > 0 and proxy.throttled == 3
+    assert proxy.items_forwarded == 300
+    assert _landed(ddb, table) == {f"k{i:04d}": f"v{i}" for i in range(300)}
+
+
 async def test_transient_errors_and_resets_are_retried(
     sender: BatchSender, ddb: Any, table: str, proxy: FaultProxy
 ) -> None:
