@@ -305,7 +305,10 @@ def run_matrix(
     gzip_output: bool = False,
     sender: str = "lean",
     timeout_s: float = 3600.0,
+    repeat: int = 1,
 ) -> list[dict[str, Any]]:
+    """Every case on every target; with ``repeat`` > 1 each case runs that many times in turn
+    (case A, B, C, then A, B, C again), so a shared machine's drift falls on all of them alike."""
     results: list[dict[str, Any]] = []
     with services(targets) as env, tempfile.TemporaryDirectory(prefix="s3ddb-bench-") as workdir:
         name = f"bench-{rows}.csv" + (".gz" if gzip_output else "")
@@ -339,13 +342,16 @@ def run_matrix(
                     endpoint = env.dynamodb_local
                 ddb = _boto("dynamodb", endpoint, env.base)
                 try:
-                    for case in cases:
-                        res = run_case(
-                            case=case, target=target, latency_ms=lat, endpoint=endpoint, ddb=ddb,
-                            wire=wire, source=source, schema=g.schema_path, key=g.key, rows=rows,
-                            env=env, workdir=workdir, sender=sender, timeout_s=timeout_s,
-                        )  # fmt: skip
-                        results.append(res)
+                    for run in range(repeat):
+                        for case in cases:
+                            res = run_case(
+                                case=case, target=target, latency_ms=lat, endpoint=endpoint, ddb=ddb,
+                                wire=wire, source=source, schema=g.schema_path, key=g.key, rows=rows,
+                                env=env, workdir=workdir, sender=sender, timeout_s=timeout_s,
+                            )  # fmt: skip
+                            if repeat > 1:
+                                res["run"] = run + 1
+                            results.append(res)
                 finally:
                     if wire is not None:
                         wire.stop()
@@ -369,6 +375,27 @@ def markdown(report: dict[str, Any]) -> str:
             f"{c['client_cpu_us_per_item'] if c['client_cpu_us_per_item'] is not None else '-'} | "
             f"{c['peak_rss_mb']} | {'yes' if c['ok'] else 'NO: ' + c.get('error', '')} |"
         )
+    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    for c in report["cases"]:
+        if "run" in c:
+            groups.setdefault((c["name"], c["target"], c["latency_ms"]), []).append(c)
+    if groups:
+        lines += [
+            "",
+            "Median of the runs (min-max):",
+            "",
+            "| case | target | latency ms | runs | items/s | client CPU µs/item |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for (name, target, lat_ms), runs in groups.items():
+            ips = [float(r["items_per_second"] or 0) for r in runs]
+            cpu = [float(r["client_cpu_us_per_item"] or 0) for r in runs]
+            lat = f"{lat_ms:g}" if target == "wire" else "n/a (0)"
+            lines.append(
+                f"| {name} | {target} | {lat} | {len(runs)} | {statistics.median(ips):,.0f} "
+                f"({min(ips):,.0f}-{max(ips):,.0f}) | {statistics.median(cpu):.1f} "
+                f"({min(cpu):.1f}-{max(cpu):.1f}) |"
+            )
     lines += [
         "",
         "Client CPU is the loader process's own user+sys time (interpreter start and imports included) "
@@ -399,6 +426,7 @@ def run_main(argv: list[str]) -> int:
     p.add_argument("--gzip", action="store_true")
     p.add_argument("--sender", default="lean", choices=("lean", "botocore"), help="s3ddb's write path")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per case")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each case (each one is recorded)")
     a = p.parse_args(argv)
     for t in a.targets:
         if t not in TARGETS:
@@ -420,6 +448,7 @@ def run_main(argv: list[str]) -> int:
         gzip_output=a.gzip,
         sender=a.sender,
         timeout_s=a.timeout,
+        repeat=max(1, a.repeat),
     )
     machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report = {"machine": machine, "cases": cases}
