@@ -93,7 +93,7 @@ class Batcher:
                     )
                 return None
             seen[key] = entry.number
-        cost = 2 * entry.size + _PER_ITEM_OVERHEAD  # request_bytes_estimate, inline: once per row
+        cost = request_bytes_estimate(entry.size)
         done = None
         if open_ and (len(open_) >= self._max_items or self._nbytes + cost > self._max_bytes):
             # the open batch is full: it leaves before this entry, which starts the next one

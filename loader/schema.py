@@ -430,7 +430,9 @@ def _json_fast(obj: Any, depth: int) -> Converted:
     """A parsed JSON container (orjson: dict or list) as DynamoDB M / L, with its size.
 
     Leaves are handled inline in the loops (not by a call per value): a call per node was half of
-    this column's cost on the benchmark's JSON column. Numbers come from a float or int that holds
+    this column's cost on the benchmark's JSON column. The two loops repeat the leaf chain on
+    purpose: one loop over ``values()`` feeding ``dict(zip(...))``, with a call per container for
+    it, measured 10.8 against 7.4-8.0 us a cell. Numbers come from a float or int that holds
     the cell's text exactly (see _JSON_SHAPE), so ``repr`` is the same decimal value.
     """
     depth += 1
