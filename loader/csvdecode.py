@@ -8,9 +8,11 @@ encoding is ASCII-compatible, so a ``\\n`` byte is always a newline) and hands w
 Two tiers, both in C for the bulk of the work:
 
 * fast: decode the chunk once, split on ``\\n`` (after ``\\r\\n`` -> ``\\n``) and parse every line in
-  one ``list(csv.reader(lines))``. If every line produced exactly one row, no record spans two lines
-  and the offsets are the cumulative byte lengths of the lines. An empty sentinel line at the end
-  tells whether the last line closed its record (a quoted field left open swallows the sentinel).
+  one ``list(csv.reader(lines))`` (or, when the text has no quote, bare CR or NUL, one
+  ``str.split`` per line, which is all csv would do there). If every line produced exactly one
+  row, no record spans two lines and the offsets are the cumulative byte lengths of the lines.
+  An empty sentinel line at the end tells whether the last line closed its record (a quoted
+  field left open swallows the sentinel).
 * general: for chunks with quoted newlines, CSV errors or undecodable bytes, parse lines that keep
   their ``\\n`` one row at a time and map each row to its lines with ``reader.line_num``.
 
@@ -236,10 +238,18 @@ class CsvDecoder:
         if "\r" in text:
             text = text.replace("\r\n", "\n")
         lines = text.split("\n")  # the last item is "", the sentinel
-        try:
-            rows = list(csv.reader(lines, delimiter=self._delimiter, quotechar=self._quotechar))
-        except csv.Error:
-            return None
+        rows: list[list[str]]
+        if self._quotechar not in text and "\r" not in text and "\x00" not in text:
+            # no quote, no bare CR, no NUL: csv.reader would cut each line at every delimiter and
+            # nothing else; str.split does that ~2x faster (1.4 against 3.1 us a 250-byte row)
+            rows = list(map(str.split, lines, repeat(self._delimiter)))
+            if [""] in rows:  # csv reads an empty line (and the sentinel) as []
+                rows = [[] if r == [""] else r for r in rows]
+        else:
+            try:
+                rows = list(csv.reader(lines, delimiter=self._delimiter, quotechar=self._quotechar))
+            except csv.Error:
+                return None
         if len(rows) != len(lines):  # some record spans lines, or the last one is still open
             return None
         rows.pop()
