@@ -17,6 +17,9 @@ value wins). ``last`` has no such gap.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from operator import attrgetter
+
 from loader.config import MAX_BATCH_ITEMS, MAX_REQUEST_BYTES, DuplicatePolicy
 from loader.models import Batch, Entry, Key, Reject
 
@@ -30,6 +33,11 @@ _REQUEST_SLACK = 4096
 def request_bytes_estimate(item_size: int) -> int:
     """An upper bound on what an item of ``item_size`` adds to a BatchWriteItem request body."""
     return 2 * item_size + _PER_ITEM_OVERHEAD
+
+
+def request_bytes_total(item_sizes: list[int]) -> int:
+    """``request_bytes_estimate`` summed over items, in one expression (a slice of a block at once)."""
+    return 2 * sum(item_sizes) + _PER_ITEM_OVERHEAD * len(item_sizes)
 
 
 class Batcher:
@@ -103,6 +111,51 @@ class Batcher:
         self._nbytes += cost
         return done
 
+    def takes_whole(self, keys: list[Key], sizes: list[int]) -> bool:
+        """Whether ``add_block`` may take these entries: their keys are distinct, none is in the
+        open batch (or, for ``first``/``error``, seen before), and no batch of them can reach
+        the request size limit. Otherwise add them one by one. Changes nothing."""
+        if len(set(keys)) != len(keys) or not self._open.keys().isdisjoint(keys):
+            return False
+        if self._seen is not None and not self._seen.keys().isdisjoint(keys):
+            return False
+        largest = request_bytes_estimate(max(sizes, default=0))
+        room = self._max_items - len(self._open)
+        limit = self._max_bytes
+        return largest * self._max_items <= limit and self._nbytes + largest * room <= limit
+
+    def add_block(
+        self, entries: list[Entry], keys: list[Key], sizes: list[int]
+    ) -> Iterator[tuple[int, Batch]]:
+        """``add`` for each entry in turn, for entries ``takes_whole`` accepted, a slice at a time.
+
+        Yields ``(j, batch)`` each time a batch is full: ``entries[j]`` opened the next batch and is
+        the last entry added so far, exactly as if ``add(entries[j])`` had returned ``batch``. A
+        caller that stops consuming leaves the batcher as ``add`` would have left it at ``j``.
+        """
+        j = 0
+        n = len(entries)
+        while True:
+            room = self._max_items - len(self._open)
+            if n - j <= room:
+                self._put(entries, keys, sizes, j, n)
+                return
+            self._put(entries, keys, sizes, j, j + room)
+            j += room
+            batch = self._emit()
+            self._put(entries, keys, sizes, j, j + 1)
+            yield j, batch
+            j += 1
+
+    def _put(self, entries: list[Entry], keys: list[Key], sizes: list[int], lo: int, hi: int) -> None:
+        if lo == hi:
+            return
+        part = entries[lo:hi]
+        self._open.update(zip(keys[lo:hi], part, strict=True))
+        self._nbytes += request_bytes_total(sizes[lo:hi])
+        if self._seen is not None:
+            self._seen.update(zip(keys[lo:hi], map(_number, part), strict=True))
+
     def flush(self) -> Batch | None:
         """The open batch, if any (at the end of the input or when the run stops)."""
         return self._emit() if self._open else None
@@ -113,6 +166,9 @@ class Batcher:
         self._open = {}
         self._nbytes = 0
         return batch
+
+
+_number = attrgetter("number")
 
 
 def _show(key: Key) -> str:

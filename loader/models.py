@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from itertools import repeat
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -53,9 +55,12 @@ class RecordChunk:
     errors: dict[int, str] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class Entry:
-    """A typed row on its way to a batch; it keeps where it came from for a reject record."""
+class Entry(NamedTuple):
+    """A typed row on its way to a batch; it keeps where it came from for a reject record.
+
+    A named tuple, not a dataclass: a block of rows becomes entries in one C-level pass
+    (``map(tuple.__new__, ...)``, see ``entries_of``) instead of an ``__init__`` call per row.
+    """
 
     #: the item as wire JSON; None when ``wire`` holds it (see ``item_of``)
     item: Item | None
@@ -75,6 +80,20 @@ class Entry:
         assert self.wire is not None, "an entry holds its item or its wire bytes"
         item: Item = orjson.loads(self.wire)
         return item
+
+
+def entries_of(
+    keys: Iterable[Key],
+    sizes: Iterable[int],
+    numbers: Iterable[int],
+    offsets: Iterable[int],
+    raws: Iterable[str],
+    wires: Iterable[bytes],
+) -> list[Entry]:
+    """Entries holding only their wire bytes, made from parallel columns without Python code per
+    entry (``Entry(...)`` per row is ~0.5 us; this is ~0.15)."""
+    rows = zip(repeat(None), keys, sizes, numbers, offsets, raws, wires)
+    return list(map(tuple.__new__, repeat(Entry), rows))
 
 
 @dataclass(slots=True)

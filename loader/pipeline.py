@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import BinaryIO
 
 from loader.batching import Batcher
+from loader.blocks import BlockTyper, TypedBlock
 from loader.checkpoint import LowWaterMark
 from loader.config import CsvSpec, LoadConfig, SchemaSpec
 from loader.csvdecode import CsvDecoder
@@ -39,6 +40,7 @@ from loader.models import (
     RecordChunk,
     Reject,
     RunResult,
+    entries_of,
 )
 from loader.rejects import RejectSink
 from loader.schema import RowConverter, total_write_units
@@ -47,6 +49,11 @@ from loader.source import Source
 from loader.writer import Abandoned, BatchOutcome, Writer
 
 __all__ = ["run"]
+
+#: Rows typed at once by the block typer. A block with one row it declines (a reject, an empty
+#: cell) goes row by row, so this bounds what one bad row costs; 512 keeps the per-block work
+#: (~40 C calls) under 0.1 us a row.
+_BLOCK_ROWS = 512
 
 
 def _never(_: Progress) -> bool:
@@ -170,6 +177,7 @@ class _Run:
         self.batcher = Batcher(policy=config.on_duplicate)
         self.counters = Counters()  # this run only
         self.converter: RowConverter | None = None
+        self.typer: BlockTyper | None = None
         self.fatal: BaseException | None = None
         self.last_checkpoint_at = self.started
         self.last_checkpoint_offset = -1
@@ -325,6 +333,61 @@ class _Run:
         conv = self.converter
         if conv is None:
             conv = self._make_converter()
+        typer = self.typer
+        if typer is None:
+            if await self._add_rows(rc, 0, n, conv, None):
+                return True
+        else:
+            rows = rc.rows
+            for lo in range(0, n, _BLOCK_ROWS):
+                hi = min(lo + _BLOCK_ROWS, n)
+                block = typer.type_rows(rows[lo:hi])
+                if block is None:
+                    # a row the block typer declines (an error, an empty cell...): row by row
+                    stop = await self._add_rows(rc, lo, hi, conv, None)
+                else:
+                    stop = await self._add_block(rc, lo, hi, block, conv)
+                if stop:
+                    return True
+        self.counters.rows_read += n
+        self.pos = rc.ends[-1]
+        self.last_number = rc.first_number + n - 1
+        return False
+
+    async def _add_block(
+        self, rc: RecordChunk, lo: int, hi: int, block: TypedBlock, conv: RowConverter
+    ) -> bool:
+        """Rows ``lo:hi`` of the chunk, typed at once, into batches; True when the run must stop."""
+        first = rc.first_number
+        starts = rc.starts
+        numbers = range(first + lo, first + hi)
+        entries = entries_of(block.keys, block.sizes, numbers, starts[lo:hi], rc.raws[lo:hi], block.wires)
+        batcher = self.batcher
+        if not batcher.takes_whole(block.keys, block.sizes):  # a repeated key, or very large items
+            return await self._add_rows(rc, lo, hi, conv, entries)
+        base = self.seg_rows  # rows of the open segment before this block
+        opened = 0  # where in the block the open segment starts
+        for j, batch in batcher.add_block(entries, block.keys, block.sizes):
+            # entries[j] opened the next batch: as in _add_rows, the segment closes before it
+            i = lo + j
+            self.seg_rows = base + j - opened
+            self._close_segment(batch, end=starts[i], next_row=first + i)
+            base, opened = 0, j
+            await self.writer.submit(batch)
+            if await self._checkpoint_or_stop():
+                self.seg_rows = 1
+                self.counters.rows_read += i + 1
+                self.pos = rc.ends[i]
+                self.last_number = first + i
+                return True
+        self.seg_rows = base + (hi - lo) - opened
+        return False
+
+    async def _add_rows(
+        self, rc: RecordChunk, lo: int, hi: int, conv: RowConverter, typed: list[Entry] | None
+    ) -> bool:
+        """Rows ``lo:hi`` of the chunk one at a time (converted here unless ``typed`` holds their
+        entries): rejects recorded, duplicates collapsed. True when the run must stop."""
         convert = conv.convert
         encode = self.encode
         batcher = self.batcher
@@ -333,28 +396,31 @@ class _Run:
         first = rc.first_number
         seg_rows = self.seg_rows
         rejected = 0
-        for i in range(n):
-            fields = rows[i]
+        for i in range(lo, hi):
             number = first + i
-            if fields is None:
-                self._reject(number, starts[i], raws[i], rc.errors.get(i, "not valid CSV"))
-                rejected += 1
-                seg_rows += 1
-                continue
-            try:
-                item, key, size = convert(fields)
-            except RowError as exc:
-                self._reject(number, starts[i], raws[i], exc.reason)
-                rejected += 1
-                seg_rows += 1
-                continue
-            if encode is not None:
-                # the bytes are all the lean sender needs: the item's dicts are freed now, while
-                # they are hot, not by the writer 40 batches later (and ~15 fewer objects per row
-                # are alive in flight)
-                entry = Entry(None, key, size, number, starts[i], raws[i], encode(item))
+            if typed is not None:
+                entry = typed[i - lo]
             else:
-                entry = Entry(item, key, size, number, starts[i], raws[i])
+                fields = rows[i]
+                if fields is None:
+                    self._reject(number, starts[i], raws[i], rc.errors.get(i, "not valid CSV"))
+                    rejected += 1
+                    seg_rows += 1
+                    continue
+                try:
+                    item, key, size = convert(fields)
+                except RowError as exc:
+                    self._reject(number, starts[i], raws[i], exc.reason)
+                    rejected += 1
+                    seg_rows += 1
+                    continue
+                if encode is not None:
+                    # the bytes are all the lean sender needs: the item's dicts are freed now, while
+                    # they are hot, not by the writer 40 batches later (and ~15 fewer objects per row
+                    # are alive in flight)
+                    entry = Entry(None, key, size, number, starts[i], raws[i], encode(item))
+                else:
+                    entry = Entry(item, key, size, number, starts[i], raws[i])
             batch = add(entry)
             if batch is not None:
                 # the full batch leaves; this row opens the next segment
@@ -379,9 +445,6 @@ class _Run:
             seg_rows += 1
         self.seg_rows = seg_rows
         self.seg_rejected += rejected
-        self.counters.rows_read += n
-        self.pos = rc.ends[-1]
-        self.last_number = first + n - 1
         return False
 
     async def _watch_stop(self) -> None:
@@ -419,6 +482,10 @@ class _Run:
         if header is None:
             raise SourceError(f"{self.source.info.uri}: the object is empty: no header row")
         self.converter = RowConverter(self.schema, header, self.keys)
+        if self.encode is not None:
+            # the lean sender takes wire bytes: clean blocks of rows are typed at once
+            typer = BlockTyper(self.converter.plan)
+            self.typer = typer if typer.usable else None
         return self.converter
 
     def _reject(self, number: int, offset: int, raw: str, reason: str) -> None:

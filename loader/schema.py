@@ -42,9 +42,12 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import json
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import Any, cast
 
 import orjson
@@ -62,6 +65,7 @@ from loader.errors import ConfigError, RowError
 from loader.models import Entry, Item, Key, KeySchema, KeyType
 
 __all__ = [
+    "ColumnPlan",
     "RowConverter",
     "binary_attributes",
     "load_schema_file",
@@ -186,8 +190,12 @@ def write_units(size: int) -> int:
 
 
 def total_write_units(entries: Iterable[Entry]) -> int:
-    """``write_units`` summed over entries, in one expression (it runs once per batch)."""
-    return sum([(e.size + 1023) // 1024 or 1 for e in entries])
+    """``write_units`` summed over entries, in C-level maps (it runs once per batch)."""
+    units = map(operator.floordiv, map(operator.add, map(_SIZE, entries), repeat(1023)), repeat(1024))
+    return sum(map(max, units, repeat(1)))
+
+
+_SIZE = operator.attrgetter("size")
 
 
 def _q(value: str) -> str:
@@ -618,6 +626,31 @@ def _not_unicode(names: list[str], fields: list[str]) -> str:
     return "a cell holds a JSON string that is not valid Unicode text"
 
 
+@dataclasses.dataclass(frozen=True)
+class ColumnPlan:
+    """What a RowConverter does with each column, for code that types rows another way
+    (``loader.blocks``). The item's attributes come in this order: keys, strings, typed."""
+
+    width: int
+    #: (index, attribute name, key type, label for errors, size limit): partition key, then sort key
+    keys: tuple[tuple[int, str, KeyType, str, int], ...]
+    #: (index, attribute name, name size): non-key S columns in header order
+    strings: tuple[tuple[int, str, int], ...]
+    #: (index, attribute name, column name, type): the other non-key columns in header order
+    typed: tuple[tuple[int, str, str, ColumnType], ...]
+    empty: str
+    delimiter: str
+
+    def cell_converter(self, col: str, typ: ColumnType) -> Converter:
+        """The converter RowConverter uses for a stripped, non-empty cell of a typed column."""
+        if typ == "JSON":
+            return functools.partial(_json_cell, col=col)
+        if typ == "N":
+            where = f"in column {col!r}"
+            return lambda v: ({"N": v}, _number_value(v, where))
+        return _make_converter(typ, col, self.delimiter)
+
+
 class RowConverter:
     """Turns CSV rows (lists of fields) into ``(item, canonical key, size)``.
 
@@ -695,6 +728,14 @@ class RowConverter:
                 s_cols.append((i, attr, _utf8_len(attr)))
             else:
                 typed_cols.append((i, attr, col, typ))
+        self.plan = ColumnPlan(
+            width=len(header),
+            keys=tuple(key_cols),
+            strings=tuple(s_cols),
+            typed=tuple(typed_cols),
+            empty=spec.empty,
+            delimiter=spec.set_delimiter,
+        )
         self.source, self._convert = _generate(
             len(header), key_cols, tuple(s_cols), typed_cols, spec.empty, spec.set_delimiter
         )

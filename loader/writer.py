@@ -28,8 +28,11 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from itertools import repeat
+from operator import attrgetter
 from typing import Any, cast
 
 import orjson
@@ -46,6 +49,8 @@ from loader.retry import Backoff, RateController, RetryPolicy, UnprocessedItemsE
 from loader.schema import total_write_units
 from loader.sender import BatchSender
 
+_key = attrgetter("key")
+_wire = attrgetter("wire")
 log = logging.getLogger(__name__)
 
 __all__ = ["Abandoned", "BatchOutcome", "Writer"]
@@ -120,6 +125,8 @@ class Writer:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         #: key -> seq of the latest in-flight batch holding it
         self._owner: dict[Key, int] = {}
+        #: batches some of whose keys a later batch owns now (it waits for them)
+        self._shared: set[int] = set()
         self._room: asyncio.Future[None] | None = None
         self._backoffs: dict[int, float] = {}
         self._last_seq: int | None = None
@@ -166,14 +173,13 @@ class Writer:
             self._refuse(batch)
             return
         owner = self._owner
-        deps: set[int] | None = None
-        for entry in batch.entries:
-            prev = owner.get(entry.key)
-            if prev is not None:
-                if deps is None:
-                    deps = set()
-                deps.add(prev)
-            owner[entry.key] = seq
+        keys = list(map(_key, batch.entries))
+        # C-level set and dict operations, not a loop per entry: this runs for every batch
+        held = owner.keys() & keys
+        deps = {owner[k] for k in held} if held else None
+        if deps:
+            self._shared.update(deps)
+        owner.update(zip(keys, repeat(seq)))
         wait_for = [tasks[s] for s in deps] if deps else None
         tasks[seq] = asyncio.create_task(self._run(batch, wait_for), name=f"s3ddb-batch-{seq}")
 
@@ -241,9 +247,13 @@ class Writer:
     def _finish(self, batch: Batch) -> None:
         seq = batch.seq
         owner = self._owner
-        for entry in batch.entries:
-            if owner.get(entry.key) == seq:
-                del owner[entry.key]
+        if seq in self._shared:  # a later batch took over some of its keys
+            self._shared.discard(seq)
+            for entry in batch.entries:
+                if owner.get(entry.key) == seq:
+                    del owner[entry.key]
+        else:
+            deque(map(owner.pop, map(_key, batch.entries), repeat(None)), maxlen=0)
         del self._tasks[seq]
         self._backoffs.pop(seq, None)
         room = self._room
@@ -316,7 +326,7 @@ class Writer:
             pending = still
 
     async def _send(self, seq: int, entries: list[Entry]) -> list[Item]:
-        wire = [e.wire for e in entries]
+        wire = list(map(_wire, entries))
         if None in wire:  # entries made without the sender's encode: it serializes the items
             items, ready = [e.item_of() for e in entries], None
         else:  # the entries kept only their bytes (BatchSender.send takes them instead of items)

@@ -37,6 +37,7 @@ def conv(
 
 def test_public_names_are_pinned() -> None:
     assert sorted(schema.__all__) == [
+        "ColumnPlan",
         "RowConverter",
         "binary_attributes",
         "load_schema_file",

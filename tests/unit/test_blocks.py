@@ -1,0 +1,195 @@
+"""loader.blocks: a block typed at once gives, row for row, what RowConverter + orjson give,
+and declines every block that holds a row RowConverter would reject or type differently."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from loader.blocks import BlockTyper
+from loader.config import SchemaSpec
+from loader.errors import RowError
+from loader.models import KeySchema
+from loader.schema import RowConverter
+
+S_KEY = KeySchema(partition="pk", partition_type="S")
+S_N_KEY = KeySchema(partition="pk", partition_type="S", sort="sk", sort_type="N")
+N_KEY = KeySchema(partition="id", partition_type="N")
+
+WORDS = [
+    "a",
+    "zoë",
+    "naïve café",
+    'say "hi"',
+    'ends ",',
+    "\\",
+    "\\\\",
+    'x","y',
+    "tab\there",
+    "%s",
+    "%",
+    "日本",
+    "",
+    " pad ",
+]
+
+
+def _setup(
+    columns: dict[str, Any], header: list[str], keys: KeySchema, **spec: Any
+) -> tuple[RowConverter, BlockTyper]:
+    conv = RowConverter(SchemaSpec(columns=columns, **spec), header, keys)
+    return conv, BlockTyper(conv.plan)
+
+
+def _expected(conv: RowConverter, rows: list[list[str]]) -> list[tuple[bytes, tuple[str, ...], int]]:
+    out = []
+    for row in rows:
+        item, key, size = conv.convert(row)
+        out.append((orjson.dumps(item), key, size))
+    return out
+
+
+def _check_same(conv: RowConverter, typer: BlockTyper, rows: list[list[str]]) -> None:
+    block = typer.type_rows(rows)
+    assert block is not None
+    assert list(zip(block.wires, block.keys, block.sizes, strict=True)) == _expected(conv, rows)
+
+
+def _random_rows(rnd: random.Random, n: int, *, with_quotes: bool) -> list[list[str]]:
+    words = WORDS if with_quotes else [w for w in WORDS if '"' not in w]
+    return [
+        [
+            f"user#{rnd.randrange(10**6)}" + rnd.choice(["", "é", "\\"]),
+            str(rnd.choice([0, 7, 10, 100, 1200, rnd.randrange(10**12)])).zfill(rnd.choice([1, 1, 4])),
+            rnd.choice(words) + rnd.choice(words),
+            rnd.choice(["12", "0", "0.5", "99022.77", "-3", "1e5", "007", "100", " 42 ", "1.250", "+8"]),
+            rnd.choice(["true", "False", "1", "0", "YES", "no", " true "]),
+            rnd.choice(['{"a":[1,2.5,null],"b":{"c":"d"}}', "[]", '"s"', "12", "true", '{"e":1e3}']),
+            rnd.choice(["a|b", "x", "a|a|b", "日|本"]),
+            rnd.choice(["1|2", "3", "1|1.0|2", "007|7"]),
+            rnd.choice(["AAE=", "aGVsbG8=", ""]) or "AA==",
+            rnd.choice(["null", "NULL"]),
+            str(i),
+        ]
+        for i in range(n)
+    ]
+
+
+HEADER = ["pk", "sk", "name", "score", "active", "meta", "tags", "nums", "blob", "nothing", "n"]
+TYPES = {
+    "score": "N",
+    "active": "BOOL",
+    "meta": "JSON",
+    "tags": "SS",
+    "nums": "NS",
+    "blob": "B",
+    "nothing": "NULL",
+}
+
+
+@pytest.mark.parametrize("with_quotes", [False, True])
+@pytest.mark.parametrize("seed", range(5))
+def test_random_blocks_type_exactly_like_the_row_converter(seed: int, with_quotes: bool) -> None:
+    rnd = random.Random(seed)
+    conv, typer = _setup(TYPES, HEADER, S_N_KEY, empty="empty-string")
+    _check_same(conv, typer, _random_rows(rnd, 300, with_quotes=with_quotes))
+
+
+def test_every_cell_starting_or_ending_with_json_escapes_is_cut_exactly() -> None:
+    conv, typer = _setup({}, ["pk", "a", "b"], S_KEY, empty="empty-string")
+    cells = ['",', '","', '\\",', '"', "\\", ',"', "", "\n", "\x01", "\u2028", "%", "%%s"]
+    rows = [[f"k{i}{j}", a, b] for i, a in enumerate(cells) for j, b in enumerate(cells)]
+    _check_same(conv, typer, rows)
+
+
+def test_number_keys_and_zero() -> None:
+    conv, typer = _setup({}, ["id", "v"], N_KEY)
+    rows = [[v, "x"] for v in ["0", "000", "7", "0070", "10", "100", "123456789012345678901234567890", " 5 "]]
+    _check_same(conv, typer, rows)
+
+
+def test_numbers_of_every_shape_match_sizes() -> None:
+    conv, typer = _setup({"v": "N"}, ["pk", "v"], S_KEY)
+    values = [
+        "0",
+        "0.0",
+        "0.00",
+        "5",
+        "50",
+        "500",
+        "1.5",
+        "12.25",
+        ".5",
+        "5.",
+        "-1",
+        "-0.001",
+        "1E+5",
+        "2e-3",
+        "1" * 38,
+    ]
+    _check_same(conv, typer, [[f"k{i}", v] for i, v in enumerate(values)])
+    _check_same(conv, typer, [[f"k{i}", v] for i, v in enumerate(["0", "00", "10", "1" * 38, "9"])])
+
+
+@pytest.mark.parametrize(
+    "cells",
+    [
+        ["1", "abc"],  # not a number
+        ["1", "1" * 39],  # too many digits
+        ["1", "1e200"],  # out of range
+    ],
+)
+def test_blocks_with_a_row_the_converter_rejects_are_declined(cells: list[str]) -> None:
+    conv, typer = _setup({"v": "N"}, ["pk", "v"], S_KEY)
+    rows = [[f"k{i}", c] for i, c in enumerate(cells)]
+    assert typer.type_rows(rows) is None
+    with pytest.raises(RowError):
+        conv.convert(rows[-1])
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [["a", "x"], None],  # a CSV error
+        [["a", "x"], ["b"]],  # too few fields
+        [["a", "x"], ["b", "y", "z"]],  # too many
+        [["a", "x"], ["", "y"]],  # empty key
+        [["a", "x"], ["b" * 2049, "y"]],  # key too long
+        [["a", "x"], ["b", "y" * (400 * 1024)]],  # item too large
+        [["a", "x"], ["b", "\ud800"]],  # not valid Unicode
+    ],
+)
+def test_declines_rows_that_must_go_row_by_row(rows: list[Any]) -> None:
+    _conv, typer = _setup({}, ["pk", "v"], S_KEY)
+    assert typer.type_rows(rows) is None
+
+
+def test_empty_strings_follow_the_policy() -> None:
+    rows = [["a", "x"], ["b", ""]]
+    conv, typer = _setup({}, ["pk", "v"], S_KEY, empty="empty-string")
+    _check_same(conv, typer, rows)
+    for policy in ("omit", "null"):
+        _conv, typer = _setup({}, ["pk", "v"], S_KEY, empty=policy)
+        assert typer.type_rows(rows) is None
+        assert typer.type_rows(rows[:1]) is not None
+    # an empty typed cell is the empty policy's too, whatever the policy
+    for policy in ("empty-string", "omit", "null"):
+        _conv, typer = _setup({"v": "N"}, ["pk", "v"], S_KEY, empty=policy)
+        assert typer.type_rows([["a", "1"], ["b", " "]]) is None
+
+
+def test_bad_booleans_and_binary_keys_are_declined() -> None:
+    conv, typer = _setup({"b": "BOOL"}, ["pk", "b"], S_KEY)
+    assert typer.type_rows([["a", "true"], ["b", "maybe"]]) is None
+    _check_same(conv, typer, [["a", "TRUE"], ["b", " no "]])
+    _conv, typer = _setup({}, ["pk", "v"], KeySchema(partition="pk", partition_type="B"))
+    assert not typer.usable
+    assert typer.type_rows([["AAE=", "x"]]) is None
+
+
+def test_renamed_attributes_and_names_with_percent() -> None:
+    conv, typer = _setup({"n%s": "N"}, ["pk", "n%s", "v%"], S_KEY, rename={"v%": "v%%d"})
+    _check_same(conv, typer, [["a", "1", "x"], ["b", "2.5", "%s"]])
