@@ -1,10 +1,11 @@
 """The send path alone: pre-typed items, N concurrent BatchWriteItem calls, client CPU per item.
 
 ``python -m benchmarks sendbench --items 200000 [--sender lean|botocore] [--signer fast|botocore]
-[--http raw|aiohttp] [--profile FILE.prof]`` starts a wire endpoint in its own process (or uses
+[--http raw|aiohttp] [--encoded] [--profile FILE.prof]`` starts a wire endpoint in its own process (or uses
 ``--endpoint``), makes 25-item batches of typical items up front (not timed), then sends them
 all with ``--concurrency`` workers and reports this process's CPU seconds (user+sys) per item.
-The wire endpoint's own CPU is reported apart and never counted.
+The wire endpoint's own CPU is reported apart and never counted. ``--encoded`` sends items
+encoded up front (the pipeline's path: a request body is a join of ready bytes).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ async def _botocore_sender(concurrency: int, endpoint: str) -> AsyncIterator[Any
 
 
 async def _run(args: argparse.Namespace, endpoint: str) -> dict[str, Any]:
-    from loader.fastsend import open_lean_sender
+    from loader.fastsend import LeanSender, open_lean_sender
 
     items = typed_items(args.items, payload=args.payload)
     batches = [items[i : i + 25] for i in range(0, len(items), 25)]
@@ -73,13 +74,18 @@ async def _run(args: argparse.Namespace, endpoint: str) -> dict[str, Any]:
         opener = _botocore_sender(args.concurrency, endpoint)
     async with opener as sender:
         await sender.send(args.table, batches[0])  # warm: connection, credentials
-        queue = iter(batches[1:])
+        queue = iter(enumerate(batches[1:], 1))
         sent = 0
+
+        encoded = [[LeanSender.encode(it) for it in b] for b in batches] if args.encoded else None
 
         async def worker() -> None:
             nonlocal sent
-            for batch in queue:
-                back = await sender.send(args.table, batch)
+            for n, batch in queue:
+                if encoded is not None:  # the pipeline's path: items encoded as they were typed
+                    back = await sender.send(args.table, [], encoded[n])
+                else:
+                    back = await sender.send(args.table, batch)
                 while back:
                     back = await sender.send(args.table, back)
                 sent += len(batch)
@@ -100,6 +106,7 @@ async def _run(args: argparse.Namespace, endpoint: str) -> dict[str, Any]:
         "sender": args.sender,
         "signer": args.signer if args.sender == "lean" else "botocore",
         "http": args.http if args.sender == "lean" else "botocore",
+        "encoded": bool(args.encoded),
         "items": sent,
         "seconds": round(wall, 3),
         "items_per_second": round(sent / wall),
@@ -122,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", default="bench")
     p.add_argument("--profile", default=None, help="write cProfile stats of the timed part here")
     p.add_argument("--no-uvloop", action="store_true")
+    p.add_argument(
+        "--encoded", action="store_true", help="send items encoded up front (as the pipeline does), not dicts"
+    )
     p.add_argument(
         "--out", default=None, help="append the result (JSON line, with machine info) to this file"
     )
