@@ -54,6 +54,10 @@ __all__ = ["run"]
 #: cell) goes row by row, so this bounds what one bad row costs; 512 keeps the per-block work
 #: (~40 C calls) under 0.1 us a row.
 _BLOCK_ROWS = 512
+#: A read chunk is decoded this much at a time, each piece typed and batched before the next is
+#: decoded: its rows are still in the CPU caches when they are typed. Against whole 1 MB chunks,
+#: 30% fewer last-level cache misses (cachegrind) and ~10% less CPU on simple rows (noisy A/B).
+_FEED_BYTES = 64 * 1024
 
 
 def _never(_: Progress) -> bool:
@@ -264,7 +268,7 @@ class _Run:
                 # read ahead one chunk while this one is parsed
                 pending = loop.run_in_executor(None, read)
                 self.consumed += len(chunk)
-                if await self._records(self.decoder.feed(chunk)) or await self._checkpoint_or_stop():
+                if await self._feed(chunk) or await self._checkpoint_or_stop():
                     stop = self.stop_reason
                     break
         except S3ddbError as exc:
@@ -322,6 +326,16 @@ class _Run:
                 raise exc_out
             raise exc_out from error
         return self._result("complete" if complete else "stopped", checkpoint)
+
+    async def _feed(self, chunk: bytes) -> bool:
+        """Decode, type and batch ``chunk`` a piece at a time; True when the run must stop."""
+        step = _FEED_BYTES
+        if len(chunk) <= step:
+            return await self._records(self.decoder.feed(chunk))
+        for i in range(0, len(chunk), step):
+            if await self._records(self.decoder.feed(chunk[i : i + step])):
+                return True
+        return False
 
     async def _records(self, rc: RecordChunk) -> bool:
         """Type and batch a chunk's records; True when the run must stop (``stop_reason`` says why)."""
