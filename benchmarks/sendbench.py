@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import os
 import resource
 import sys
@@ -78,6 +79,9 @@ async def _run(args: argparse.Namespace, endpoint: str) -> dict[str, Any]:
         sent = 0
 
         encoded = [[LeanSender.encode(it) for it in b] for b in batches] if args.encoded else None
+        # as `s3ddb load` does after start-up: the collector leaves the set-up's objects alone
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 1000)
 
         async def worker() -> None:
             nonlocal sent

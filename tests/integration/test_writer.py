@@ -205,6 +205,37 @@ async def test_a_key_is_written_in_batch_order(
     assert len(_landed(ddb, table)) == 74
 
 
+async def test_keys_held_by_several_batches_are_released_when_they_finish(
+    sender: BatchSender, ddb: Any, table: str, proxy: FaultProxy
+) -> None:
+    # four batches in a row hold "same"; the first is throttled, so each later one waits for the one
+    # before. When all are done no key is held any more: a fifth batch with "same", submitted
+    # after, is written (a key left held by a finished batch would make it wait on nothing).
+    batches = [
+        Batch(
+            seq=s,
+            entries=[_entry("same", s, value=f"v{s}")] + [_entry(f"u{s}-{i}", i) for i in range(5)],
+            nbytes=0,
+        )
+        for s in range(4)
+    ]
+    proxy.throttle_next(2, when=lambda body: _holds(body, "v0"))
+    outcomes: list[BatchOutcome] = []
+    writer = Writer(
+        sender=sender, table=table, config=_config(table), on_done=outcomes.append, key_schema=KEYS
+    )
+    for batch in batches:
+        await writer.submit(batch)
+    await writer.drain()
+    assert _landed(ddb, table)["same"] == "v3"
+    assert writer._owner == {}
+    await writer.submit(Batch(seq=4, entries=[_entry("same", 4, value="v4")], nbytes=0))
+    await writer.drain()
+    assert [o.error for o in outcomes] == [None] * 5
+    assert _landed(ddb, table)["same"] == "v4"
+    assert writer._owner == {}
+
+
 async def test_retry_cap_fails_the_batch_with_the_last_error(
     sender: BatchSender, table: str, proxy: FaultProxy
 ) -> None:

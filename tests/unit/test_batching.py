@@ -90,3 +90,66 @@ def test_no_batch_ever_holds_a_key_twice() -> None:
         keys = [e.key for e in x.entries]
         assert len(keys) == len(set(keys)) <= 25
     assert sum(len(x.entries) for x in batches) + b.collapsed == 1000
+
+
+# -- add_block: a block of distinct keys at once, exactly as add() one by one --------------------
+
+
+def _state(b: Batcher) -> tuple[list[tuple[str, ...]], int, int, dict[tuple[str, ...], int] | None]:
+    return list(b._open), b._nbytes, b._seq, b._seen
+
+
+@pytest.mark.parametrize("policy", ["last", "first", "error"])
+@pytest.mark.parametrize("seed", range(20))
+def test_add_block_is_add_one_by_one(seed: int, policy: str) -> None:
+    import random
+
+    rnd = random.Random(seed)
+    head = [entry(f"h{i}", i, size=rnd.randint(1, 500)) for i in range(rnd.randint(0, 30))]
+    block = [entry(f"b{i}", 100 + i, size=rnd.randint(1, 500)) for i in range(rnd.randint(1, 120))]
+    stop_after = rnd.randint(0, 6)  # batches the caller takes before it stops consuming
+
+    one, many = Batcher(policy=policy), Batcher(policy=policy)  # type: ignore[arg-type]
+    assert feed_only(one, head) == feed_only(many, head)
+    expected: list[tuple[int, list[int]]] = []
+    for j, e in enumerate(block):
+        batch = one.add(e)
+        if batch is not None:
+            expected.append((j, [x.number for x in batch.entries]))
+            if len(expected) > stop_after:
+                break
+    keys, sizes = [e.key for e in block], [e.size for e in block]
+    assert many.takes_whole(keys, sizes)
+    got: list[tuple[int, list[int]]] = []
+    for j, batch in many.add_block(block, keys, sizes):
+        got.append((j, [x.number for x in batch.entries]))
+        if len(got) > stop_after:
+            break
+    assert got == expected
+    assert _state(many) == _state(one)
+    assert many.collapsed == one.collapsed == 0
+
+
+def feed_only(b: Batcher, entries: list[Entry]) -> list[list[int]]:
+    return [[e.number for e in x.entries] for x in (b.add(e) for e in entries) if x is not None]
+
+
+def test_takes_whole_declines_repeated_seen_or_large_entries() -> None:
+    b = Batcher()
+    b.add(entry("a", 1))
+    assert not b.takes_whole([("x",), ("x",)], [10, 10])  # repeated inside the block
+    assert not b.takes_whole([("a",), ("y",)], [10, 10])  # in the open batch
+    assert b.takes_whole([("x",), ("y",)], [10, 10])
+    assert not b.takes_whole([("x",)], [400 * 1024])  # 25 such items could pass the request limit
+    first = Batcher(policy="first")
+    for e in [entry(f"k{i}", i) for i in range(30)]:
+        first.add(e)
+    assert not first.takes_whole([("k0",)], [10])  # seen in an earlier batch
+    assert first.takes_whole([("new",)], [10])
+
+
+def test_request_bytes_total_is_the_sum_of_estimates() -> None:
+    from loader.batching import request_bytes_total
+
+    sizes = [0, 1, 77, 4096, 400 * 1024]
+    assert request_bytes_total(sizes) == sum(map(request_bytes_estimate, sizes))
