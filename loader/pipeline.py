@@ -389,10 +389,7 @@ class _Run:
             base, opened = 0, j
             await self.writer.submit(batch)
             if await self._checkpoint_or_stop():
-                self.seg_rows = 1
-                self.counters.rows_read += i + 1
-                self.pos = rc.ends[i]
-                self.last_number = first + i
+                self._stopped_at(rc, i)
                 return True
         self.seg_rows = base + (hi - lo) - opened
         return False
@@ -445,11 +442,7 @@ class _Run:
                 seg_rows = 0
                 await self.writer.submit(batch)
                 if await self._checkpoint_or_stop():
-                    # row i is in the open batch; the rest of the chunk is read again on resume
-                    self.seg_rows = seg_rows + 1
-                    self.counters.rows_read += i + 1
-                    self.pos = rc.ends[i]
-                    self.last_number = number
+                    self._stopped_at(rc, i)
                     return True
             elif batcher.rejects:
                 for rej in batcher.rejects:
@@ -460,6 +453,14 @@ class _Run:
         self.seg_rows = seg_rows
         self.seg_rejected += rejected
         return False
+
+    def _stopped_at(self, rc: RecordChunk, i: int) -> None:
+        """The run stops just after record ``i`` of ``rc`` opened a batch (the only one in it):
+        the rest of the chunk is read again on resume."""
+        self.seg_rows = 1
+        self.counters.rows_read += i + 1
+        self.pos = rc.ends[i]
+        self.last_number = rc.first_number + i
 
     async def _watch_stop(self) -> None:
         """Ask ``should_stop`` on a timer too, so a stop (a deadline, Ctrl-C) is seen while the
