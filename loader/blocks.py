@@ -113,9 +113,13 @@ class BlockTyper:
                 fragments.append(_escaped(col))
                 sizes.append(lens)
             else:
-                text = list(map(str.strip, col))
-                if "" in text or not _digits_only(text):
+                if "" in col:
                     return None
+                text = col  # digits have nothing to strip
+                if not _digits_only(text):
+                    text = list(map(str.strip, col))
+                    if "" in text or not _digits_only(text):
+                        return None
                 digits = list(map(str.lstrip, text, repeat(_ZERO)))
                 sizes.append(_number_sizes(digits))
                 key_values.append([d or _ZERO for d in digits] if "" in digits else digits)
@@ -127,22 +131,33 @@ class BlockTyper:
             fragments.append(_escaped(col))
             sizes.append(_utf8_lens(col))
         for i, typ, convert in self._typed:
-            text = list(map(str.strip, map(itemgetter(i), rows)))
-            if "" in text:  # the empty policy (or NULL) decides: row by row
+            # cells are stripped first, as RowConverter does, unless the plain check passes without
+            # it (digits, points and the common BOOL spellings have nothing to strip)
+            col = list(map(itemgetter(i), rows))
+            if "" in col:  # the empty policy (or NULL) decides: row by row
                 return None
             if typ == "N":
+                text = col
                 number_sizes = _decimal_sizes(text)
-                if number_sizes is None:  # signs, exponents, long or odd text: _number_value
+                if number_sizes is None:  # padding, signs, exponents, long or odd text: _number_value
+                    text = list(map(str.strip, col))
+                    if "" in text:
+                        return None
                     assert convert is not None
                     number_sizes = list(map(itemgetter(1), map(convert, text)))
                 sizes.append(number_sizes)
                 fragments.append(_ascii(text))
             elif typ == "BOOL":
-                literals = list(map(_BOOL_JSON.get, map(str.lower, text)))
+                literals = list(map(_BOOL_JSON.get, col))
                 if None in literals:
-                    return None
+                    literals = list(map(_BOOL_JSON.get, map(str.lower, map(str.strip, col))))
+                    if None in literals:
+                        return None
                 fragments.append(literals)  # type: ignore[arg-type]
             else:
+                text = list(map(str.strip, col))
+                if "" in text:
+                    return None
                 assert convert is not None
                 encoded, cell_sizes = _encode_cells(convert, text)
                 fragments.append(encoded)
@@ -205,11 +220,10 @@ def _number_sizes(digits: list[str]) -> list[int]:
     """DynamoDB sizes of plain non-negative integers (``digits``: each without leading zeros).
 
     RowConverter's digits-only formula, ``(len(d.rstrip("0")) + (len(d) & 1) + 1) // 2 + 1``
-    (1 for zero), one ``map`` at a time."""
+    (1 for zero), one ``map`` at a time, the constants folded: ``(... + 3) // 2``."""
     significant = map(len, map(str.rstrip, digits, repeat(_ZERO)))
     odd = map(operator.and_, map(len, digits), repeat(1))
-    pairs = map(operator.floordiv, map(add, map(add, significant, odd), repeat(1)), repeat(2))
-    return list(map(add, pairs, repeat(1)))
+    return list(map(operator.floordiv, map(add, map(add, significant, odd), repeat(3)), repeat(2)))
 
 
 def _decimal_sizes(text: list[str]) -> list[int] | None:
@@ -232,8 +246,7 @@ def _decimal_sizes(text: list[str]) -> list[int] | None:
     odd = map(operator.and_, map(add, lengths, map(len, fractions)), repeat(1))
     even = map(operator.and_, odd, map(bool, lengths))  # 0 for zero
     significant = map(len, map(str.rstrip, digits, repeat(_ZERO)))
-    pairs = map(operator.floordiv, map(add, map(add, significant, even), repeat(1)), repeat(2))
-    return list(map(add, pairs, repeat(1)))
+    return list(map(operator.floordiv, map(add, map(add, significant, even), repeat(3)), repeat(2)))
 
 
 def _encode_cells(convert: Converter, text: list[str]) -> tuple[list[bytes], list[int]]:
