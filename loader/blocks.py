@@ -1,16 +1,17 @@
 """Blocks of clean rows typed at once: passes over whole columns in C, no Python code per row.
 
 ``RowConverter.convert`` runs generated Python once per row, and the lean sender then encodes the
-item with orjson: ~9 us a row on the benchmark's simple rows (2-core EPYC). :class:`BlockTyper`
-does the same work a column at a time with ``map`` over ``str`` methods, one ``orjson.dumps`` per
-string column (JSON-escaping every cell) and one bytes ``%``-format per row from a template made
-for this header: ~2 us a row on the same rows. This is the measured hot path, hence the maps.
+item with orjson: ~6 us a row on the benchmark's simple rows (2-core EPYC, data fresh from the
+decoder). :class:`BlockTyper` does the same work a column at a time with ``map`` over ``str``
+methods, one ``orjson.dumps`` per string column (JSON-escaping every cell) and one bytes
+``%``-format per row from a template made for this header: ~3 us a row on the same rows. This is
+the measured hot path, hence the maps.
 
 It never guesses: any block it cannot type exactly as ``RowConverter`` + ``orjson.dumps`` would
-(a CSV error, a wrong field count, an empty cell, a value that is not plain for its type, an
-oversized item or key, text that is not valid Unicode, a binary key) is declined with None, and
-the caller converts that block row by row, where ``RowConverter`` explains every error. Tests
-check that both give the same wire bytes, key and size for every row.
+(a CSV error, a wrong field count, an empty cell the empty policy decides, a value RowConverter
+rejects, an oversized item or key, text that is not valid Unicode, a binary key) is declined with
+None, and the caller converts that block row by row, where ``RowConverter`` explains every error.
+Tests check that both give the same wire bytes, key and size for every row.
 """
 
 from __future__ import annotations
@@ -44,10 +45,6 @@ class TypedBlock:
     sizes: list[int]
 
 
-#: fragments for the template (bytes), and each cell's size in bytes (name not included)
-_Column = tuple[Sequence[bytes], Iterable[int] | None]
-
-
 class BlockTyper:
     """Types blocks of rows for one header, the way ``RowConverter`` built on ``plan`` does."""
 
@@ -58,7 +55,7 @@ class BlockTyper:
         self._keys: list[tuple[int, str, int]] = []  # (index, key type, limit)
         self._strings: list[int] = []
         self._typed: list[tuple[int, ColumnType, Converter | None]] = []
-        #: rows this typer can never take (a binary key): every block goes row by row
+        #: False when no row can be typed here (a binary key): every block goes row by row
         self.usable = True
         pieces: list[bytes] = []
         for i, name, ktype, _label, limit in plan.keys:
