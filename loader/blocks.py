@@ -27,12 +27,12 @@ import orjson
 from loader.config import MAX_ITEM_BYTES, MAX_NUMBER_DIGITS, ColumnType
 from loader.errors import RowError
 from loader.models import Key
-from loader.schema import ColumnPlan, Converter
+from loader.schema import _BOOLS, ColumnPlan, Converter, _utf8_len
 
 __all__ = ["BlockTyper", "TypedBlock"]
 
 #: lower-cased BOOL spellings -> JSON literal (RowConverter's _BOOLS, as wire bytes)
-_BOOL_JSON = {"true": b"true", "false": b"false", "1": b"true", "0": b"false", "yes": b"true", "no": b"false"}
+_BOOL_JSON = {text: b"true" if value else b"false" for text, value in _BOOLS.items()}
 _ZERO = "0"
 
 
@@ -173,10 +173,6 @@ class BlockTyper:
 def _name(name: str) -> bytes:
     """``"name":`` as template text (a ``%`` in a name is doubled)."""
     return orjson.dumps(name).replace(b"%", b"%%") + b":"
-
-
-def _utf8_len(s: str) -> int:
-    return len(s) if s.isascii() else len(s.encode())
 
 
 def _utf8_lens(col: list[str]) -> list[int]:

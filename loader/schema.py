@@ -42,7 +42,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import functools
 import json
 import operator
 import re
@@ -643,11 +642,6 @@ class ColumnPlan:
 
     def cell_converter(self, col: str, typ: ColumnType) -> Converter:
         """The converter RowConverter uses for a stripped, non-empty cell of a typed column."""
-        if typ == "JSON":
-            return functools.partial(_json_cell, col=col)
-        if typ == "N":
-            where = f"in column {col!r}"
-            return lambda v: ({"N": v}, _number_value(v, where))
         return _make_converter(typ, col, self.delimiter)
 
 
