@@ -330,9 +330,7 @@ class _Run:
     async def _feed(self, chunk: bytes) -> bool:
         """Decode, type and batch ``chunk`` a piece at a time; True when the run must stop."""
         step = _FEED_BYTES
-        if len(chunk) <= step:
-            return await self._records(self.decoder.feed(chunk))
-        for i in range(0, len(chunk), step):
+        for i in range(0, len(chunk), step):  # a chunk of one piece is not copied: chunk[0:n] is chunk
             if await self._records(self.decoder.feed(chunk[i : i + step])):
                 return True
         return False
