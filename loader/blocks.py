@@ -19,12 +19,12 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import accumulate, chain, compress, repeat
 from operator import add, itemgetter
 
 import orjson
 
-from loader.config import MAX_ITEM_BYTES, MAX_NUMBER_DIGITS, ColumnType
+from loader.config import MAX_ITEM_BYTES, MAX_NUMBER_DIGITS
 from loader.errors import RowError
 from loader.models import Key
 from loader.schema import _BOOLS, ColumnPlan, Converter, _utf8_len
@@ -54,7 +54,7 @@ class BlockTyper:
         self._const = 0  # attribute name sizes, and fixed value sizes (BOOL)
         self._keys: list[tuple[int, str, int]] = []  # (index, key type, limit)
         self._strings: list[int] = []
-        self._typed: list[tuple[int, ColumnType, Converter | None]] = []
+        self._typed: list[tuple[int, str, Converter | None]] = []  # (index, type, converter)
         #: False when no row can be typed here (a binary key): every block goes row by row
         self.usable = True
         pieces: list[bytes] = []
@@ -77,9 +77,14 @@ class BlockTyper:
                 self._const += 1
                 pieces.append(_name(name) + b'{"BOOL":%s}')
                 self._typed.append((i, typ, None))
+            elif typ in ("SS", "NS") and _set_safe(plan.delimiter):
+                # the elements' JSON-escaped text, the delimiter between them made into '","'
+                pieces.append(_name(name) + (b'{"SS":["%s"]}' if typ == "SS" else b'{"NS":["%s"]}'))
+                self._typed.append((i, typ, plan.cell_converter(col, typ)))
             else:
                 pieces.append(_name(name) + b"%s")
-                self._typed.append((i, typ, plan.cell_converter(col, typ)))
+                self._typed.append((i, "", plan.cell_converter(col, typ)))
+        self._delimiter = plan.delimiter
         self._template = b"{" + b",".join(pieces) + b"}"
 
     def type_rows(self, rows: Sequence[list[str] | None]) -> TypedBlock | None:
@@ -156,7 +161,13 @@ class BlockTyper:
                 if "" in text:
                     return None
                 assert convert is not None
-                encoded, cell_sizes = _encode_cells(convert, text)
+                if typ == "SS" or typ == "NS":
+                    cells = _set_cells(text, self._delimiter, typ == "NS", convert)
+                    if cells is None:
+                        return None
+                    encoded, cell_sizes = cells
+                else:
+                    encoded, cell_sizes = _encode_cells(convert, text)
                 fragments.append(encoded)
                 sizes.append(cell_sizes)
         total: Iterable[int] = repeat(self._const, len(rows))
@@ -240,6 +251,82 @@ def _decimal_sizes(text: list[str]) -> list[int] | None:
     even = map(operator.and_, odd, map(bool, lengths))  # 0 for zero
     significant = map(len, map(str.rstrip, digits, repeat(_ZERO)))
     return list(map(operator.floordiv, map(add, map(add, significant, even), repeat(3)), repeat(2)))
+
+
+def _set_safe(delimiter: str) -> bool:
+    """A set delimiter that JSON writes as itself and that no JSON escape sequence contains
+    (escapes are a backslash and letters or hex digits), so replacing it in a JSON-escaped cell
+    with '","' cuts exactly at the elements."""
+    return (
+        len(delimiter) == 1
+        and delimiter.isascii()
+        and delimiter.isprintable()
+        and not (delimiter.isalnum() or delimiter in '"\\')
+    )
+
+
+#: '{"SS":["' / '{"NS":["': what orjson writes before a set's first element
+_SET_HEAD = len(b'{"SS":["')
+_SET_TAIL = len(b'"]}')
+
+
+def _set_cells(
+    text: list[str], delimiter: str, numbers: bool, convert: Converter
+) -> tuple[list[bytes], list[int]] | None:
+    """A whole SS or NS column (stripped, non-empty cells): each set's elements as JSON-escaped
+    text joined by '","' (the template adds the brackets), and each set's size, as RowConverter's
+    conv_ss / conv_ns give them; None when a cell has an empty element (RowConverter rejects it).
+
+    Cells with a repeated element (sets keep the first of each) and, for NS, cells with an element
+    RowConverter may write differently (not plain digits, a leading zero, over 38 digits) go
+    through ``convert`` one at a time; the rest in C-level passes over the column.
+    """
+    parts = list(map(str.split, text, repeat(delimiter)))
+    if any(map(operator.contains, parts, repeat(""))):
+        return None
+    counts = list(map(len, parts))
+    redo = list(map(operator.ne, map(len, map(set, parts)), counts))  # a repeated element
+    if numbers:
+        joined = "".join(text).replace(delimiter, "")
+        if not (joined.isdigit() and joined.isascii()):
+            return _encode_sets(convert, text)
+        flat = list(chain.from_iterable(parts))
+        if max(map(len, flat)) > MAX_NUMBER_DIGITS:
+            return _encode_sets(convert, text)
+        # "007" and "7" are one number: cells with an element that starts with 0 go one by one
+        zero = map(
+            operator.or_,
+            map(str.startswith, text, repeat(_ZERO)),
+            map(operator.contains, text, repeat(delimiter + _ZERO)),
+        )
+        redo = list(map(operator.or_, redo, zero))
+        element_sizes = list(accumulate(_number_sizes(flat), initial=0))
+        ends = list(accumulate(counts))
+        sizes = list(
+            map(
+                operator.sub,
+                map(element_sizes.__getitem__, ends),
+                map(element_sizes.__getitem__, [0, *ends[:-1]]),
+            )
+        )
+        encoded = _ascii(text)
+    else:
+        # no repeats: the elements' sizes are the cell's minus the delimiters (one byte each)
+        sizes = list(map(operator.sub, map(add, _utf8_lens(text), repeat(1)), counts))
+        encoded = _escaped(text)
+    sep = delimiter.encode()
+    encoded = list(map(bytes.replace, encoded, repeat(sep), repeat(b'","')))
+    if True in redo:
+        for i in compress(range(len(text)), redo):
+            value, sizes[i] = convert(text[i])
+            encoded[i] = orjson.dumps(value)[_SET_HEAD:-_SET_TAIL]
+    return encoded, sizes
+
+
+def _encode_sets(convert: Converter, text: list[str]) -> tuple[list[bytes], list[int]]:
+    """Every cell through ``convert``, cut to what the set template wraps."""
+    encoded, sizes = _encode_cells(convert, text)
+    return [e[_SET_HEAD:-_SET_TAIL] for e in encoded], sizes
 
 
 def _encode_cells(convert: Converter, text: list[str]) -> tuple[list[bytes], list[int]]:

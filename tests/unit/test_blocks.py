@@ -223,3 +223,95 @@ def test_decimal_sizes_match_number_value_on_random_decimals() -> None:
     assert _decimal_sizes(["1.2.3"]) is None
     assert _decimal_sizes(["-1.5"]) is None
     assert _decimal_sizes(["."]) is None
+
+
+SET_WORDS = ["a", "b", "zoë", "日本", 'say "hi"', "\\", "tab\there", "%s", "x,y", "p ad", "a\u2028b"]
+
+
+def _random_sets(rnd: random.Random, delimiter: str, *, numbers: bool) -> str:
+    if numbers:
+        elems = [
+            rnd.choice(
+                [
+                    str(rnd.randrange(10**9)),
+                    "0",
+                    "10",
+                    "100",
+                    "1" * 38,
+                    "9" * 38,
+                    str(rnd.randrange(100)).zfill(3),
+                ]
+            )
+            for _ in range(rnd.randrange(1, 5))
+        ]
+        if rnd.random() < 0.1:
+            elems.append(elems[0])  # a repeat: sets keep the first
+    else:
+        elems = [rnd.choice(SET_WORDS) for _ in range(rnd.randrange(1, 5))]
+    return delimiter.join(elems)
+
+
+def _converts(conv: RowConverter, row: list[str]) -> bool:
+    try:
+        conv.convert(row)
+    except RowError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("delimiter", ["|", ";", " ", "-", "ab", "x", "\t"])
+@pytest.mark.parametrize("seed", range(4))
+def test_set_columns_type_exactly_like_the_row_converter(seed: int, delimiter: str) -> None:
+    rnd = random.Random(seed)
+    conv, typer = _setup({"tags": "SS", "nums": "NS"}, ["pk", "tags", "nums"], S_KEY, set_delimiter=delimiter)
+    rows = [
+        [f"k{i}", _random_sets(rnd, delimiter, numbers=False), _random_sets(rnd, delimiter, numbers=True)]
+        for i in range(300)
+    ]
+    # a cell is stripped first, and a word may hold the delimiter: drop the rows RowConverter
+    # rejects for an empty element (declining is tested below)
+    kept = [row for row in rows if _converts(conv, row)]
+    assert len(kept) > 200
+    _check_same(conv, typer, kept)
+    # digits-only NS columns with no leading zero or repeat (the column-at-a-time path)
+    plain = [
+        [f"k{i}", "a", delimiter.join(str(rnd.randrange(1, 10**12)) for _ in range(3))] for i in range(50)
+    ]
+    _check_same(conv, typer, plain)
+
+
+def test_set_columns_with_an_empty_element_are_declined() -> None:
+    conv, typer = _setup({"tags": "SS", "nums": "NS"}, ["pk", "tags", "nums"], S_KEY)
+    for bad in (["k", "a||b", "1"], ["k", "a|", "1"], ["k", "a", "1||2"], ["k", "a", "|1"]):
+        assert typer.type_rows([["j", "x", "2"], bad]) is None
+        with pytest.raises(RowError):
+            conv.convert(bad)
+
+
+def test_clean_set_cells_are_typed_without_the_per_cell_converter() -> None:
+    from loader.blocks import _set_cells
+    from loader.schema import _make_converter
+
+    calls: list[str] = []
+
+    def counting(converter: Any) -> Any:
+        def convert(v: str) -> Any:
+            calls.append(v)
+            return converter(v)
+
+        return convert
+
+    ss = _make_converter("SS", "tags", "|")
+    ns = _make_converter("NS", "nums", "|")
+    text = ["a|b", "zoë", 'q"|\\', "a|a"]
+    assert _set_cells(text, "|", False, counting(ss)) == (
+        [b'a","b', "zoë".encode(), b'q\\"","\\\\', b"a"],
+        [2, 4, 3, 1],
+    )
+    assert calls == ["a|a"]  # only the cell with a repeated element
+    calls.clear()
+    text = ["12|7", "0", "7|007", "5|5", "100"]
+    encoded, sizes = _set_cells(text, "|", True, counting(ns))  # type: ignore[misc]
+    assert encoded == [b'12","7', b"0", b"7", b"5", b"100"]
+    assert sizes == [ns(v)[1] for v in text]
+    assert calls == ["0", "7|007", "5|5"]  # a leading zero (zero itself) or a repeat
