@@ -5,7 +5,8 @@ item with orjson: ~6 us a row on the benchmark's simple rows (2-core EPYC, data 
 decoder). :class:`BlockTyper` does the same work a column at a time with ``map`` over ``str``
 methods, one ``orjson.dumps`` per string column (JSON-escaping every cell) and one bytes
 ``%``-format per row from a template made for this header: ~3 us a row on the same rows. This is
-the measured hot path, hence the maps.
+the measured hot path, hence the maps. String and number sets are split once per column (see
+``_set_cells``); JSON cells still go through their converter one at a time.
 
 It never guesses: any block it cannot type exactly as ``RowConverter`` + ``orjson.dumps`` would
 (a CSV error, a wrong field count, an empty cell the empty policy decides, a value RowConverter
