@@ -199,9 +199,9 @@ def lambda_client_config() -> Any:
 
 
 def _lambda_client(session: Any | None = None) -> Any:
-    from loader import clients
+    import boto3
 
-    return (session or clients.session()).create_client("lambda", config=lambda_client_config())
+    return (session or boto3.session.Session()).client("lambda", config=lambda_client_config())
 
 
 _CONTAINER: _Container | None = None

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import boto3
 import botocore.config
 import botocore.exceptions
-import botocore.session
 
 from loader.errors import ConfigError
 from loader.models import KeySchema, KeyType
@@ -108,13 +108,8 @@ def _sync_config(pool: int) -> botocore.config.Config:
     )
 
 
-def session() -> botocore.session.Session:
-    """A new botocore session (credentials, profile and region from the environment).
-
-    botocore's, not boto3's: the load path needs clients and credentials only, and a boto3 S3
-    client also imports s3transfer for its upload helpers (boto3.s3.inject). Building the S3 and
-    DynamoDB clients from a botocore session took 0.50 against 0.66 CPU-s from a boto3 one
-    (medians of 4, interpreter start included).
+def session() -> boto3.session.Session:
+    """A new boto3 session (credentials, profile and region from the environment, as botocore reads them).
 
     A process that makes several clients should make them from one session: each session loads
     and parses botocore's endpoint and partition data (endpoints.json alone is 1.2 MB), lists the
@@ -122,25 +117,23 @@ def session() -> botocore.session.Session:
     DynamoDB client after the S3 one took ~0.1 s of CPU from its own session, ~0.02 s from the same
     one (botocore 1.40, measured in-process with ``time.process_time``).
     """
-    return botocore.session.Session()
+    return boto3.session.Session()
 
 
-def s3_client(session: botocore.session.Session | None = None) -> Any:
+def s3_client(session: boto3.session.Session | None = None) -> Any:
     """A sync S3 client for the source reader (ranged GETs) and checkpoint / rejects uploads.
 
     ``session``: the session to build it from (see ``session()``); default: a new one.
     """
-    return (session or botocore.session.Session()).create_client(
-        "s3", region_name=_region(), config=_sync_config(16)
-    )
+    return (session or boto3.session.Session()).client("s3", region_name=_region(), config=_sync_config(16))
 
 
-def dynamodb_client(session: botocore.session.Session | None = None) -> Any:
+def dynamodb_client(session: boto3.session.Session | None = None) -> Any:
     """A sync DynamoDB client for control-plane calls (DescribeTable).
 
     ``session``: the session to build it from (see ``session()``); default: a new one.
     """
-    return (session or botocore.session.Session()).create_client(
+    return (session or boto3.session.Session()).client(
         "dynamodb", region_name=_region(), config=_sync_config(4)
     )
 
