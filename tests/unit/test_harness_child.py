@@ -5,15 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from benchmarks.harness import run_child
-
-
-def _peak_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
+from benchmarks.harness import _vm_hwm_kib, run_child
 
 
 def test_peak_rss_is_the_childs_own_not_the_parents() -> None:
@@ -21,7 +13,7 @@ def test_peak_rss_is_the_childs_own_not_the_parents() -> None:
     # kernel folds that peak into the child's ru_maxrss, which is why run_child reads VmHWM
     big = b"x" * (300 * 1024 * 1024)
     del big
-    assert _peak_mb() > 300
+    assert _vm_hwm_kib(os.getpid()) > 300 * 1024
     bare = run_child(
         [sys.executable, "-c", "import time; time.sleep(0.3)"], env=dict(os.environ), timeout_s=60
     )
