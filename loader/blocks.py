@@ -318,9 +318,11 @@ def _set_cells(
     sep = delimiter.encode()
     encoded = list(map(bytes.replace, encoded, repeat(sep), repeat(b'","')))
     if True in redo:
-        for i in compress(range(len(text)), redo):
-            value, sizes[i] = convert(text[i])
-            encoded[i] = orjson.dumps(value)[_SET_HEAD:-_SET_TAIL]
+        again = list(compress(range(len(text)), redo))
+        redone, redone_sizes = _encode_sets(convert, list(map(text.__getitem__, again)))
+        for i, wire, size in zip(again, redone, redone_sizes, strict=True):
+            encoded[i] = wire
+            sizes[i] = size
     return encoded, sizes
 
 
