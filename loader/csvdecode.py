@@ -224,10 +224,9 @@ class CsvDecoder:
             # each line is as long in bytes as in characters (the bytes need not be split)
             lines = text.split("\n")
             lens = list(map(len, lines))
-            lens.pop()  # the "" after the last "\n"
         else:
             lens = list(map(len, complete.split(b"\n")))
-            lens.pop()
+        lens.pop()  # the "" after the last "\n"
         if max(lens) >= self._max:  # a line longer than the limit (with its "\n")
             return self._parse_general(complete, base, out)
         bounds: list[int] = list(accumulate(map(operator.add, lens, repeat(1)), initial=base))
