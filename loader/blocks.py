@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, compress, repeat
 from operator import add, itemgetter
+from typing import TypeVar
 
 import orjson
 
@@ -35,6 +36,7 @@ __all__ = ["BlockTyper", "TypedBlock"]
 #: lower-cased BOOL spellings -> JSON literal (RowConverter's _BOOLS, as wire bytes)
 _BOOL_JSON = {text: b"true" if value else b"false" for text, value in _BOOLS.items()}
 _ZERO = "0"
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -46,47 +48,99 @@ class TypedBlock:
     sizes: list[int]
 
 
+@dataclass(frozen=True, slots=True)
+class _Column:
+    """A non-key column: how its cells are typed and what an empty cell becomes."""
+
+    index: int
+    #: "S", "N", "BOOL", "SS", "NS", or "" (the column's converter, cell by cell)
+    kind: str
+    convert: Converter | None
+    #: the attribute as template text: '"name":{"S":"%s"}', the cell's fragment for %s
+    piece: bytes
+    #: what the attribute adds to every item's size in ``BlockTyper._const``
+    fixed: int
+    #: an empty cell's fragment where the column is sparse: b"" (omitted) or ',"name":{"NULL":true}'
+    absent: bytes
+    #: an empty cell's size, counted against ``fixed``
+    absent_size: int
+
+
+class _HasEmpty(Exception):
+    """A typed column holds a cell that is empty once stripped (the empty policy's)."""
+
+
+#: at most this many templates (one per set of sparse columns) are kept per header
+_MAX_TEMPLATES = 64
+
+
 class BlockTyper:
-    """Types blocks of rows for one header, the way ``RowConverter`` built on ``plan`` does."""
+    """Types blocks of rows for one header, the way ``RowConverter`` built on ``plan`` does.
+
+    Empty non-key cells follow the empty policy a column at a time: in a block where a column has
+    an empty cell, its template piece becomes ``%s`` and each cell brings its own
+    ``,"name":{...}`` (or ``b""`` when the attribute is omitted, ``,"name":{"NULL":true}`` under
+    ``null``), so sparse columns stay on this path instead of sending the block row by row.
+    """
 
     def __init__(self, plan: ColumnPlan) -> None:
         self._width = plan.width
         self._keep_empty_strings = plan.empty == "empty-string"
         self._const = 0  # attribute name sizes, and fixed value sizes (BOOL)
         self._keys: list[tuple[int, str, int]] = []  # (index, key type, limit)
-        self._strings: list[int] = []
-        self._typed: list[tuple[int, str, Converter | None]] = []  # (index, type, converter)
+        self._columns: list[_Column] = []
         #: False when no row can be typed here (a binary key): every block goes row by row
         self.usable = True
-        pieces: list[bytes] = []
+        key_pieces: list[bytes] = []
         for i, name, ktype, _label, limit in plan.keys:
             self._const += _utf8_len(name)
             if ktype == "B":
                 self.usable = False
             self._keys.append((i, ktype, limit))
-            pieces.append(_name(name) + (b'{"S":"%s"}' if ktype == "S" else b'{"N":"%s"}'))
+            key_pieces.append(_name(name) + (b'{"S":"%s"}' if ktype == "S" else b'{"N":"%s"}'))
+        self._key_template = b",".join(key_pieces)
         for i, name, nsize in plan.strings:
-            self._const += nsize
-            self._strings.append(i)
-            pieces.append(_name(name) + b'{"S":"%s"}')
+            self._add(i, name, "S", None, b'{"S":"%s"}', nsize, null=plan.empty == "null")
         for i, name, col, typ in plan.typed:
-            self._const += _utf8_len(name)
+            null = typ == "NULL" or plan.empty == "null"
+            nsize = _utf8_len(name)
             if typ == "N":
-                pieces.append(_name(name) + b'{"N":"%s"}')
-                self._typed.append((i, typ, plan.cell_converter(col, typ)))
+                self._add(i, name, "N", plan.cell_converter(col, typ), b'{"N":"%s"}', nsize, null=null)
             elif typ == "BOOL":
-                self._const += 1
-                pieces.append(_name(name) + b'{"BOOL":%s}')
-                self._typed.append((i, typ, None))
+                self._add(i, name, "BOOL", None, b'{"BOOL":%s}', nsize + 1, null=null)
             elif typ in ("SS", "NS") and _set_safe(plan.delimiter):
                 # the elements' JSON-escaped text, the delimiter between them made into '","'
-                pieces.append(_name(name) + (b'{"SS":["%s"]}' if typ == "SS" else b'{"NS":["%s"]}'))
-                self._typed.append((i, typ, plan.cell_converter(col, typ)))
+                wrap = b'{"SS":["%s"]}' if typ == "SS" else b'{"NS":["%s"]}'
+                self._add(i, name, typ, plan.cell_converter(col, typ), wrap, nsize, null=null)
             else:
-                pieces.append(_name(name) + b"%s")
-                self._typed.append((i, "", plan.cell_converter(col, typ)))
+                self._add(i, name, "", plan.cell_converter(col, typ), b"%s", nsize, null=null)
         self._delimiter = plan.delimiter
-        self._template = b"{" + b",".join(pieces) + b"}"
+        self._templates: dict[tuple[bool, ...], bytes] = {}
+        self._template((False,) * len(self._columns))
+
+    def _add(
+        self, i: int, name: str, kind: str, convert: Converter | None, wrap: bytes, fixed: int, *, null: bool
+    ) -> None:
+        piece = _name(name) + wrap
+        absent, absent_size = b"", -fixed  # omitted: neither name nor value
+        if null:  # the name and a 1-byte NULL
+            absent = (b"," + _name(name) + b"%s") % b'{"NULL":true}'
+            absent_size = _utf8_len(name) + 1 - fixed
+        self._const += fixed
+        self._columns.append(_Column(i, kind, convert, piece, fixed, absent, absent_size))
+
+    def _template(self, sparse: tuple[bool, ...]) -> bytes:
+        """The row template for a block where the columns marked in ``sparse`` are ``%s``."""
+        template = self._templates.get(sparse)
+        if template is None:
+            parts = [b"{", self._key_template]
+            for column, cells in zip(self._columns, sparse, strict=True):
+                parts.append(b"%s" if cells else b"," + column.piece)
+            parts.append(b"}")
+            template = b"".join(parts)
+            if len(self._templates) < _MAX_TEMPLATES:
+                self._templates[sparse] = template
+        return template
 
     def type_rows(self, rows: Sequence[list[str] | None]) -> TypedBlock | None:
         """``rows`` typed, or None when any of them must go through ``RowConverter``."""
@@ -127,59 +181,99 @@ class BlockTyper:
                 sizes.append(_number_sizes(digits))
                 key_values.append([d or _ZERO for d in digits] if "" in digits else digits)
                 fragments.append(_ascii(text))
-        for i in self._strings:
-            col = list(map(itemgetter(i), rows))
-            if not self._keep_empty_strings and "" in col:
-                return None
-            fragments.append(_escaped(col))
-            sizes.append(_utf8_lens(col))
-        for i, typ, convert in self._typed:
-            # cells are stripped first, as RowConverter does, unless the plain check passes without
-            # it (digits, points and the common BOOL spellings have nothing to strip)
-            col = list(map(itemgetter(i), rows))
-            if "" in col:  # the empty policy (or NULL) decides: row by row
-                return None
-            if typ == "N":
-                text = col
-                number_sizes = _decimal_sizes(text)
-                if number_sizes is None:  # padding, signs, exponents, long or odd text: _number_value
-                    text = list(map(str.strip, col))
-                    if "" in text:
-                        return None
-                    assert convert is not None
-                    number_sizes = list(map(itemgetter(1), map(convert, text)))
-                sizes.append(number_sizes)
-                fragments.append(_ascii(text))
-            elif typ == "BOOL":
-                literals = list(map(_BOOL_JSON.get, col))
-                if None in literals:
-                    literals = list(map(_BOOL_JSON.get, map(str.lower, map(str.strip, col))))
-                    if None in literals:
-                        return None
-                fragments.append(literals)  # type: ignore[arg-type]
-            else:
-                text = list(map(str.strip, col))
-                if "" in text:
-                    return None
-                assert convert is not None
-                if typ == "SS" or typ == "NS":
-                    cells = _set_cells(text, self._delimiter, typ == "NS", convert)
-                    if cells is None:
-                        return None
-                    encoded, cell_sizes = cells
+        sparse: list[bool] = []
+        for column in self._columns:
+            col = list(map(itemgetter(column.index), rows))
+            empty = "" in col and not (column.kind == "S" and self._keep_empty_strings)
+            typed: tuple[Sequence[bytes], list[int] | None] | None = None
+            if not empty:
+                try:
+                    typed = self._cells(column, col)
+                except _HasEmpty:  # a cell of blanks: empty once stripped
+                    empty = True
                 else:
-                    encoded, cell_sizes = _encode_cells(convert, text)
-                fragments.append(encoded)
-                sizes.append(cell_sizes)
+                    if typed is None:
+                        return None
+            if empty:
+                typed = self._sparse(column, col)
+                if typed is None:
+                    return None
+            assert typed is not None
+            fragments.append(typed[0])
+            if typed[1] is not None:
+                sizes.append(typed[1])
+            sparse.append(empty)
         total: Iterable[int] = repeat(self._const, len(rows))
         for s in sizes:
             total = map(add, total, s)
         item_sizes = list(total)
         if max(item_sizes) > MAX_ITEM_BYTES:
             return None
-        wires = list(map(self._template.__mod__, zip(*fragments, strict=True)))
+        wires = list(map(self._template(tuple(sparse)).__mod__, zip(*fragments, strict=True)))
         keys: list[Key] = list(zip(*key_values, strict=True))
         return TypedBlock(wires=wires, keys=keys, sizes=item_sizes)
+
+    def _sparse(self, column: _Column, col: list[str]) -> tuple[list[bytes], list[int]] | None:
+        """A column with empty cells: the others typed, each with its ``,"name":`` before it,
+        and the empty policy's fragment and size in the empty ones' places."""
+        present = list(map(bool, col if column.kind == "S" else map(str.strip, col)))
+        cells = list(compress(col, present))
+        wrapped: list[bytes] = []
+        cell_sizes: list[int] = []
+        if cells:
+            try:
+                typed = self._cells(column, cells)
+            except _HasEmpty:  # pragma: no cover - the cells left are not empty
+                return None
+            if typed is None:
+                return None
+            wrapped = list(map((b"," + column.piece).__mod__, typed[0]))
+            cell_sizes = typed[1] if typed[1] is not None else [0] * len(cells)
+        return _scatter(present, wrapped, column.absent), _scatter(present, cell_sizes, column.absent_size)
+
+    def _cells(self, column: _Column, col: list[str]) -> tuple[Sequence[bytes], list[int] | None] | None:
+        """A column's cells as template fragments, and their sizes (None: all in ``fixed``).
+
+        None when a cell must go through RowConverter; ``_HasEmpty`` for a typed cell of blanks.
+        The cells are stripped first, as RowConverter does, unless the plain check passes without
+        it (digits, points and the common BOOL spellings have nothing to strip)."""
+        kind = column.kind
+        if kind == "S":
+            return _escaped(col), _utf8_lens(col)
+        if kind == "N":
+            text = col
+            number_sizes = _decimal_sizes(text)
+            if number_sizes is None:  # padding, signs, exponents, long or odd text: _number_value
+                text = list(map(str.strip, col))
+                if "" in text:
+                    raise _HasEmpty
+                assert column.convert is not None
+                number_sizes = list(map(itemgetter(1), map(column.convert, text)))
+            return _ascii(text), number_sizes
+        if kind == "BOOL":
+            literals = list(map(_BOOL_JSON.get, col))
+            if None in literals:
+                text = list(map(str.strip, col))
+                if "" in text:
+                    raise _HasEmpty
+                literals = list(map(_BOOL_JSON.get, map(str.lower, text)))
+                if None in literals:
+                    return None
+            return literals, None  # type: ignore[return-value]
+        text = list(map(str.strip, col))
+        if "" in text:
+            raise _HasEmpty
+        assert column.convert is not None
+        if kind == "SS" or kind == "NS":
+            return _set_cells(text, self._delimiter, kind == "NS", column.convert)
+        return _encode_cells(column.convert, text)
+
+
+def _scatter(present: list[bool], values: Sequence[_T], fill: _T) -> list[_T]:
+    """``values`` in the places ``present`` marks, in order, and ``fill`` in the others, in C:
+    each place looks up its running count of present places (0 for the absent ones)."""
+    table = [fill, *values]
+    return list(map(table.__getitem__, map(operator.mul, accumulate(present), present)))
 
 
 def _name(name: str) -> bytes:

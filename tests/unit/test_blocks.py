@@ -167,18 +167,40 @@ def test_declines_rows_that_must_go_row_by_row(rows: list[Any]) -> None:
     assert typer.type_rows(rows) is None
 
 
-def test_empty_strings_follow_the_policy() -> None:
-    rows = [["a", "x"], ["b", ""]]
-    conv, typer = _setup({}, ["pk", "v"], S_KEY, empty="empty-string")
-    _check_same(conv, typer, rows)
-    for policy in ("omit", "null"):
-        _conv, typer = _setup({}, ["pk", "v"], S_KEY, empty=policy)
-        assert typer.type_rows(rows) is None
-        assert typer.type_rows(rows[:1]) is not None
-    # an empty typed cell is the empty policy's too, whatever the policy
-    for policy in ("empty-string", "omit", "null"):
-        _conv, typer = _setup({"v": "N"}, ["pk", "v"], S_KEY, empty=policy)
-        assert typer.type_rows([["a", "1"], ["b", " "]]) is None
+@pytest.mark.parametrize("policy", ["empty-string", "omit", "null"])
+def test_empty_cells_follow_the_policy(policy: str) -> None:
+    conv, typer = _setup({}, ["pk", "v"], S_KEY, empty=policy)
+    _check_same(conv, typer, [["a", "x"], ["b", ""]])
+    _check_same(conv, typer, [["a", ""], ["b", ""]])  # a column empty in the whole block
+    # an empty typed cell, or one of blanks, is the empty policy's too, whatever the policy
+    conv, typer = _setup({"v": "N", "w": "BOOL"}, ["pk", "v", "w"], S_KEY, empty=policy)
+    _check_same(conv, typer, [["a", "1", ""], ["b", " ", "true"], ["c", "", " "], ["d", "2.5", " no "]])
+
+
+@pytest.mark.parametrize("policy", ["empty-string", "omit", "null"])
+@pytest.mark.parametrize("seed", range(6))
+def test_random_sparse_blocks_type_exactly_like_the_row_converter(seed: int, policy: str) -> None:
+    """Empty and blank cells anywhere but the keys, in every column type, under every policy:
+    the sparse columns' cells carry their own attribute names (or nothing, or NULL)."""
+    rnd = random.Random(seed)
+    conv, typer = _setup(TYPES, HEADER, S_N_KEY, empty=policy)
+    rows = _random_rows(rnd, 200, with_quotes=True)
+    gone = set(rnd.sample(range(2, len(HEADER)), 2))  # columns empty in every row of the block
+    for row in rows:
+        for j in range(2, len(row)):
+            if j in gone or rnd.random() < 0.3:
+                row[j] = rnd.choice(["", "", " ", "\t "])
+    block = typer.type_rows(rows)
+    assert block is not None, "sparse rows go through the block typer"
+    assert list(zip(block.wires, block.keys, block.sizes, strict=True)) == _expected(conv, rows)
+
+
+def test_a_sparse_column_still_declines_a_bad_cell() -> None:
+    conv, typer = _setup({"v": "N"}, ["pk", "v"], S_KEY)
+    rows = [["a", ""], ["b", "abc"]]
+    assert typer.type_rows(rows) is None
+    with pytest.raises(RowError):
+        conv.convert(rows[1])
 
 
 def test_bad_booleans_and_binary_keys_are_declined() -> None:
