@@ -51,7 +51,7 @@ from loader.writer import Abandoned, BatchOutcome, Writer
 __all__ = ["run"]
 
 #: Rows typed at once by the block typer. A block with one row it declines (a reject, an empty
-#: cell) goes row by row, so this bounds what one bad row costs; 512 keeps the per-block work
+#: key) goes row by row, so this bounds what one bad row costs; 512 keeps the per-block work
 #: (~40 C calls) under 0.1 us a row.
 _BLOCK_ROWS = 512
 #: A read chunk is decoded this much at a time, each piece typed and batched before the next is
@@ -355,7 +355,7 @@ class _Run:
                 hi = min(lo + _BLOCK_ROWS, n)
                 block = typer.type_rows(rows[lo:hi])
                 if block is None:
-                    # a row the block typer declines (an error, an empty cell...): row by row
+                    # a row the block typer declines (an error, an empty key...): row by row
                     stop = await self._add_rows(rc, lo, hi, conv, None)
                 else:
                     stop = await self._add_block(rc, lo, hi, block, conv)
