@@ -328,9 +328,13 @@ def run_matrix(
     sender: str = "lean",
     timeout_s: float = 3600.0,
     repeat: int = 1,
+    data: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Every case on every target; with ``repeat`` > 1 each case runs that many times in turn
-    (case A, B, C, then A, B, C again), so a shared machine's drift falls on all of them alike."""
+    (case A, B, C, then A, B, C again), so a shared machine's drift falls on all of them alike.
+
+    ``data``, when given, is filled with what was generated: the object's size and bytes a row
+    (``--item-bytes`` is a target the generator cannot go below: its other cells come first)."""
     results: list[dict[str, Any]] = []
     with services(targets) as env, tempfile.TemporaryDirectory(prefix="s3ddb-bench-") as workdir:
         name = f"bench-{rows}.csv" + (".gz" if gzip_output else "")
@@ -347,6 +351,17 @@ def run_matrix(
         print(
             f"benchmarks: generated {rows:,} rows ({g.bytes:,} bytes) in {g.seconds:.1f} s", file=sys.stderr
         )
+        if data is not None:
+            data.update(
+                rows=rows,
+                object_bytes=g.bytes,
+                bytes_per_row=round(g.bytes / max(rows, 1), 1),
+                columns=[f"{name}:{typ}" for name, typ in columns],
+                item_bytes=item_bytes,
+                keys=keys,
+                gzip=gzip_output,
+                seed=seed,
+            )
         s3 = _boto("s3", env.s3, env.base)
         bucket = f"s3ddb-bench-{uuid.uuid4().hex[:10]}"
         s3.create_bucket(Bucket=bucket)
@@ -386,6 +401,15 @@ def markdown(report: dict[str, Any]) -> str:
         f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_mb']} MB RAM, "
         f"Python {m['python']}, {m['os']}",
         f"Date: {m['date']}; load average at start {m.get('loadavg_at_start')}; command: `{m['command']}`",
+    ]
+    d = report.get("data")
+    if d:
+        lines.append(
+            f"Data: {d['rows']:,} rows, {d['object_bytes']:,} bytes ({d['bytes_per_row']:g} a row"
+            f"{', gzip' if d.get('gzip') else ''}), columns pk, sk, {', '.join(d['columns'])}, payload; "
+            f"keys {d['keys']}, --item-bytes {d['item_bytes']}"
+        )
+    lines += [
         "",
         "| case | target | latency ms | rows | items/s | client CPU µs/item | peak RSS MB | ok |",
         "|---|---|---:|---:|---:|---:|---:|---|",
@@ -458,6 +482,7 @@ def run_main(argv: list[str]) -> int:
             p.error(f"--cases: {c!r} is not one of {', '.join(CASES)}")
     machine = machine_info(["run", *argv])
     compile_sources()
+    data: dict[str, Any] = {}
     cases = run_matrix(
         rows=a.rows,
         targets=a.targets,
@@ -471,9 +496,10 @@ def run_main(argv: list[str]) -> int:
         sender=a.sender,
         timeout_s=a.timeout,
         repeat=max(1, a.repeat),
+        data=data,
     )
     machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    report = {"machine": machine, "cases": cases}
+    report = {"machine": machine, "data": data, "cases": cases}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -43,3 +43,20 @@ def test_repeated_runs_get_a_median_line() -> None:
 def test_single_runs_have_no_median_table() -> None:
     md = markdown({"machine": MACHINE, "cases": [_case(None, 100, 30)]})
     assert "Median" not in md
+
+
+def test_the_data_line_gives_the_bytes_a_row_generated() -> None:
+    data = {
+        "rows": 1000,
+        "object_bytes": 57_304,
+        "bytes_per_row": 57.3,
+        "columns": ["name:S", "score:N"],
+        "item_bytes": 100,
+        "keys": "random",
+        "gzip": False,
+        "seed": 1,
+    }
+    md = markdown({"machine": MACHINE, "data": data, "cases": [_case(None, 100, 30)]})
+    assert "Data: 1,000 rows, 57,304 bytes (57.3 a row), columns pk, sk, name:S, score:N, payload" in md
+    assert "--item-bytes 100" in md
+    assert "Data:" not in markdown({"machine": MACHINE, "cases": [_case(None, 100, 30)]})
