@@ -233,7 +233,8 @@ class BlockTyper:
         return _scatter(present, wrapped, column.absent), _scatter(present, cell_sizes, column.absent_size)
 
     def _cells(self, column: _Column, col: list[str]) -> tuple[Sequence[bytes], list[int] | None] | None:
-        """A column's cells as template fragments, and their sizes (None: all in ``fixed``).
+        """A column's cells as template fragments, and their sizes (None: a fixed size, already
+        counted in ``_const``).
 
         None when a cell must go through RowConverter; ``_HasEmpty`` for a typed cell of blanks.
         The cells are stripped first, as RowConverter does, unless the plain check passes without
