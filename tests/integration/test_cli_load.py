@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import random
 import subprocess
 import sys
 from decimal import Decimal
@@ -140,8 +141,6 @@ def test_sparse_rows_land_the_same_on_both_write_paths(
 ) -> None:
     """Empty and blank cells in every column type, over several blocks: the lean path (the block
     typer) writes what the aiobotocore reference path (RowConverter) writes."""
-    import random
-
     rnd = random.Random(7)
     header = ["pk", "s", "n", "b", "j", "t", "u"]
     values = {
@@ -152,6 +151,7 @@ def test_sparse_rows_land_the_same_on_both_write_paths(
         "t": ["a;b", "c"],
         "u": ["1;2", "7"],
     }
+
     def cell(column: str) -> str:
         return rnd.choice(["", " ", *values[column]]) if rnd.random() < 0.4 else values[column][0]
 
