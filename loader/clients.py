@@ -139,7 +139,8 @@ def dynamodb_client(session: boto3.session.Session | None = None) -> Any:
 
 
 def describe_key_schema(client: Any, table: str) -> KeySchema:
-    """The table's primary key from DescribeTable; a ConfigError that says what to fix otherwise."""
+    """The table's primary key and its indexes' key attributes from DescribeTable; a ConfigError
+    that says what to fix otherwise."""
     where = f"{client.meta.region_name} (endpoint {client.meta.endpoint_url})"
     try:
         desc = client.describe_table(TableName=table)["Table"]
@@ -169,9 +170,17 @@ def describe_key_schema(client: Any, table: str) -> KeySchema:
             sort = key["AttributeName"]
     if partition is None:  # pragma: no cover - every table has a partition key
         raise ConfigError(f"table {table!r} has no partition key in DescribeTable")
+    # AttributeDefinitions holds the key attributes of the table and of every index, one type each
+    index_names: dict[str, tuple[str, ...]] = {}
+    for index in (*desc.get("GlobalSecondaryIndexes", ()), *desc.get("LocalSecondaryIndexes", ())):
+        for key in index["KeySchema"]:
+            name = key["AttributeName"]
+            index_names[name] = (*index_names.get(name, ()), index["IndexName"])
     return KeySchema(
         partition=partition,
         partition_type=types[partition],
         sort=sort,
         sort_type=None if sort is None else types[sort],
+        index_keys={name: types[name] for name in index_names},
+        index_names=index_names,
     )

@@ -13,6 +13,8 @@ import os
 import tempfile
 from typing import IO, Any, Protocol
 
+from botocore.exceptions import ClientError, EndpointConnectionError, ParamValidationError
+
 from loader.errors import ConfigError
 from loader.models import Reject
 
@@ -72,6 +74,7 @@ class S3Rejects:
 
     def __init__(self, bucket: str, prefix: str, *, run_id: str, s3_client: Any) -> None:
         prefix = prefix.strip("/")
+        self.prefix = prefix
         self.key = f"{prefix}/{run_id}.jsonl" if prefix else f"{run_id}.jsonl"
         self.bucket = bucket
         self.location = f"s3://{bucket}/{self.key}"
@@ -79,6 +82,37 @@ class S3Rejects:
         self._client = s3_client
         self._buf: IO[bytes] | None = None
         self._dirty = False
+
+    def check(self) -> None:
+        """ConfigError unless the bucket exists and this client may use it (HeadBucket).
+
+        Rejects are uploaded at the first checkpoint that has some, after items were written: a
+        bucket that is missing, misspelt or someone else's must stop the load before it starts.
+        HeadBucket needs ``s3:ListBucket`` on the bucket; S3 answers 403 without it.
+        """
+        dest = f"--rejects s3://{self.bucket}/{self.prefix + '/' if self.prefix else ''}"
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+            if code in ("404", "NoSuchBucket") or status == "404":
+                raise ConfigError(
+                    f"{dest}: bucket {self.bucket!r} does not exist; create it, or fix the bucket name"
+                ) from None
+            if code in ("403", "AccessDenied", "Forbidden") or status == "403":
+                raise ConfigError(
+                    f"{dest}: access to bucket {self.bucket!r} is denied (HeadBucket said {code or status}); "
+                    f"grant s3:ListBucket on arn:aws:s3:::{self.bucket} (the check before loading) and "
+                    f"s3:PutObject on arn:aws:s3:::{self.bucket}/{self.prefix + '/' if self.prefix else ''}* "
+                    "to these credentials, or name a bucket they may write"
+                ) from None
+            raise  # a throttle or server fault that outlasted the client's retries: not a setting
+        except ParamValidationError as exc:
+            raise ConfigError(f"{dest}: {self.bucket!r} is not a valid bucket name: {exc}") from None
+        except EndpointConnectionError as exc:
+            where = f"{self._client.meta.region_name} (endpoint {self._client.meta.endpoint_url})"
+            raise ConfigError(f"{dest}: cannot reach S3 at {where}: {exc}") from exc
 
     def add(self, reject: Reject) -> None:
         if self._buf is None:
@@ -111,7 +145,10 @@ class S3Rejects:
 
 
 def open_rejects(dest: str | None, *, run_id: str, s3_client: Any | None = None) -> RejectSink:
-    """``dest`` is an ``s3://bucket/prefix`` or a local directory (default ``./s3ddb-rejects``)."""
+    """``dest`` is an ``s3://bucket/prefix`` or a local directory (default ``./s3ddb-rejects``).
+
+    An S3 destination is checked here (``S3Rejects.check``), before anything is written.
+    """
     dest = dest or "s3ddb-rejects"
     if dest.startswith("s3://"):
         bucket, _, prefix = dest[5:].partition("/")
@@ -119,5 +156,7 @@ def open_rejects(dest: str | None, *, run_id: str, s3_client: Any | None = None)
             raise ConfigError(f"--rejects {dest!r}: no bucket named")
         if s3_client is None:
             raise ConfigError("--rejects to S3 needs an S3 client")
-        return S3Rejects(bucket, prefix, run_id=run_id, s3_client=s3_client)
+        sink = S3Rejects(bucket, prefix, run_id=run_id, s3_client=s3_client)
+        sink.check()
+        return sink
     return LocalRejects(dest, run_id=run_id)

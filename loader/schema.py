@@ -710,6 +710,7 @@ class RowConverter:
                     f"{name!r} is {ktype}; change the schema to {ktype} or drop the type"
                 )
             key_cols.append((idx, name, ktype, f"{role} {name!r}", limit))
+        _check_index_keys(spec, header, first, keys)
 
         key_indexes = {k[0] for k in key_cols}
         s_cols: list[tuple[int, str, int]] = []
@@ -741,6 +742,43 @@ class RowConverter:
         except UnicodeEncodeError:
             # a lone surrogate (text decoded with errors="surrogateescape", or a JSON "\ud800")
             raise RowError(_not_unicode(self.attribute_names, fields)) from None
+
+
+def _check_index_keys(spec: SchemaSpec, header: list[str], first: Mapping[str, int], keys: KeySchema) -> None:
+    """ConfigError unless every column that becomes a secondary index key has the key's type.
+
+    DynamoDB refuses an item whose index key attribute has another type (even a JSON value that
+    happens to be a number), so a mismatch would reject every row that has the attribute, one
+    bisected batch at a time. An index key that no column becomes is fine: the index is sparse.
+    """
+    problems: list[str] = []
+    for attr, ktype in keys.index_keys.items():
+        if attr in keys.names or attr not in first:
+            continue  # the table's own keys are checked above; an absent attribute is sparse
+        col = header[first[attr]]
+        declared = spec.columns.get(col)
+        typ = declared or "S"
+        if typ == ktype:
+            continue
+        names = keys.index_names.get(attr, ())
+        which = ("indexes " if len(names) > 1 else "index ") + ", ".join(map(repr, names))
+        renamed = f" becomes attribute {attr!r}, which" if attr != col else ""
+        if declared is None:
+            read = "is read as S (the default type)"
+        elif declared == "JSON":
+            read = "is typed JSON, which writes each cell as the type its value has"
+        else:
+            read = f"is typed {declared}"
+        fix = f"--type {col}={ktype}"
+        if ktype == "S" and declared is not None:
+            fix += " or drop its type"
+        problems.append(
+            f"column {col!r}{renamed} is a key of {which}, declared {ktype} in the table, but the "
+            f"column {read}: DynamoDB refuses every item whose {attr!r} is not {ktype}; give the column "
+            f'type {ktype} ({fix}, or "columns": {{{orjson.dumps(col).decode()}: "{ktype}"}} in the schema)'
+        )
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def _generate(
