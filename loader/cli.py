@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
@@ -24,9 +25,10 @@ from typing import Any, TextIO
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from loader.config import CsvSpec, LoadConfig, SchemaSpec
+from loader.config import CsvSpec, SchemaSpec
 from loader.errors import ConfigError, S3ddbError, SourceError
-from loader.models import Checkpoint, Progress, RunResult
+from loader.models import Checkpoint, Counters, Progress, RunResult
+from loader.spec import LoadSpec, RunKnobs
 
 #: service error codes that mean "fix the command or the setup" (exit 2)
 _CONFIG_CODES = frozenset(
@@ -46,8 +48,13 @@ EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
 
 
-def _add_load_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="s3://bucket/key[?versionId=...] or a local path")
+def _add_spec_options(p: argparse.ArgumentParser, *, source_help: str) -> None:
+    """The options that make a ``LoadSpec``: what lands in the table. Their defaults are None so a
+    resume can tell an option given (checked against the pinned spec) from one left out (pinned)."""
+    p.add_argument("source", help=source_help)
+    p.add_argument(
+        "--version-id", help="the S3 object version to load (default: the current one, pinned at start)"
+    )
     p.add_argument("--table", required=True, help="target DynamoDB table (its key schema is read from it)")
     p.add_argument("--schema", metavar="FILE", help='JSON: {"columns": {"col": "N"}, "rename": {...}, ...}')
     p.add_argument(
@@ -58,19 +65,26 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
         metavar="COL=TYPE",
         help="column type, repeatable: S N BOOL NULL JSON SS NS B (overrides --schema)",
     )
-    p.add_argument("--delimiter", default=",", help="field delimiter (default ,); \\t for tab")
+    p.add_argument("--delimiter", help="field delimiter (default ,); \\t for tab")
     p.add_argument("--no-header", action="store_true", help="the object has no header row (needs --columns)")
     p.add_argument("--columns", help="comma-separated column names, with --no-header")
-    p.add_argument("--encoding", default="utf-8", help="text encoding, ASCII-compatible (default utf-8)")
+    p.add_argument("--encoding", help="text encoding, ASCII-compatible (default utf-8)")
     p.add_argument(
         "--compression",
-        default="infer",
         choices=["infer", "none", "gzip", "zstd", "bz2"],
         help="default: by extension (.gz .zst .bz2)",
     )
-    p.add_argument("--concurrency", type=int, default=40, help="BatchWriteItem calls in flight (default 40)")
+    p.add_argument(
+        "--on-duplicate",
+        choices=["last", "first", "error"],
+        help="which row wins when a key repeats (default last)",
+    )
+
+
+def _add_load_options(p: argparse.ArgumentParser) -> None:
+    _add_spec_options(p, source_help="s3://bucket/key (the key taken literally) or a local path")
+    p.add_argument("--concurrency", type=int, help="BatchWriteItem calls in flight (default 40)")
     p.add_argument("--max-wcu", type=float, help="ceiling on write units per second")
-    p.add_argument("--on-duplicate", choices=["last", "first", "error"], default="last")
     p.add_argument(
         "--max-attempts",
         type=int,
@@ -88,7 +102,12 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
         "--rejects", metavar="DEST", help="s3:// prefix or local directory (default ./s3ddb-rejects)"
     )
     p.add_argument("--checkpoint", metavar="FILE", help="write the checkpoint here as the load advances")
-    p.add_argument("--resume", metavar="FILE", help="continue from this checkpoint")
+    p.add_argument(
+        "--resume",
+        metavar="FILE",
+        help="continue from this checkpoint, with the load spec pinned in it (options that change "
+        "what lands in the table must match it or be left out)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
     p.add_argument(
         "--sender",
@@ -102,7 +121,7 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="s3ddb", description="Bulk-load CSV from S3 into DynamoDB.")
+    parser = _Parser(prog="s3ddb", description="Bulk-load CSV from S3 into DynamoDB.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     load = sub.add_parser("load", help="load a CSV object into a table")
@@ -126,13 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="the ledger's record of an object's load chain")
     status.add_argument("uri")
+    status.add_argument("--table", help="the chain that loads into this table (default: the latest)")
     status.add_argument("--ledger-table", default=os.environ.get("S3DDB_LEDGER_TABLE", "s3ddb-ledger"))
     status.add_argument("--json", action="store_true")
 
     invoke = sub.add_parser("invoke", help="start a backfill chain in the Lambda function")
-    invoke.add_argument("source", help="s3://bucket/key or s3://bucket/prefix/")
-    invoke.add_argument("--table", required=True)
-    invoke.add_argument("--schema", metavar="FILE")
+    _add_spec_options(invoke, source_help="s3://bucket/key or s3://bucket/prefix/ (a prefix ends in /)")
+    invoke.add_argument(
+        "--reload",
+        action="store_true",
+        help="load an object again although the ledger says it was loaded into this table",
+    )
     invoke.add_argument("--function", default="s3ddb-loader")
     return parser
 
@@ -142,54 +165,126 @@ def build_parser() -> argparse.ArgumentParser:
 
 @dataclass(frozen=True, kw_only=True)
 class _Plan:
-    config: LoadConfig
-    csv_spec: CsvSpec
-    schema: SchemaSpec
+    spec: LoadSpec
+    knobs: RunKnobs
     resume: Checkpoint | None
 
 
-def _plan(args: argparse.Namespace, *, dry_run: bool) -> _Plan:
+def _normalise_source(source: str) -> str:
+    """``s3://bucket/key`` as given (the key literal), or an absolute local path."""
+    from loader.source import parse_uri
+
+    bucket, key, _version, path = parse_uri(source)
+    return f"s3://{bucket}/{key}" if path is None else path
+
+
+def _spec_from_args(args: argparse.Namespace, *, pinned: LoadSpec | None = None) -> LoadSpec:
+    """The ``LoadSpec`` the command line asks for. Options left out take the ``pinned`` value (a
+    resume), else the defaults; an option given is taken as given (``differences`` then checks it)."""
     from loader.schema import load_schema_file, merge_types, parse_type_overrides
 
-    schema = load_schema_file(args.schema) if args.schema else SchemaSpec()
-    if args.types:
-        schema = merge_types(schema, parse_type_overrides(args.types))
-    delimiter = "\t" if args.delimiter in ("\\t", "tab") else args.delimiter
-    columns = tuple(c.strip() for c in args.columns.split(",")) if args.columns else None
-    if columns is not None and not args.no_header:
+    source = args.source if args.command == "invoke" else _normalise_source(args.source)
+    if args.schema or args.types:
+        schema = load_schema_file(args.schema) if args.schema else SchemaSpec()
+        if args.types:
+            schema = merge_types(schema, parse_type_overrides(args.types))
+    else:
+        schema = pinned.schema if pinned is not None else SchemaSpec()
+    base_csv = pinned.csv if pinned is not None else CsvSpec()
+    csv_changes: dict[str, Any] = {}
+    if args.delimiter is not None:
+        csv_changes["delimiter"] = "\t" if args.delimiter in ("\\t", "tab") else args.delimiter
+    if args.columns is not None and not args.no_header:
         raise ConfigError("--columns goes with --no-header")
-    csv_spec = CsvSpec(
-        delimiter=delimiter,
-        header=not args.no_header,
-        columns=columns,
-        encoding=args.encoding,
-        compression=args.compression,
-    )
-    config = LoadConfig(
+    if args.no_header:
+        csv_changes["header"] = False
+        csv_changes["columns"] = (
+            tuple(c.strip() for c in args.columns.split(",")) if args.columns else None
+        )
+    if args.encoding is not None:
+        csv_changes["encoding"] = args.encoding
+    if args.compression is not None:
+        csv_changes["compression"] = args.compression
+    fields = {f.name: getattr(base_csv, f.name) for f in dataclasses.fields(CsvSpec)}
+    csv_spec = CsvSpec(**{**fields, **csv_changes})
+
+    def knob(name: str, default: Any) -> Any:
+        given = getattr(args, name, None)
+        if given is not None:
+            return given
+        return getattr(pinned, name) if pinned is not None else default
+
+    return LoadSpec(
+        source=source,
         table=args.table,
-        concurrency=args.concurrency,
-        max_wcu=args.max_wcu,
-        on_duplicate=args.on_duplicate,
-        max_rejects=args.max_rejects,
+        version_id=args.version_id or (pinned.version_id if pinned is not None else None),
+        etag=pinned.etag if pinned is not None else None,
+        schema=schema,
+        csv=csv_spec,
+        on_duplicate=knob("on_duplicate", "last"),
+        rejects=knob("rejects", None),
+        concurrency=knob("concurrency", 40),
+        max_wcu=knob("max_wcu", None),
+    )
+
+
+def _read_checkpoint(path: str) -> Checkpoint:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError(f"--resume {path}: {exc.strerror}") from exc
+    try:
+        return Checkpoint.loads(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"--resume {path}: {exc}") from None
+
+
+def _pinned_spec(args: argparse.Namespace, resume: Checkpoint) -> LoadSpec:
+    """The spec a resume runs: the checkpoint's pinned one, checked against the command line."""
+    path = args.resume
+    source = _normalise_source(args.source)
+    if resume.source != source:
+        raise ConfigError(
+            f"--resume {path} is the checkpoint of {resume.source}, not of {source}: resume it with "
+            "that source, or start a new load without --resume"
+        )
+    if resume.spec is None:  # a format-1 checkpoint: the command line is the spec, pinned to its version
+        legacy = LoadSpec(
+            source=resume.source, table=resume.table, version_id=resume.version_id, etag=resume.etag
+        )
+        spec = _spec_from_args(args, pinned=legacy)
+        return dataclasses.replace(spec, version_id=resume.version_id, etag=resume.etag)
+    pinned = LoadSpec.from_dict(resume.spec, where=f"--resume {path}: spec")
+    given = _spec_from_args(args, pinned=pinned)
+    diffs = pinned.differences(given)
+    if diffs:
+        raise ConfigError(
+            f"--resume {path}: the load was started with other options that decide what lands in the "
+            f"table ({'; '.join(diffs)}): leave those options out to resume with the pinned ones, or "
+            "start a new load"
+        )
+    return given
+
+
+def _plan(args: argparse.Namespace, *, dry_run: bool) -> _Plan:
+    if dry_run and (args.checkpoint or args.resume):
+        raise ConfigError("validate writes nothing, so it takes no --checkpoint or --resume")
+    resume = _read_checkpoint(args.resume) if args.resume else None
+    spec = _pinned_spec(args, resume) if resume is not None else _spec_from_args(args)
+    knobs = RunKnobs(
         dry_run=dry_run,
+        max_rejects=args.max_rejects,
         max_attempts=args.max_attempts,
         backoff_base_s=args.backoff_base,
         backoff_cap_s=args.backoff_cap,
     )
-    if dry_run and (args.checkpoint or args.resume):
-        raise ConfigError("validate writes nothing, so it takes no --checkpoint or --resume")
+    spec.config(**knobs.as_config())  # every knob checked before anything is opened
     if args.checkpoint:
         _check_writable(os.path.dirname(os.path.abspath(args.checkpoint)), what="--checkpoint")
-    if not (args.rejects or "").startswith("s3://"):
-        _check_writable(os.path.abspath(args.rejects or "s3ddb-rejects"), what="--rejects")
-    resume = None
-    if args.resume:
-        try:
-            with open(args.resume, "rb") as f:
-                resume = Checkpoint.loads(f.read())
-        except OSError as exc:
-            raise ConfigError(f"--resume {args.resume}: {exc.strerror}") from exc
-    return _Plan(config=config, csv_spec=csv_spec, schema=schema, resume=resume)
+    if not (spec.rejects or "").startswith("s3://"):
+        _check_writable(os.path.abspath(spec.rejects or "s3ddb-rejects"), what="--rejects")
+    return _Plan(spec=spec, knobs=knobs, resume=resume)
 
 
 def _check_writable(directory: str, *, what: str) -> None:
@@ -255,33 +350,22 @@ class _ProgressBar:
 
 
 async def _load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, str | None]:
-    from loader import clients, pipeline
-    from loader.rejects import open_rejects
+    from loader import clients
+    from loader import spec as load_spec
     from loader.schema import binary_attributes
-    from loader.source import open_source
 
     plan = _plan(args, dry_run=dry_run)
-    is_s3 = args.source.startswith("s3://")
+    spec = plan.spec
     # one session for every client and the lean sender's credentials (see clients.session)
     session = clients.session()
-    s3 = clients.s3_client(session) if is_s3 or (args.rejects or "").startswith("s3://") else None
-    keys = clients.describe_key_schema(clients.dynamodb_client(session), plan.config.table)
-    resume = plan.resume
-    source = open_source(
-        args.source,
-        s3_client=s3,
-        spec=plan.csv_spec,
-        version_id=resume.version_id if resume else None,
-        etag=resume.etag if resume else None,
-    )
+    needs_s3 = spec.source.startswith("s3://") or (spec.rejects or "").startswith("s3://")
+    s3 = clients.s3_client(session) if needs_s3 else None
+    keys = clients.describe_key_schema(clients.dynamodb_client(session), spec.table)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_id = f"{plan.config.table}-{stamp}-{uuid.uuid4().hex[:6]}"
-    rejects = open_rejects(args.rejects, run_id=run_id, s3_client=s3)
+    run_id = f"{spec.table}-{stamp}-{uuid.uuid4().hex[:6]}"
     checkpoint_path: str | None = args.checkpoint
-    last: list[Checkpoint] = []
 
     async def on_checkpoint(cp: Checkpoint) -> None:
-        last[:] = [cp]
         if checkpoint_path:
             await asyncio.get_running_loop().run_in_executor(
                 None, _write_atomic, checkpoint_path, orjson.dumps(cp.to_dict(), option=orjson.OPT_INDENT_2)
@@ -305,16 +389,15 @@ async def _load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, 
     bar = _ProgressBar(sys.stderr) if not args.json and not args.quiet and sys.stderr.isatty() else None
 
     async def go(sender: Any) -> RunResult:
-        return await pipeline.run(
-            source=source,
-            config=plan.config,
-            csv_spec=plan.csv_spec,
-            schema=plan.schema,
+        return await load_spec.run(
+            spec,
             keys=keys,
             sender=sender,
-            rejects=rejects,
+            run_id=run_id,
+            s3_client=s3,
+            knobs=plan.knobs,
             should_stop=lambda _p: bool(interrupted),
-            resume=resume,
+            resume=plan.resume,
             on_checkpoint=on_checkpoint,
             on_progress=bar,
         )
@@ -325,17 +408,16 @@ async def _load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, 
         elif args.sender == "lean":
             from loader.fastsend import open_lean_sender
 
-            async with open_lean_sender(concurrency=plan.config.concurrency, session=session) as sender:
+            async with open_lean_sender(concurrency=spec.concurrency, session=session) as sender:
                 result = await go(sender)
         else:
             async with clients.open_dynamodb_sender(
-                concurrency=plan.config.concurrency, binary_attrs=binary_attributes(plan.schema, keys)
+                concurrency=spec.concurrency, binary_attrs=binary_attributes(spec.schema, keys)
             ) as sender:
                 result = await go(sender)
     except S3ddbError as exc:
         if bar is not None:
             bar.close()
-        rejects.close()
         progressed = exc.result is not None and exc.result.checkpoint.offset > 0
         if dry_run:
             pass
@@ -356,7 +438,6 @@ async def _load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, 
                 pass
     if bar is not None:
         bar.close()
-    rejects.close()
     saved = checkpoint_path
     if not result.complete and not checkpoint_path and not dry_run:
         saved = _fallback_checkpoint_path(run_id)
@@ -438,12 +519,14 @@ def _cmd_load(args: argparse.Namespace, *, dry_run: bool) -> int:
         print(f"s3ddb: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except S3ddbError as exc:
-        if exc.result is not None:
-            s = summary(exc.result, checkpoint=getattr(exc, "checkpoint_path", None), dry_run=dry_run)
-            s["status"] = "failed"
-            s["error"] = str(exc)
-            _emit(args, s)
-        print(f"s3ddb: error: {exc}", file=sys.stderr)
+        if exc.result is None:
+            raise  # nothing was read: main reports it (and the --json error object)
+        s = summary(exc.result, checkpoint=getattr(exc, "checkpoint_path", None), dry_run=dry_run)
+        s["status"] = "failed"
+        s["error"] = _printable(str(exc))
+        s["exit_code"] = exc.exit_code
+        _emit(args, s)
+        print(f"s3ddb: error: {_printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     s = summary(result, checkpoint=saved, dry_run=dry_run)
     _emit(args, s)
@@ -451,6 +534,31 @@ def _cmd_load(args: argparse.Namespace, *, dry_run: bool) -> int:
         print("s3ddb: error: rows read do not balance written + rejected + collapsed", file=sys.stderr)
         return 1
     return EXIT_OK
+
+
+def _error_summary(message: str, exit_code: int) -> dict[str, Any]:
+    """The ``--json`` object of a load that stopped before it read a row: the summary's keys, zero."""
+    zero = Counters().to_dict()
+    return {
+        "status": "error",
+        "error": message,
+        "exit_code": exit_code,
+        **zero,
+        "seconds": 0.0,
+        "items_per_second": 0.0,
+        "rejects": None,
+        "checkpoint": None,
+        "invariant_ok": True,
+        "object": None,
+    }
+
+
+def _printable(text: str) -> str:
+    """``text`` with control and other unprintable characters escaped (``\\x1b``, ``\\n``): error
+    messages quote data from the object, which must not drive the terminal or split the line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _emit(args: argparse.Namespace, s: dict[str, Any]) -> None:
@@ -510,7 +618,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     from lambda_src import admin
 
-    record = admin.status(args.uri, ledger_table=args.ledger_table, ddb_client=boto3.client("dynamodb"))
+    record = admin.status(
+        args.uri, ledger_table=args.ledger_table, ddb_client=boto3.client("dynamodb"), table=args.table
+    )
     if args.json:
         sys.stdout.write(orjson.dumps(record, default=str).decode() + "\n")
     else:
@@ -520,25 +630,37 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_invoke(args: argparse.Namespace) -> int:
+    """Send a backfill; exit 2 when the function refuses it, 1 when it failed, else 0."""
     import boto3
 
     from lambda_src import admin
+    from loader.spec import csv_to_dict, schema_to_dict
 
-    schema = None
-    if args.schema:
-        try:
-            with open(args.schema, "rb") as f:
-                schema = orjson.loads(f.read())
-        except (OSError, orjson.JSONDecodeError) as exc:
-            raise ConfigError(f"--schema {args.schema}: {exc}") from exc
+    if not args.source.startswith("s3://"):
+        raise ConfigError(f"{args.source!r}: the function loads from S3; use s3://bucket/key or s3://bucket/prefix/")
+    spec = _spec_from_args(args)  # every option checked here, as the function will check it
+    csv_given = any(
+        v is not None for v in (args.delimiter, args.columns, args.encoding, args.compression)
+    ) or args.no_header
     out = admin.send_backfill(
         args.source,
-        table=args.table,
+        table=spec.table,
         function=args.function,
         lambda_client=boto3.client("lambda"),
-        schema=schema,
+        schema=schema_to_dict(spec.schema) if args.schema or args.types else None,
+        csv=csv_to_dict(spec.csv) if csv_given else None,
+        on_duplicate=args.on_duplicate,
+        version_id=args.version_id,
+        reload=args.reload,
     )
     sys.stdout.write(orjson.dumps(out, default=str).decode() + "\n")
+    status = str(out.get("status", ""))
+    if status == "refused":
+        print(f"s3ddb: refused: {_printable(str(out.get('reason', '')))}", file=sys.stderr)
+        return EXIT_CONFIG
+    if status.lower() == "failed":
+        print(f"s3ddb: failed: {_printable(str(out.get('reason', '')))}", file=sys.stderr)
+        return 1
     return EXIT_OK
 
 
@@ -550,9 +672,26 @@ def _tune_gc() -> None:
     gc.set_threshold(100_000, 50, 1000)
 
 
+class _UsageError(Exception):
+    """argparse's complaint, raised instead of exiting so that ``--json`` still gets its object."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise _UsageError(f"{self.format_usage().strip()}\n{self.prog}: error: {message}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        lines = [_printable(line) for line in str(exc).splitlines()]
+        if "--json" in argv:
+            sys.stdout.write(orjson.dumps(_error_summary(lines[-1], EXIT_CONFIG)).decode() + "\n")
+        print("\n".join(lines), file=sys.stderr)
+        return EXIT_CONFIG
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="s3ddb: %(message)s",
@@ -569,24 +708,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "invoke":
             return _cmd_invoke(args)
     except (ConfigError, SourceError) as exc:
-        print(f"s3ddb: error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _fail(args, str(exc), EXIT_CONFIG)
     except BotoCoreError as exc:  # a service or endpoint the command could not reach
-        print(f"s3ddb: error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, str(exc), 1)
     except ClientError as exc:
         err = exc.response.get("Error", {})
         code, message = err.get("Code", ""), err.get("Message", "")
-        print(f"s3ddb: error: {code}: {message or exc}", file=sys.stderr)
-        return EXIT_CONFIG if code in _CONFIG_CODES else 1
+        return _fail(args, f"{code}: {message or exc}", EXIT_CONFIG if code in _CONFIG_CODES else 1)
     except KeyboardInterrupt:  # before the load had started: nothing to checkpoint
-        print("s3ddb: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _fail(args, "interrupted", EXIT_INTERRUPTED, prefix="s3ddb: ")
     except S3ddbError as exc:
-        print(f"s3ddb: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(args, str(exc), exc.exit_code)
     parser.error(f"unknown command {args.command!r}")
-    return EXIT_CONFIG  # pragma: no cover - parser.error exits
+    return EXIT_CONFIG  # pragma: no cover - parser.error raises
+
+
+def _fail(args: argparse.Namespace, message: str, code: int, *, prefix: str = "s3ddb: error: ") -> int:
+    """One line on stderr (escaped), and with ``--json`` the error object on stdout; ``code`` back."""
+    message = _printable(message)
+    if getattr(args, "json", False) and args.command in ("load", "validate", "invoke", "status"):
+        sys.stdout.write(orjson.dumps(_error_summary(message, code)).decode() + "\n")
+        sys.stdout.flush()
+    print(f"{prefix}{message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -20,17 +20,25 @@ Item = dict[str, Any]
 Key = tuple[str, ...]
 KeyType = Literal["S", "N", "B"]
 
-CHECKPOINT_FORMAT = 1
+#: 2: the load's pinned spec (``LoadSpec.to_dict()``) travels in the checkpoint; 1 is still read
+CHECKPOINT_FORMAT = 2
+_READABLE_CHECKPOINTS = (1, 2)
 
 
 @dataclass(frozen=True, kw_only=True)
 class KeySchema:
-    """The table's primary key, from DescribeTable: attribute names and their types."""
+    """The table's primary key, from DescribeTable: attribute names and their types; and the key
+    attributes of its secondary indexes (GSI and LSI), which an item may leave out (a sparse index)
+    but may only carry with the declared type, or DynamoDB refuses the item."""
 
     partition: str
     partition_type: KeyType
     sort: str | None = None
     sort_type: KeyType | None = None
+    #: every key attribute of a secondary index -> its type (AttributeDefinitions: one per name)
+    index_keys: dict[str, KeyType] = field(default_factory=dict, hash=False)
+    #: every key attribute of a secondary index -> the names of the indexes that key on it
+    index_names: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -162,7 +170,10 @@ class Checkpoint:
 
     ``offset`` is a record boundary in the decompressed object, ``next_row`` the row number of the
     record that starts there, ``counters`` count exactly the rows before ``offset``. ``version_id``
-    / ``etag`` pin the object so a resume never reads a newer object. Versioned JSON.
+    / ``etag`` pin the object so a resume never reads a newer object. ``spec`` is the load's pinned
+    ``LoadSpec`` as a dict (``loader.spec``): a resume runs it, never the options of the moment
+    (None in a format-1 checkpoint, and where the spec is kept beside it, as in the Lambda's ledger).
+    Versioned JSON.
     """
 
     source: str
@@ -177,10 +188,11 @@ class Checkpoint:
     complete: bool = False
     hop: int = 0
     chain_id: str = ""
+    spec: dict[str, Any] | None = None
     format_version: int = CHECKPOINT_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "format_version": self.format_version,
             "source": self.source,
             "table": self.table,
@@ -195,6 +207,9 @@ class Checkpoint:
             "hop": self.hop,
             "chain_id": self.chain_id,
         }
+        if self.spec is not None:
+            out["spec"] = self.spec
+        return out
 
     def dumps(self) -> bytes:
         return orjson.dumps(self.to_dict())
@@ -202,13 +217,16 @@ class Checkpoint:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
         version = data.get("format_version")
-        if version != CHECKPOINT_FORMAT:
+        if version not in _READABLE_CHECKPOINTS:
             raise ConfigError(
                 f"checkpoint format_version {version!r} is not supported "
-                f"(this s3ddb reads {CHECKPOINT_FORMAT})"
+                f"(this s3ddb reads {', '.join(map(str, _READABLE_CHECKPOINTS))})"
             )
+        spec = data.get("spec")
+        if spec is not None and not isinstance(spec, dict):
+            raise ConfigError("checkpoint is malformed: 'spec' must be an object")
         try:
-            return cls(
+            cp = cls(
                 source=str(data["source"]),
                 table=str(data["table"]),
                 version_id=data.get("version_id"),
@@ -221,9 +239,30 @@ class Checkpoint:
                 complete=bool(data.get("complete", False)),
                 hop=int(data.get("hop", 0)),
                 chain_id=str(data.get("chain_id", "")),
+                spec=spec,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"checkpoint is malformed: {exc!r}") from exc
+        cp._check()
+        return cp
+
+    def _check(self) -> None:
+        """Numbers a load could have written: anything else is a damaged or hand-edited file."""
+        c = self.counters
+        if self.offset < 0 or self.next_row < 1 or (self.size is not None and self.size < 0):
+            raise ConfigError(
+                f"checkpoint is malformed: offset {self.offset}, next_row {self.next_row}, size "
+                f"{self.size} (offset >= 0, next_row >= 1 and size >= 0 are required)"
+            )
+        negative = [k for k, v in c.to_dict().items() if v < 0]
+        if negative:
+            raise ConfigError(f"checkpoint is malformed: negative counter {negative[0]!r}")
+        if c.rows_read < c.items_written + c.rows_rejected + c.duplicates_collapsed:
+            raise ConfigError("checkpoint is malformed: its counters account for more rows than were read")
+        if self.next_row - 1 < c.rows_read:
+            raise ConfigError(
+                f"checkpoint is malformed: next_row {self.next_row} is below the {c.rows_read} rows read"
+            )
 
     @classmethod
     def loads(cls, raw: bytes | str) -> Checkpoint:
