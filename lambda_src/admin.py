@@ -29,27 +29,36 @@ STALE_ADVICE = (
 
 
 def status(
-    uri: str, *, ledger_table: str, ddb_client: Any, clock: Callable[[], float] = time.time
+    uri: str,
+    *,
+    ledger_table: str,
+    ddb_client: Any,
+    table: str | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> dict[str, Any]:
-    """The ledger item of ``uri`` (``s3://bucket/key``): its most recently started version.
+    """The ledger item of ``uri`` (``s3://bucket/key``): its most recently started load (of any
+    version; into ``table`` when it is given).
 
     Keys: status, chain_id, hops, hop, rows_read, items_written, rows_rejected,
     duplicates_collapsed, retries, throttle_events, write_units, offset, object_size, table,
     rejects, reclaims, started_at, updated_at, finished_at, lease_until, stale, last_error,
-    reason, object, version, versions. ``status`` is ``NOT_FOUND`` when the ledger has no chain
-    for the object. A RUNNING chain whose lease ran out is marked STALLED in the ledger (a
-    conditional write) and reported with ``"stale": true`` and the advice in ``last_error``.
+    reason, object, version, versions (how many loads of the object the ledger holds: versions
+    and tables). ``status`` is ``NOT_FOUND`` when the ledger has no chain for the object. A
+    RUNNING chain whose lease ran out is marked STALLED in the ledger (a conditional write) and
+    reported with ``"stale": true`` and the advice in ``last_error``.
     """
     split_s3_uri(uri)
     ledger = Ledger(ddb_client, ledger_table, clock=clock)
-    items = ledger.versions(uri)
+    items = ledger.chains(uri)
+    if table is not None:
+        items = [i for i in items if i.table == table]
     if not items:
         return {"object": uri, "status": "NOT_FOUND", "versions": 0}
     item = items[-1]
     now = clock()
     if item.stale(now):
         ledger.mark_stalled(item, error=STALE_ADVICE)
-        item = ledger.get(item.object, item.version) or item
+        item = ledger.get(item.object, item.target) or item
         return {**item.to_status(now), "stale": True, "versions": len(items)}
     return {**item.to_status(now), "versions": len(items)}
 
@@ -71,21 +80,38 @@ def _invoke(lambda_client: Any, function: str, payload: dict[str, Any], kind: st
 
 
 def send_backfill(
-    source: str, *, table: str, function: str, lambda_client: Any, schema: dict[str, Any] | None = None
+    source: str,
+    *,
+    table: str,
+    function: str,
+    lambda_client: Any,
+    schema: dict[str, Any] | None = None,
+    csv: dict[str, Any] | None = None,
+    on_duplicate: str | None = None,
+    version_id: str | None = None,
+    reload: bool = False,
 ) -> dict[str, Any]:
-    """Ask the function to backfill ``source`` (an object, or a prefix ending in ``/``) into ``table``.
+    """Ask the function to backfill ``source`` (an object, or a prefix ending in ``/``; the key is
+    literal) into ``table``. ``schema``, ``csv`` and ``on_duplicate`` left as None are the
+    function's settings (S3DDB_SCHEMA, S3DDB_CSV, S3DDB_ON_DUPLICATE); each chain pins them.
 
-    A synchronous invoke: the function checks its allow-lists and the source, starts the chains
-    (one per object, bounded by S3DDB_MAX_CHAINS) asynchronously and answers at once with
-    ``{"status": "accepted", "lanes": N, ...}``, ``{"status": "refused", "reason": ...}`` or
-    ``{"status": "empty", ...}``. Follow the chains with :func:`status`.
+    A synchronous invoke: the function checks its allow-lists, the options and the source, starts
+    the chains (one per object, bounded by S3DDB_MAX_CHAINS) asynchronously and answers at once
+    with ``{"status": "accepted", "lanes": N, ...}``, ``{"status": "already loaded", ...}`` (the
+    object version was loaded into the table: ``reload`` loads it again),
+    ``{"status": "refused", "reason": ...}`` or ``{"status": "empty", ...}``. Follow the chains
+    with :func:`status`.
     """
     split_s3_uri(source)
     if not table:
         raise ConfigError("--table is required")
     payload: dict[str, Any] = {"kind": "backfill", "version": EVENT_VERSION, "source": source, "table": table}
-    if schema is not None:
-        payload["schema"] = schema
+    options = {"schema": schema, "csv": csv, "on_duplicate": on_duplicate}
+    payload.update({name: value for name, value in options.items() if value is not None})
+    if version_id is not None:
+        payload["version_id"] = version_id
+    if reload:
+        payload["reload"] = True
     return _invoke(lambda_client, function, payload, "RequestResponse")
 
 

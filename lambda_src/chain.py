@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
+import secrets
 import time
 import uuid
 import zlib
@@ -22,10 +24,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import orjson
 
 from lambda_src import ledger as L
+from lambda_src.deadline import Deadline, InvokeEstimate
 from lambda_src.events import (
     BackfillEvent,
     ContinueEvent,
     LaneEvent,
+    LoadOptions,
     ObjectRef,
     ObjectsEvent,
     S3TestEvent,
@@ -34,22 +38,21 @@ from lambda_src.events import (
     parse_event,
     split_s3_uri,
 )
-from lambda_src.ledger import Ledger, LedgerItem, version_key
+from lambda_src.ledger import Ledger, LedgerItem, target_key, version_key
 from lambda_src.settings import Settings
 from loader.errors import ConfigError, S3ddbError, SourceError, TooManyRejectsError
 from loader.models import Checkpoint, Progress, RunResult
+from loader.spec import LoadSpec
 
 if TYPE_CHECKING:
     from lambda_src.observability import Telemetry
 
 __all__ = [
-    "MAX_PAYLOAD_BYTES",
+    "MAX_STATE_BYTES",
     "ChainRunner",
-    "Deadline",
     "Decision",
     "HopRequest",
     "InvocationContext",
-    "InvokeEstimate",
     "LaneStalledError",
     "StalledError",
     "backfill_id",
@@ -57,8 +60,9 @@ __all__ = [
     "lane_of",
 ]
 
-#: Continuations stay far below the 1 MB async payload limit (the CSV header is in them).
-MAX_PAYLOAD_BYTES = 256 * 1024
+#: The spec, the checkpoint (with the CSV header) and the lane must fit one ledger item (a DynamoDB
+#: item is at most 400 KB; the rest of the item is small).
+MAX_STATE_BYTES = 350 * 1024
 #: Extra lease past the claimant's own deadline before anyone may take an unfinished hop over.
 LEASE_SLACK_S = 60.0
 #: How long a handed-over hop waits for its continuation before a new event may take it over
@@ -73,23 +77,6 @@ class StalledError(S3ddbError):
 class LaneStalledError(S3ddbError):
     """A backfill lane could not invoke its next object. The object itself is finished in the
     ledger (``finished_by`` this request): Lambda's retry of this request advances the lane again."""
-
-
-class InvokeEstimate:
-    """How long a self-invoke takes, measured (kept per container, so every hop's margin uses what
-    the previous invokes really took). Starts at ``initial_s``; a slow invoke raises it at once,
-    fast ones lower it gradually."""
-
-    def __init__(self, initial_s: float = 1.0) -> None:
-        self.seconds = initial_s
-        self.samples = 0
-
-    def observe(self, seconds: float) -> None:
-        if self.samples == 0:
-            self.seconds = seconds
-        else:
-            self.seconds = max(seconds, 0.5 * self.seconds + 0.5 * seconds)
-        self.samples += 1
 
 
 class LambdaContext(Protocol):
@@ -117,7 +104,7 @@ class InvocationContext:
 
 # -- who runs a hop ------------------------------------------------------------------------------
 
-Action = Literal["create", "claim", "resume", "skip"]
+Action = Literal["create", "claim", "resume", "skip", "refuse"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,13 +121,15 @@ def decide(
     request_id: str,
     now: float,
     event_hop: int = 0,
-    event_chain: str = "",
+    event_token: str = "",
     max_hops: int | None = None,
 ) -> Decision:
     """What an event may do with its object's ledger item. Pure: the ledger write that follows is
     conditional on the item being unchanged, so two events that both decide to claim cannot both win.
 
     * no item: a start event creates the chain; a continuation without one is stale;
+    * a continuation must carry the token the ledger holds for the chain's current hop: anything
+      else (forged, or a late duplicate of an earlier hop) is refused and changes nothing;
     * COMPLETED / FAILED: nothing to do (the same notification again, or a late duplicate), except
       that a start event resumes a chain FAILED by S3DDB_MAX_HOPS once ``max_hops`` leaves it room;
     * STALLED: nobody runs it; any event of the object (or its chain) resumes it from the ledger;
@@ -154,9 +143,13 @@ def decide(
         if kind == "start":
             return Decision(action="create")
         return Decision(action="skip", reason="no ledger item for this continuation")
-    if kind == "continue" and event_chain != item.chain_id:
+    if kind == "continue" and (
+        not item.token or not hmac.compare_digest(item.token.encode(), event_token.encode())
+    ):
         return Decision(
-            action="skip", reason=f"stale continuation: chain {event_chain} is not {item.chain_id}"
+            action="refuse",
+            reason=f"continuation of hop {event_hop} does not carry the token of hop {item.hop} "
+            f"of chain {item.chain_id} (forged, or a late duplicate of an earlier hop)",
         )
     if item.status == L.COMPLETED:
         return Decision(action="skip", reason=f"already COMPLETED by chain {item.chain_id}")
@@ -205,59 +198,7 @@ def decide(
     return Decision(action="skip", reason=f"duplicate: hop {item.hop} is running in request {item.claim}")
 
 
-# -- when to stop --------------------------------------------------------------------------------
-
-
-class Deadline:
-    """``should_stop`` for the engine: stop reading when the time left is under what is still to do.
-
-    margin = safety margin + drain (in-flight items at the current write rate, plus the longest
-    pending backoff) + the ledger writes still to come (measured) + the self-invoke (measured).
-    """
-
-    def __init__(
-        self,
-        remaining_ms: Callable[[], int],
-        *,
-        safety_margin_ms: int,
-        batch_items: int = 25,
-        default_latency_s: float = 0.2,
-        ledger_write_s: float = 0.2,
-        invoke_s: float = 1.0,
-    ) -> None:
-        self.remaining_ms = remaining_ms
-        self.safety_margin_ms = safety_margin_ms
-        self.batch_items = batch_items
-        self.default_latency_s = default_latency_s
-        self.ledger_write_s = ledger_write_s
-        self.invoke_s = invoke_s
-        self.stop_requested = False
-        self.remaining_at_stop_ms: int | None = None
-
-    def observe_ledger_write(self, seconds: float) -> None:
-        self.ledger_write_s = max(seconds, 0.5 * self.ledger_write_s + 0.5 * seconds)
-
-    def observe_invoke(self, seconds: float) -> None:
-        self.invoke_s = max(seconds, 0.5 * self.invoke_s + 0.5 * seconds)
-
-    def margin_ms(self, p: Progress) -> float:
-        if p.items_per_second > 0:
-            drain_s = p.inflight_batches * self.batch_items / p.items_per_second
-        else:
-            drain_s = p.inflight_batches * self.default_latency_s
-        drain_s += p.max_backoff_s
-        # the final checkpoint commit, the handover, and (for a stall) one more write
-        tail_s = 3 * self.ledger_write_s + 2 * self.invoke_s
-        return self.safety_margin_ms + 1000.0 * (drain_s + tail_s)
-
-    def should_stop(self, p: Progress) -> bool:
-        if self.stop_requested:
-            return True
-        remaining = self.remaining_ms()
-        if remaining < self.margin_ms(p):
-            self.stop_requested = True
-            self.remaining_at_stop_ms = remaining
-        return self.stop_requested
+# -- backfill lanes ------------------------------------------------------------------------------
 
 
 def lane_of(key: str, lanes: int) -> int:
@@ -265,11 +206,15 @@ def lane_of(key: str, lanes: int) -> int:
     return zlib.crc32(key.encode("utf-8")) % lanes
 
 
-def backfill_id(bucket: str, prefix: str, table: str, lanes: int, schema: dict[str, Any] | None) -> str:
+def backfill_id(
+    bucket: str, prefix: str, table: str, lanes: int, options: LoadOptions, reload: str = ""
+) -> str:
     """A backfill's id, derived from what it loads: the same backfill sent again (a retry, or a
     second ``s3ddb invoke``) gets the same lanes, which find each other's running objects and stop
     instead of running alongside (so never more than S3DDB_MAX_CHAINS chains per backfill)."""
-    raw = orjson.dumps([bucket, prefix, table, lanes, schema], option=orjson.OPT_SORT_KEYS)
+    raw = orjson.dumps(
+        [bucket, prefix, table, lanes, options.to_payload(), reload], option=orjson.OPT_SORT_KEYS
+    )
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
@@ -287,11 +232,9 @@ Engine = Callable[["HopRequest"], RunResult]
 
 @dataclass(frozen=True, kw_only=True)
 class HopRequest:
-    uri: str
-    version_id: str | None
-    etag: str | None
-    table: str
-    schema: dict[str, Any] | None
+    """One hop for the engine: the chain's pinned spec, where to resume, and the hop's callbacks."""
+
+    spec: LoadSpec
     resume: Checkpoint | None
     run_id: str
     should_stop: Callable[[Progress], bool]
@@ -328,10 +271,12 @@ class ChainRunner:
         self.new_id = new_id
         self.invoke_estimate = invoke_estimate or InvokeEstimate()
         self.invoke_attempts = invoke_attempts
+        self.invocation_budget_ms: int | None = None
 
     # -- entry ---------------------------------------------------------------------------------
 
     def handle(self, raw: Any, ctx: InvocationContext) -> dict[str, Any]:
+        self.invocation_budget_ms = ctx.remaining_ms()
         event = parse_event(raw)
         if isinstance(event, S3TestEvent):
             self.t.log.info("s3:S3TestEvent: nothing to load", extra={"bucket": event.bucket})
@@ -343,16 +288,20 @@ class ChainRunner:
         if isinstance(event, LaneEvent):
             return self._lane(event, ctx)
         assert isinstance(event, ContinueEvent)
-        return self._continue(event.checkpoint, ctx)
+        return self._continue(event, ctx)
 
     def _refusal(self, reason: str, **fields: Any) -> dict[str, Any]:
         self.t.log.warning(f"refused: {reason}", extra=fields)
         self.t.count("Refused")
         return {"status": "refused", "reason": reason, **fields}
 
-    def _check_allowed(self, bucket: str, table: str | None) -> str | None:
+    def _check_allowed(self, bucket: str | None, table: str | None) -> str | None:
+        """Why a load of ``bucket`` into ``table`` is not allowed, or None. Every event kind is checked
+        with the bucket it reads and the table it writes (for a chain: its pinned spec's)."""
         if table is None:
             return "no table: set S3DDB_TABLE or name one in the event"
+        if bucket is None:
+            return "the source is not an S3 object"
         if not self.settings.bucket_allowed(bucket):
             return f"bucket {bucket!r} is not in S3DDB_ALLOWED_BUCKETS"
         if not self.settings.table_allowed(table):
@@ -367,7 +316,52 @@ class ChainRunner:
         if refused:
             return self._refusal(refused, object=ref.uri)
         assert table is not None
-        return self._start(ref, table=table, schema=None, lane=None, ctx=ctx)
+        return self._start(ref, table=table, options=LoadOptions(), lane=None, reload="", ctx=ctx)
+
+    # -- what a chain loads --------------------------------------------------------------------
+
+    def _settings_schema(self) -> dict[str, Any]:
+        """S3DDB_SCHEMA (inline JSON or an s3:// URI of a JSON document), read when a chain starts
+        and pinned in its ledger item (a hop never reads it again)."""
+        raw = self.settings.schema
+        if raw is None:
+            return {}
+        where = "S3DDB_SCHEMA"
+        if raw.startswith("s3://"):
+            bucket, key = split_s3_uri(raw)
+            where = f"S3DDB_SCHEMA {raw}"
+            try:
+                raw = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            except self.s3.exceptions.ClientError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where} must be a JSON object")
+        return data
+
+    def _spec_for(self, ref: ObjectRef, *, table: str, options: LoadOptions) -> LoadSpec:
+        """The spec a new chain of ``ref`` pins: the event's options, else the function's settings.
+        A ConfigError says what is wrong with them."""
+        from loader.schema import schema_from_dict
+        from loader.spec import csv_from_dict
+
+        s = self.settings
+        schema = options.schema if options.schema is not None else self._settings_schema()
+        return LoadSpec(
+            source=ref.uri,
+            table=table,
+            version_id=ref.version_id,
+            etag=ref.etag,
+            schema=schema_from_dict(schema),
+            csv=csv_from_dict(options.csv) if options.csv is not None else s.csv,
+            on_duplicate=options.on_duplicate or s.on_duplicate,  # type: ignore[arg-type]
+            rejects=s.rejects or "/tmp/s3ddb-rejects",
+            concurrency=s.concurrency,
+            max_wcu=s.max_wcu,
+        )
 
     # -- backfill ------------------------------------------------------------------------------
 
@@ -377,6 +371,13 @@ class ChainRunner:
         if refused:
             return self._refusal(refused, source=event.source, table=table)
         assert table is not None
+        # the options as the chains will pin them: refused now, not at the first hop
+        probe = ObjectRef(bucket=event.bucket, key=event.key or "-")
+        try:
+            self._spec_for(probe, table=table, options=event.options)
+        except ConfigError as exc:
+            return self._refusal(str(exc), source=event.source, table=table)
+        reload = f"reload-{ctx.request_id}" if event.reload else ""
         if event.is_prefix:
             count = self._count_objects(event.bucket, event.key, limit=self.settings.max_chains)
             if count == 0:
@@ -384,12 +385,26 @@ class ChainRunner:
             lanes = min(count, self.settings.max_chains)
         else:
             try:
-                self.s3.head_object(Bucket=event.bucket, Key=event.key)
+                ref = self._head(event.bucket, event.key, event.version_id)
             except self.s3.exceptions.ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 return self._refusal(f"cannot read {event.source}: {code or exc}", source=event.source)
+            item = self.ledger.get(ref.uri, target_key(table, version_key(ref.version_id, ref.etag)))
+            if item is not None and item.status == L.COMPLETED and not event.reload:
+                self.t.log.info("already loaded", extra={"object": ref.uri, "table": table})
+                return {
+                    "status": "already loaded",
+                    "source": event.source,
+                    "table": table,
+                    "version": item.version,
+                    "chain_id": item.chain_id,
+                    "finished_at": item.finished_at,
+                    "counters": item.counters.to_dict(),
+                    "reason": "this object version was loaded into this table: send it with reload "
+                    "(s3ddb invoke --reload) to load it again",
+                }
             lanes = 1
-        bid = backfill_id(event.bucket, event.key, table, lanes, event.schema)
+        bid = backfill_id(event.bucket, event.key, table, lanes, event.options, reload)
         for lane in range(lanes):
             # raises after its retries: the caller (or Lambda's retry) sends the backfill again, and
             # the lanes already running recognise the repeat by its id
@@ -403,8 +418,10 @@ class ChainRunner:
                     lanes=lanes,
                     start_after="",
                     table=table,
-                    schema=event.schema,
+                    options=event.options,
                     backfill_id=bid,
+                    version_id=event.version_id,
+                    reload=reload,
                 ).to_payload(),
             )
         self.t.log.info(
@@ -417,7 +434,22 @@ class ChainRunner:
             "source": event.source,
             "table": table,
             "lanes": lanes,
+            "reload": event.reload,
         }
+
+    def _head(self, bucket: str, key: str, version_id: str | None) -> ObjectRef:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        head = self.s3.head_object(**kwargs)
+        version = head.get("VersionId")
+        return ObjectRef(
+            bucket=bucket,
+            key=key,
+            version_id=version if version not in (None, "null") else None,
+            etag=head.get("ETag"),
+            size=int(head.get("ContentLength", 0)),
+        )
 
     def _count_objects(self, bucket: str, prefix: str, *, limit: int) -> int:
         page = self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=max(limit, 1) * 4)
@@ -446,16 +478,11 @@ class ChainRunner:
         after = lane.start_after
         skipped: list[dict[str, Any]] = []
         while (key := self._next_in_lane(lane, after)) is not None:
-            head = self.s3.head_object(Bucket=lane.bucket, Key=key)
-            ref = ObjectRef(
-                bucket=lane.bucket,
-                key=key,
-                version_id=head.get("VersionId") if head.get("VersionId") not in (None, "null") else None,
-                etag=head.get("ETag"),
-                size=int(head.get("ContentLength", 0)),
-            )
+            ref = self._head(lane.bucket, key, lane.version_id if lane.exact else None)
             info = {k: v for k, v in lane.to_payload().items() if k != "start_after"}
-            out = self._start(ref, table=lane.table, schema=lane.schema, lane=info, ctx=ctx)
+            out = self._start(
+                ref, table=lane.table, options=lane.options, lane=info, reload=lane.reload, ctx=ctx
+            )
             if out.get("lane_owned"):
                 # the same lane (a repeated backfill or a duplicate lane event) runs this object:
                 # its chain advances the lane when it ends; a second walker would double the lane
@@ -518,15 +545,48 @@ class ChainRunner:
         ref: ObjectRef,
         *,
         table: str,
-        schema: dict[str, Any] | None,
+        options: LoadOptions,
         lane: dict[str, Any] | None,
+        reload: str,
         ctx: InvocationContext,
     ) -> dict[str, Any]:
+        """An object event (notification, lane): start, resume or skip the load of ``ref`` into
+        ``table``. A new chain pins the spec made from ``options``; an existing one keeps its own."""
         version = version_key(ref.version_id, ref.etag)
+        target = target_key(table, version)
         self.t.unbind("chain_id", "hop")  # keys of the previous record of this event
-        self.t.bind(object=ref.uri, version=version)
+        self.t.bind(object=ref.uri, version=version, table=table)
+        try:
+            spec = self._spec_for(ref, table=table, options=options)
+        except ConfigError as exc:
+            return self._refusal(str(exc), object=ref.uri, table=table)
         for _ in range(3):  # a lost race re-reads once or twice
-            item = self.ledger.get(ref.uri, version)
+            item = self.ledger.get(ref.uri, target)
+            if (
+                reload
+                and item is not None
+                and item.status in (L.COMPLETED, L.FAILED)
+                and item.reloaded_by != reload
+            ):
+                chain_id = self.new_id()
+                if self.ledger.restart(
+                    item,
+                    chain_id=chain_id,
+                    request_id=ctx.request_id,
+                    lease_until=self._lease(ctx),
+                    spec=spec.to_dict(),
+                    lane=lane,
+                    reloaded_by=reload,
+                ):
+                    restarted = self.ledger.get(ref.uri, target)
+                    assert restarted is not None
+                    self.t.bind(chain_id=chain_id, hop=0)
+                    self.t.log.info(
+                        f"reload: {item.status} chain {item.chain_id} started again as {chain_id}"
+                    )
+                    self.t.count("Reloads")
+                    return self._run_hop(restarted, ctx=ctx)
+                continue
             d = decide(
                 item,
                 kind="start",
@@ -539,6 +599,8 @@ class ChainRunner:
                 self.t.count("DuplicateEvents")
                 out = self._skip(item, d.reason, ctx, walker=lane is not None)
                 out["object"] = ref.uri
+                if item is not None and item.status == L.COMPLETED:
+                    out["status"] = "already loaded"
                 if (
                     item is not None
                     and item.status == L.RUNNING
@@ -547,68 +609,95 @@ class ChainRunner:
                 ):
                     out["lane_owned"] = True
                 return out
-            if d.action == "resume":
-                assert item is not None
-                if self.ledger.resume_failed(item, request_id=ctx.request_id, lease_until=self._lease(ctx)):
-                    resumed = self.ledger.get(ref.uri, version)
-                    assert resumed is not None
-                    self.t.log.info(f"resumed: {d.reason}")
-                    self.t.count("ChainsResumed")
-                    return self._run_hop(resumed, ref=ref, ctx=ctx)
-                continue
             if d.action == "create":
                 chain_id = self.new_id()
                 if self.ledger.create(
                     ref.uri,
-                    version,
+                    version=version,
                     chain_id=chain_id,
                     request_id=ctx.request_id,
                     lease_until=self._lease(ctx),
                     table=table,
-                    schema=schema if schema is not None else self._settings_schema(),
+                    spec=spec.to_dict(),
                     lane=lane,
                     object_size=ref.size,
                 ):
-                    created = self.ledger.get(ref.uri, version)
+                    created = self.ledger.get(ref.uri, target)
                     assert created is not None
                     self.t.bind(chain_id=chain_id, hop=0)
                     self.t.log.info("chain started")
-                    return self._run_hop(created, ref=ref, ctx=ctx)
+                    return self._run_hop(created, ctx=ctx)
                 continue
             assert item is not None
+            self._note_spec_drift(item, spec)
+            if d.action == "resume":
+                if self.ledger.resume_failed(item, request_id=ctx.request_id, lease_until=self._lease(ctx)):
+                    resumed = self.ledger.get(ref.uri, target)
+                    assert resumed is not None
+                    self.t.log.info(f"resumed: {d.reason}")
+                    self.t.count("ChainsResumed")
+                    return self._run_hop(resumed, ctx=ctx)
+                continue
             claimed = self._claim(item, d, ctx)
             if claimed is not None:
-                return self._run_hop(claimed, ref=ref, ctx=ctx)
+                return self._run_hop(claimed, ctx=ctx)
         return {"status": "skipped", "object": ref.uri, "reason": "lost the race for the ledger item"}
 
-    def _continue(self, cp: Checkpoint, ctx: InvocationContext) -> dict[str, Any]:
-        bucket, key = split_s3_uri(cp.source)
-        version = version_key(cp.version_id, cp.etag)
-        self.t.bind(object=cp.source, version=version, chain_id=cp.chain_id, hop=cp.hop)
-        item = self.ledger.get(cp.source, version)
+    def _note_spec_drift(self, item: LedgerItem, spec: LoadSpec) -> None:
+        """A chain resumed by an event whose options differ from the pinned ones runs the pinned
+        ones; say so (a reload starts over with the new ones)."""
+        try:
+            pinned = LoadSpec.from_dict(item.spec or {})
+        except ConfigError:
+            return  # _run_hop fails the chain with the reason
+        diffs = pinned.differences(dataclasses.replace(spec, version_id=pinned.version_id, etag=pinned.etag))
+        if diffs:
+            self.t.log.warning(
+                "the event's load options differ from the chain's pinned spec; resuming with the pinned "
+                f"one (send with reload to start over with the new ones): {'; '.join(diffs)}"
+            )
+
+    def _continue(self, event: ContinueEvent, ctx: InvocationContext) -> dict[str, Any]:
+        self.t.bind(object=event.object, hop=event.hop)
+        item = self.ledger.get(event.object, event.target)
         d = decide(
             item,
             kind="continue",
             request_id=ctx.request_id,
             now=self.clock(),
-            event_hop=cp.hop,
-            event_chain=cp.chain_id,
+            event_hop=event.hop,
+            event_token=event.token,
         )
+        if d.action == "refuse":
+            self.t.count("RefusedContinuations")
+            return self._refusal(d.reason, object=event.object, hop=event.hop)
         if d.action != "claim" or item is None:
             self.t.log.info(f"skipped: {d.reason}")
             self.t.count("StaleContinuations")
             out = self._skip(item, d.reason, ctx, walker=False)
-            out["object"] = cp.source
+            out["object"] = event.object
             return out
+        refused = self._pinned_refusal(item)
+        if refused:
+            return self._refusal(refused, object=event.object, hop=event.hop)
         claimed = self._claim(item, d, ctx)
         if claimed is None:
             return {
                 "status": "skipped",
-                "object": cp.source,
+                "object": event.object,
                 "reason": "another request claimed the hop first",
             }
-        ref = ObjectRef(bucket=bucket, key=key, version_id=cp.version_id, etag=cp.etag, size=cp.size)
-        return self._run_hop(claimed, ref=ref, ctx=ctx)
+        return self._run_hop(claimed, ctx=ctx)
+
+    def _pinned_refusal(self, item: LedgerItem) -> str | None:
+        """Why the chain's pinned spec may not run here now (the allow-lists, checked against the
+        bucket it reads and the table it writes), or None."""
+        try:
+            spec = LoadSpec.from_dict(item.spec or {})
+        except ConfigError as exc:
+            return f"the chain's pinned spec is unreadable: {exc}"
+        refused = self._check_allowed(spec.bucket, spec.table)
+        return f"{refused} (the chain's pinned spec)" if refused else None
 
     def _claim(self, item: LedgerItem, d: Decision, ctx: InvocationContext) -> LedgerItem | None:
         if not self.ledger.claim(
@@ -619,22 +708,33 @@ class ChainRunner:
         self.t.log.info(f"claimed: {d.reason}")
         if d.reclaim:
             self.t.count("HopsResumed")
-        return self.ledger.get(item.object, item.version)
+        return self.ledger.get(item.object, item.target)
 
-    def _settings_schema(self) -> dict[str, Any] | None:
-        return None  # S3DDB_SCHEMA is resolved when a hop runs (it may be an s3:// URI)
-
-    def _run_hop(self, item: LedgerItem, *, ref: ObjectRef, ctx: InvocationContext) -> dict[str, Any]:
+    def _run_hop(self, item: LedgerItem, *, ctx: InvocationContext) -> dict[str, Any]:
+        """Run the claimed hop of ``item`` with the chain's pinned spec; commit, finish or hand over."""
         hop = item.hop
         self.t.bind(chain_id=item.chain_id, hop=hop, object=item.object)
         if hop >= self.settings.max_hops:
             return self._fail_max_hops(item, hop, item.checkpoint, ctx)
+        try:
+            spec = LoadSpec.from_dict(item.spec or {}, where="the chain's pinned spec")
+        except ConfigError as exc:
+            return self._finish(item, hop, item.checkpoint, ctx, status=L.FAILED, reason=str(exc))
         started = time.monotonic()
+        measured_invoke = self.invoke_estimate.seconds if self.invoke_estimate.measured else item.invoke_s
         deadline = Deadline(
             ctx.remaining_ms,
             safety_margin_ms=self.settings.safety_margin_ms,
-            invoke_s=self.invoke_estimate.seconds,
+            invocation_budget_ms=self.invocation_budget_ms,
+            invoke_s=measured_invoke,
         )
+        too_short = deadline.too_short()
+        if too_short is not None:
+            self.t.log.error(f"function timeout too short: {too_short}")
+            return self._finish(item, hop, item.checkpoint, ctx, status=L.FAILED, reason=too_short)
+        capped = deadline.cap_message()
+        if capped is not None:
+            self.t.log.warning(capped)
         lost: list[bool] = []
         last_progress: list[Progress] = []
         resume = item.checkpoint
@@ -659,19 +759,25 @@ class ChainRunner:
                 self.t.log.warning("lost the claim while running: stopping")
                 lost.append(True)
 
+        # the operational knobs are the function's of the moment (the operator may turn them down)
+        spec = dataclasses.replace(
+            spec,
+            concurrency=self.settings.concurrency,
+            max_wcu=self.settings.max_wcu,
+            rejects=spec.rejects or self.settings.rejects or "/tmp/s3ddb-rejects",
+        )
         request = HopRequest(
-            uri=ref.uri,
-            version_id=ref.version_id,
-            etag=ref.etag,
-            table=item.table,
-            schema=item.schema,
+            spec=spec,
             resume=resume,
             run_id=f"{item.chain_id}-hop{hop}-{ctx.request_id[:8]}",
             should_stop=should_stop,
             on_checkpoint=on_checkpoint,
             on_progress=lambda p: last_progress.__setitem__(slice(None), [p]),
         )
-        self.t.log.info("hop started", extra={"offset": item.offset, "rows_read": item.counters.rows_read})
+        self.t.log.info(
+            "hop started",
+            extra={"offset": item.offset, "rows_read": item.counters.rows_read, **deadline.summary()},
+        )
         try:
             result = self.engine(request)
         except (ConfigError, SourceError, TooManyRejectsError) as exc:
@@ -698,6 +804,14 @@ class ChainRunner:
             return self._finish(item, hop, cp, ctx, status=L.COMPLETED)
         if result.stopped == "failed":
             return self._finish(item, hop, cp, ctx, status=L.FAILED, reason=result.error or "the run failed")
+        c = result.counters
+        stuck = deadline.no_progress_reason(
+            item.offset, cp.offset, throttled=c.throttle_events > 0 or c.retries > 0
+        )
+        if stuck is not None:
+            self.t.log.error(f"hop made no progress: {stuck}")
+            return self._finish(item, hop, cp, ctx, status=L.FAILED, reason=stuck)
+        self.t.log.info("hop stopped by its deadline", extra=deadline.summary())
         return self._handover(item, hop, cp, ctx)
 
     def _finish(
@@ -750,17 +864,20 @@ class ChainRunner:
         if hop + 1 >= self.settings.max_hops:
             return self._fail_max_hops(item, hop, cp, ctx)
         nxt = dataclasses.replace(cp, hop=hop + 1)
-        payload = continue_payload(nxt)
-        size = len(orjson.dumps(payload))
-        if size > MAX_PAYLOAD_BYTES:
+        size = len(nxt.dumps()) + len(orjson.dumps(item.spec)) + len(orjson.dumps(item.lane))
+        if size > MAX_STATE_BYTES:
             return self._finish(
                 item,
                 hop,
-                cp,
+                dataclasses.replace(cp, header=[]),
                 ctx,
                 status=L.FAILED,
-                reason=f"continuation payload is {size} bytes (> {MAX_PAYLOAD_BYTES}): header too large",
+                reason=f"the chain's state is {size} bytes (> {MAX_STATE_BYTES}): the CSV header is too "
+                "large to keep in the ledger; load this object with s3ddb load",
             )
+        token = secrets.token_hex(16)
+        payload = continue_payload(object=item.object, target=item.target, hop=hop + 1, token=token)
+        size = len(orjson.dumps(payload))
         t0 = time.monotonic()
         if not self.ledger.handover(
             item,
@@ -768,6 +885,7 @@ class ChainRunner:
             request_id=ctx.request_id,
             checkpoint=nxt,
             lease_until=self.clock() + PENDING_LEASE_S,
+            token=token,
         ):
             self.t.log.warning("handover refused: the claim was lost")
             return {"status": "superseded", "object": item.object, "hop": hop}
@@ -792,6 +910,7 @@ class ChainRunner:
             self.t.count("Stalled")
             self.t.log.error(f"chain STALLED: {error}")
             raise StalledError(f"{item.object}: {error}") from exc
+        self.ledger.note_invoke(item, seconds=self.invoke_estimate.seconds)
         self.t.count("Continuations")
         return {
             "status": "continued",

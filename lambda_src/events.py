@@ -4,10 +4,16 @@
   ``unquote_plus``, ``versionId`` pinned when present), S3's ``s3:S3TestEvent``, and the
   EventBridge ``Object Created`` shape (``detail.object.key`` decoded the same way);
 * a manual backfill ``{"kind": "backfill", "version": 1, "source": "s3://b/key-or-prefix/",
-  "table": "...", "schema": {...}}`` (a source ending in ``/`` is a prefix);
+  "table": "...", "schema": {...}, "csv": {...}, "on_duplicate": "last", "version_id": "...",
+  "reload": false}`` (a source ending in ``/`` is a prefix; the key after the bucket is literal);
 * a lane ``{"kind": "lane", ...}``: one of the bounded chains of a backfill, sent by the function;
-* a continuation ``{"kind": "continue", "version": 1, ...checkpoint fields...}``, sent by the
-  function to itself.
+* a continuation ``{"kind": "continue", "version": 2, "object": ..., "target": ..., "hop": N,
+  "token": ...}``, sent by the function to itself. It only points at the chain's ledger item; the
+  spec and the checkpoint come from the ledger, and the token must match the one stored there.
+
+Everything an event may carry that shapes a load (schema, CSV options, duplicate policy) is
+checked here, when the event is accepted: sizes, nesting, unknown types and options are refused
+with the reason, never discovered by a hop later.
 """
 
 from __future__ import annotations
@@ -17,15 +23,16 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from loader.errors import ConfigError
-from loader.models import Checkpoint
 
 __all__ = [
+    "CONTINUE_VERSION",
     "EVENT_VERSION",
     "BackfillEvent",
     "ContinueEvent",
     "Event",
     "EventError",
     "LaneEvent",
+    "LoadOptions",
     "ObjectRef",
     "ObjectsEvent",
     "S3TestEvent",
@@ -36,6 +43,11 @@ __all__ = [
 ]
 
 EVENT_VERSION = 1
+#: 2: a continuation carries only the chain's key, its hop and the hop's token (1 carried the
+#: whole checkpoint, which let an event redirect a chain)
+CONTINUE_VERSION = 2
+#: the most an event's load options (schema + CSV options) may weigh as JSON
+MAX_OPTIONS_BYTES = 64 * 1024
 
 
 class EventError(ConfigError):
@@ -73,12 +85,27 @@ class S3TestEvent:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LoadOptions:
+    """What an event says about how to read and type its objects; None: the function's setting
+    (S3DDB_SCHEMA, S3DDB_CSV, S3DDB_ON_DUPLICATE). Checked when the event is accepted."""
+
+    schema: dict[str, Any] | None = None
+    csv: dict[str, Any] | None = None
+    on_duplicate: str | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"schema": self.schema, "csv": self.csv, "on_duplicate": self.on_duplicate}
+
+
+@dataclass(frozen=True, kw_only=True)
 class BackfillEvent:
     bucket: str
     key: str  # the object key, or the prefix when ``is_prefix``
     is_prefix: bool
     table: str | None
-    schema: dict[str, Any] | None
+    options: LoadOptions
+    version_id: str | None = None
+    reload: bool = False
 
     @property
     def source(self) -> str:
@@ -97,8 +124,11 @@ class LaneEvent:
     lanes: int
     start_after: str
     table: str
-    schema: dict[str, Any] | None
+    options: LoadOptions
     backfill_id: str
+    version_id: str | None = None
+    #: the reload this lane belongs to ("" for none): it restarts each finished object once
+    reload: str = ""
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -111,14 +141,24 @@ class LaneEvent:
             "lanes": self.lanes,
             "start_after": self.start_after,
             "table": self.table,
-            "schema": self.schema,
+            **self.options.to_payload(),
             "backfill_id": self.backfill_id,
+            "version_id": self.version_id,
+            "reload": self.reload,
         }
 
 
 @dataclass(frozen=True, kw_only=True)
 class ContinueEvent:
-    checkpoint: Checkpoint
+    """Points at a chain's ledger item; ``token`` is the hop's secret (never log it)."""
+
+    object: str
+    target: str
+    hop: int
+    token: str
+
+    def __repr__(self) -> str:
+        return f"ContinueEvent(object={self.object!r}, target={self.target!r}, hop={self.hop})"
 
 
 Event = ObjectsEvent | S3TestEvent | BackfillEvent | LaneEvent | ContinueEvent
@@ -164,11 +204,37 @@ def _version(event: dict[str, Any], kind: str) -> None:
         )
 
 
-def _schema(event: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    schema = event.get("schema")
-    if schema is not None and not isinstance(schema, dict):
-        raise EventError(f"{kind} event: 'schema' must be a JSON object, got {type(schema).__name__}")
-    return schema
+def _options(event: dict[str, Any], kind: str) -> LoadOptions:
+    """The event's schema, CSV options and duplicate policy, each checked as the load will use it."""
+    import orjson
+
+    from loader.schema import schema_from_dict
+    from loader.spec import check_depth, csv_from_dict
+
+    schema, csv, dup = event.get("schema"), event.get("csv"), event.get("on_duplicate")
+    try:
+        for name, value in (("schema", schema), ("csv", csv)):
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise EventError(f"'{name}' must be a JSON object, got {type(value).__name__}")
+            check_depth(value, f"'{name}'", limit=4)
+        size = len(orjson.dumps([schema, csv]))
+        if size > MAX_OPTIONS_BYTES:
+            raise EventError(
+                f"'schema' and 'csv' are {size} bytes of JSON, over the {MAX_OPTIONS_BYTES}-byte limit"
+            )
+        if schema is not None:
+            schema_from_dict(schema)
+        if csv is not None:
+            csv_from_dict(csv)
+        if dup is not None and dup not in ("last", "first", "error"):
+            raise EventError(f"'on_duplicate' must be last, first or error, got {dup!r}")
+    except EventError as exc:
+        raise EventError(f"{kind} event: {exc}") from None
+    except (ConfigError, orjson.JSONEncodeError) as exc:
+        raise EventError(f"{kind} event: {exc}") from None
+    return LoadOptions(schema=schema, csv=csv, on_duplicate=dup)
 
 
 def _s3_records(records: Any) -> ObjectsEvent:
@@ -229,12 +295,23 @@ def _backfill(event: dict[str, Any]) -> BackfillEvent:
     table = event.get("table")
     if table is not None and (not isinstance(table, str) or not table):
         raise EventError(f"backfill event: 'table' must be a non-empty string, got {table!r}")
+    version_id = event.get("version_id")
+    if version_id is not None and (not isinstance(version_id, str) or not version_id):
+        raise EventError(f"backfill event: 'version_id' must be a non-empty string, got {version_id!r}")
+    reload = event.get("reload", False)
+    if not isinstance(reload, bool):
+        raise EventError(f"backfill event: 'reload' must be true or false, got {reload!r}")
+    is_prefix = key == "" or key.endswith("/")
+    if is_prefix and version_id is not None:
+        raise EventError("backfill event: 'version_id' names a version of one object, not of a prefix")
     return BackfillEvent(
         bucket=bucket,
         key=key,
-        is_prefix=key == "" or key.endswith("/"),
+        is_prefix=is_prefix,
         table=table,
-        schema=_schema(event, "backfill"),
+        options=_options(event, "backfill"),
+        version_id=version_id,
+        reload=reload,
     )
 
 
@@ -254,24 +331,40 @@ def _lane(event: dict[str, Any]) -> LaneEvent:
         lanes=lanes,
         start_after=str(event.get("start_after") or ""),
         table=_str(event, "table", "lane event"),
-        schema=_schema(event, "lane"),
+        options=_options(event, "lane"),
         backfill_id=str(event.get("backfill_id") or ""),
+        version_id=_opt_str(event.get("version_id")),
+        reload=str(event.get("reload") or ""),
     )
 
 
 def _continue(event: dict[str, Any]) -> ContinueEvent:
-    _version(event, "continue")
-    fields = {k: v for k, v in event.items() if k not in ("kind", "version")}
-    checkpoint = Checkpoint.from_dict(fields)
-    if not checkpoint.chain_id:
-        raise EventError("continue event: the checkpoint has no chain_id")
-    split_s3_uri(checkpoint.source)
-    return ContinueEvent(checkpoint=checkpoint)
+    if event.get("version") != CONTINUE_VERSION:
+        raise EventError(
+            f"continue event: version {event.get('version')!r} is not supported (this function reads "
+            f"{CONTINUE_VERSION})"
+        )
+    hop = event.get("hop")
+    if isinstance(hop, bool) or not isinstance(hop, int) or hop < 0:
+        raise EventError(f"continue event: 'hop' must be a non-negative integer, got {hop!r}")
+    token = event.get("token")
+    if not isinstance(token, str) or not token or len(token) > 128:
+        raise EventError("continue event: 'token' is missing or malformed")
+    obj = _str(event, "object", "continue event")
+    split_s3_uri(obj)
+    return ContinueEvent(object=obj, target=_str(event, "target", "continue event"), hop=hop, token=token)
 
 
-def continue_payload(checkpoint: Checkpoint) -> dict[str, Any]:
-    """The event a hop sends to continue its chain: the checkpoint's fields, tagged."""
-    return {"kind": "continue", "version": EVENT_VERSION, **checkpoint.to_dict()}
+def continue_payload(*, object: str, target: str, hop: int, token: str) -> dict[str, Any]:
+    """The event a hop sends to continue its chain: where its ledger item is, the hop, the token."""
+    return {
+        "kind": "continue",
+        "version": CONTINUE_VERSION,
+        "object": object,
+        "target": target,
+        "hop": hop,
+        "token": token,
+    }
 
 
 def parse_event(event: Any) -> Event:
@@ -290,12 +383,7 @@ def parse_event(event: Any) -> Event:
     if kind == "backfill":
         return _backfill(event)
     if kind == "continue":
-        try:
-            return _continue(event)
-        except EventError:
-            raise
-        except ConfigError as exc:
-            raise EventError(f"continue event: {exc}") from None
+        return _continue(event)
     if kind == "lane":
         return _lane(event)
     keys = ", ".join(sorted(map(str, event))[:8])

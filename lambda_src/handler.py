@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lambda_src.chain import ChainRunner, HopRequest, InvocationContext, InvokeEstimate, LambdaContext
-from lambda_src.events import EventError, split_s3_uri
+from lambda_src.chain import ChainRunner, HopRequest, InvocationContext, LambdaContext
+from lambda_src.deadline import InvokeEstimate
+from lambda_src.events import EventError
 from lambda_src.settings import Settings
-from loader.config import CsvSpec, LoadConfig
-from loader.errors import ConfigError
 
 if TYPE_CHECKING:
     import asyncio
@@ -64,8 +63,6 @@ class _Container:
         self._stack: contextlib.AsyncExitStack = contextlib.AsyncExitStack()
         self._senders: dict[frozenset[str], BatchSender] = {}
         self._keys: dict[str, KeySchema] = {}
-        self._schema: dict[str, Any] | None = None
-        self._schema_loaded = False
         self._closed = False
         import atexit
 
@@ -85,28 +82,6 @@ class _Container:
                 self.loop.close()
 
     # -- per-container caches ------------------------------------------------------------------
-
-    def default_schema(self) -> dict[str, Any]:
-        """S3DDB_SCHEMA: inline JSON or an s3:// URI of a JSON document; read once."""
-        if not self._schema_loaded:
-            import orjson
-
-            raw = self.settings.schema
-            if raw is None:
-                self._schema = {}
-            else:
-                try:
-                    if raw.startswith("s3://"):
-                        bucket, key = split_s3_uri(raw)
-                        raw = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-                    data = orjson.loads(raw)
-                except (orjson.JSONDecodeError, self.s3.exceptions.ClientError) as exc:
-                    raise ConfigError(f"S3DDB_SCHEMA: {exc}") from exc
-                if not isinstance(data, dict):
-                    raise ConfigError("S3DDB_SCHEMA must be a JSON object")
-                self._schema = data
-            self._schema_loaded = True
-        return dict(self._schema or {})
 
     def keys(self, table: str) -> KeySchema:
         if table not in self._keys:
@@ -138,53 +113,33 @@ class _Container:
         return self.loop.run_until_complete(self._run(req))
 
     async def _run(self, req: HopRequest) -> RunResult:
-        from loader import pipeline
-        from loader.rejects import open_rejects
-        from loader.schema import binary_attributes, schema_from_dict
-        from loader.source import open_source
-
-        schema = schema_from_dict(req.schema if req.schema is not None else self.default_schema())
-        keys = self.keys(req.table)
-        sender = await self.sender(binary_attributes(schema, keys))
-        csv_spec = CsvSpec()
-        config = LoadConfig(
-            table=req.table,
-            concurrency=self.settings.concurrency,
-            max_wcu=self.settings.max_wcu,
-            checkpoint_interval_s=self.settings.checkpoint_interval_s,
-            chunk_bytes=self.settings.chunk_bytes,
-        )
-        source = open_source(
-            req.uri, s3_client=self.s3, spec=csv_spec, version_id=req.version_id, etag=req.etag
-        )
-        rejects = open_rejects(
-            self.settings.rejects or "/tmp/s3ddb-rejects", run_id=req.run_id, s3_client=self.s3
-        )
-
         import asyncio
+
+        from loader import spec as load_spec
+        from loader.schema import binary_attributes
+
+        keys = self.keys(req.spec.table)
+        sender = await self.sender(binary_attributes(req.spec.schema, keys))
 
         async def on_checkpoint(cp: Any) -> None:
             await asyncio.to_thread(req.on_checkpoint, cp)
 
-        try:
-            return await pipeline.run(
-                source=source,
-                config=config,
-                csv_spec=csv_spec,
-                schema=schema,
-                keys=keys,
-                sender=sender,
-                rejects=rejects,
-                should_stop=req.should_stop,
-                resume=req.resume,
-                on_checkpoint=on_checkpoint,
-                on_progress=req.on_progress,
-            )
-        finally:
-            rejects.close()
-            close = getattr(source, "close", None)
-            if callable(close):
-                close()
+        return await load_spec.run(
+            req.spec,
+            keys=keys,
+            sender=sender,
+            run_id=req.run_id,
+            s3_client=self.s3,
+            knobs=load_spec.RunKnobs(
+                checkpoint_interval_s=self.settings.checkpoint_interval_s,
+                chunk_bytes=self.settings.chunk_bytes,
+            ),
+            should_stop=req.should_stop,
+            resume=req.resume,
+            on_checkpoint=on_checkpoint,
+            on_progress=req.on_progress,
+            pin_into_checkpoints=False,  # the ledger item holds the pinned spec
+        )
 
 
 def lambda_client_config() -> Any:

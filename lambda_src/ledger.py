@@ -1,15 +1,21 @@
-"""The ledger: one DynamoDB item per object version, the fence that keeps each chain single.
+"""The ledger: one DynamoDB item per load (object version and target table), the fence that keeps
+each chain single, and the chain's state: a continuation event only points at it.
 
-Key: ``object`` (``s3://bucket/key``, HASH) and ``version`` (the VersionId, else ``etag:<ETag>``,
-RANGE). Attributes: ``status`` (RUNNING, COMPLETED, FAILED, STALLED), ``chain_id``, ``hop`` (the hop
-that owns the chain, or will own it once its continuation arrives), ``hops`` (hops begun),
+Key: ``object`` (``s3://bucket/key``, HASH) and ``target`` (``<table>#<version>``, RANGE, see
+:func:`target_key`; the version is the VersionId, else ``etag:<ETag>``): the same object version
+loaded into another table is another chain. Attributes: ``version``, ``table``, ``spec`` (the
+pinned ``LoadSpec`` as JSON: every hop runs it), ``token`` (a random secret per hop: a continuation
+must carry it; never logged or shown), ``status`` (RUNNING, COMPLETED, FAILED, STALLED),
+``chain_id``, ``hop`` (the hop that owns the chain, or will own it once its continuation arrives),
+``hops`` (hops begun),
 ``claim`` (the request id running ``hop``, or ``pending`` between a handover and the next hop's
 start), ``handed_by``, ``lease_until`` (epoch seconds after which an unfinished claim may be taken
 over), ``checkpoint`` (the last committed low-water mark, JSON), ``offset``, the counters,
-``object_size``, ``table``, ``schema``, ``lane``, ``rejects`` (one location per hop that rejected
-rows), ``reclaims`` (hops resumed after a crash or timeout), ``started_at`` / ``updated_at`` /
-``finished_at``, ``finished_by`` (the request that ended the chain: its Lambda retry still
-advances a backfill lane), ``last_error``, ``reason`` and ``rev``.
+``object_size``, ``lane``, ``rejects`` (one location per hop that rejected rows), ``reloaded_by``
+(the reload request that restarted a finished chain), ``invoke_s`` (the last measured self-invoke,
+for the next hop's deadline), ``reclaims`` (hops resumed after a crash or timeout),
+``started_at`` / ``updated_at`` / ``finished_at``, ``finished_by`` (the request that ended the
+chain: its Lambda retry still advances a backfill lane), ``last_error``, ``reason`` and ``rev``.
 
 A RUNNING item whose lease ran out has no live hop (Lambda killed it, or its continuation was
 lost): :meth:`Ledger.mark_stalled` turns it STALLED when someone looks (``s3ddb status``), and
@@ -44,6 +50,7 @@ __all__ = [
     "Ledger",
     "LedgerItem",
     "ensure_ledger_table",
+    "target_key",
     "version_key",
 ]
 
@@ -79,6 +86,11 @@ def version_key(version_id: str | None, etag: str | None) -> str:
     return "unversioned"
 
 
+def target_key(table: str, version: str) -> str:
+    """The ledger's range key of one load: the table (which cannot contain ``#``), then the version."""
+    return f"{table}#{version}"
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
 
@@ -86,6 +98,7 @@ def _iso(ts: float) -> str:
 @dataclass(frozen=True, kw_only=True)
 class LedgerItem:
     object: str
+    target: str
     version: str
     status: str
     chain_id: str
@@ -97,7 +110,8 @@ class LedgerItem:
     rev: int
     checkpoint: Checkpoint | None
     table: str
-    schema: dict[str, Any] | None
+    spec: dict[str, Any] | None
+    token: str
     lane: dict[str, Any] | None
     object_size: int | None
     offset: int
@@ -110,6 +124,8 @@ class LedgerItem:
     finished_by: str = ""
     last_error: str = ""
     reason: str = ""
+    reloaded_by: str = ""
+    invoke_s: float | None = None
 
     @classmethod
     def from_wire(cls, raw: dict[str, Any]) -> LedgerItem:
@@ -120,10 +136,11 @@ class LedgerItem:
             return float(raw[name]["N"]) if name in raw and "N" in raw[name] else default
 
         cp = s("checkpoint")
-        schema, lane = s("schema"), s("lane")
+        spec, lane = s("spec"), s("lane")
         size = raw.get("object_size", {}).get("N")
         return cls(
             object=s("object"),
+            target=s("target"),
             version=s("version"),
             status=s("status"),
             chain_id=s("chain_id"),
@@ -135,7 +152,8 @@ class LedgerItem:
             rev=int(n("rev")),
             checkpoint=Checkpoint.loads(cp) if cp else None,
             table=s("table"),
-            schema=orjson.loads(schema) if schema else None,
+            spec=orjson.loads(spec) if spec else None,
+            token=s("token"),
             lane=orjson.loads(lane) if lane else None,
             object_size=None if size is None else int(size),
             offset=int(n("offset")),
@@ -148,6 +166,8 @@ class LedgerItem:
             finished_by=s("finished_by"),
             last_error=s("last_error"),
             reason=s("reason"),
+            reloaded_by=s("reloaded_by"),
+            invoke_s=n("invoke_s") if "invoke_s" in raw else None,
         )
 
     def stale(self, now: float) -> bool:
@@ -158,7 +178,8 @@ class LedgerItem:
         return self.status == FAILED and self.reason.startswith(MAX_HOPS_REASON)
 
     def to_status(self, now: float | None = None) -> dict[str, Any]:
-        """The ``s3ddb status --json`` form (``now`` decides ``stale``; default: the clock)."""
+        """The ``s3ddb status --json`` form (``now`` decides ``stale``; default: the clock). The
+        hop token is not in it: whoever can read a status must not be able to continue a chain."""
         now = time.time() if now is None else now
         return {
             "object": self.object,
@@ -206,12 +227,12 @@ class Ledger:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def get(self, obj: str, version: str) -> LedgerItem | None:
-        resp = self.client.get_item(TableName=self.table, Key=self._key(obj, version), ConsistentRead=True)
+    def get(self, obj: str, target: str) -> LedgerItem | None:
+        resp = self.client.get_item(TableName=self.table, Key=self._key(obj, target), ConsistentRead=True)
         return LedgerItem.from_wire(resp["Item"]) if "Item" in resp else None
 
-    def versions(self, obj: str) -> list[LedgerItem]:
-        """Every version of ``obj`` in the ledger, oldest start first."""
+    def chains(self, obj: str) -> list[LedgerItem]:
+        """Every load of ``obj`` in the ledger (each version, each table), oldest start first."""
         items: list[LedgerItem] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
@@ -233,20 +254,24 @@ class Ledger:
     def create(
         self,
         obj: str,
-        version: str,
         *,
+        version: str,
         chain_id: str,
         request_id: str,
         lease_until: float,
         table: str,
-        schema: dict[str, Any] | None,
+        spec: dict[str, Any],
         lane: dict[str, Any] | None,
         object_size: int | None,
     ) -> bool:
-        """Start a chain at hop 0, claimed by ``request_id``; False if the item already exists."""
+        """Start a chain at hop 0, claimed by ``request_id``, with its pinned ``spec``; False if
+        the load's item already exists."""
         now = _iso(self.clock())
         item: dict[str, Any] = {
-            **self._key(obj, version),
+            **self._key(obj, target_key(table, version)),
+            "version": {"S": version},
+            "table": {"S": table},
+            "spec": {"S": orjson.dumps(spec).decode()},
             "status": {"S": RUNNING},
             "chain_id": {"S": chain_id},
             "hop": {"N": "0"},
@@ -254,15 +279,12 @@ class Ledger:
             "claim": {"S": request_id},
             "lease_until": {"N": f"{lease_until:.3f}"},
             "rev": {"N": "1"},
-            "table": {"S": table},
             "offset": {"N": "0"},
             "reclaims": {"N": "0"},
             "started_at": {"S": now},
             "updated_at": {"S": now},
             **{c: {"N": "0"} for c in _COUNTERS},
         }
-        if schema is not None:
-            item["schema"] = {"S": orjson.dumps(schema).decode()}
         if lane is not None:
             item["lane"] = {"S": orjson.dumps(lane).decode()}
         if object_size is not None:
@@ -275,11 +297,59 @@ class Ledger:
             ExpressionAttributeNames={"#o": "object"},
         )
 
+    def restart(
+        self,
+        item: LedgerItem,
+        *,
+        chain_id: str,
+        request_id: str,
+        lease_until: float,
+        spec: dict[str, Any],
+        lane: dict[str, Any] | None,
+        reloaded_by: str,
+    ) -> bool:
+        """A reload: a finished (COMPLETED or FAILED, as read) load starts again from offset 0 as a
+        new chain with ``spec``, claimed by ``request_id``."""
+        values: dict[str, Any] = {
+            ":spec": {"S": orjson.dumps(spec).decode()},
+            ":running": {"S": RUNNING},
+            ":chain": {"S": chain_id},
+            ":zero": {"N": "0"},
+            ":one": {"N": "1"},
+            ":rid": {"S": request_id},
+            ":lease": {"N": f"{lease_until:.3f}"},
+            ":reloaded": {"S": reloaded_by},
+            ":empty": {"S": ""},
+            ":rev": {"N": str(item.rev)},
+            ":completed": {"S": COMPLETED},
+            ":failed": {"S": FAILED},
+        }
+        counters = ", ".join(f"{c} = :zero" for c in _COUNTERS)
+        expr = (
+            "SET spec = :spec, #status = :running, chain_id = :chain, hop = :zero, hops = :one, "
+            f"claim = :rid, lease_until = :lease, #offset = :zero, {counters}, reclaims = :zero, "
+            "started_at = :now, updated_at = :now, reloaded_by = :reloaded, reason = :empty, "
+            "rev = rev + :one"
+        )
+        if lane is not None:
+            expr += ", lane = :lane"
+            values[":lane"] = {"S": orjson.dumps(lane).decode()}
+        remove = " REMOVE checkpoint, finished_at, finished_by, last_error, rejects, handed_by, #token"
+        if lane is None:
+            remove += ", lane"
+        return self._update(
+            item.object,
+            item.target,
+            expr + remove,
+            "rev = :rev AND (#status = :completed OR #status = :failed)",
+            values,
+        )
+
     def claim(self, item: LedgerItem, *, request_id: str, lease_until: float, reclaim: bool) -> bool:
         """Take ``item.hop`` for ``request_id`` if the item is still exactly as read (``rev``)."""
         return self._update(
             item.object,
-            item.version,
+            item.target,
             "SET claim = :rid, lease_until = :lease, #status = :running, rev = rev + :one, "
             "updated_at = :now, reclaims = reclaims + :reclaim",
             "rev = :rev",
@@ -297,21 +367,29 @@ class Ledger:
         """Record a low-water mark of the running hop; False if the claim was lost."""
         return self._update(
             item.object,
-            item.version,
+            item.target,
             f"SET {_PROGRESS_SET}, updated_at = :now, rev = rev + :one",
             self._owner(),
             {**_progress_values(checkpoint), **self._owner_values(item, hop, request_id), ":one": {"N": "1"}},
         )
 
     def handover(
-        self, item: LedgerItem, *, hop: int, request_id: str, checkpoint: Checkpoint, lease_until: float
+        self,
+        item: LedgerItem,
+        *,
+        hop: int,
+        request_id: str,
+        checkpoint: Checkpoint,
+        lease_until: float,
+        token: str,
     ) -> bool:
-        """Commit ``checkpoint`` (already numbered ``hop + 1``) and pass the chain to that hop."""
+        """Commit ``checkpoint`` (already numbered ``hop + 1``) and pass the chain to that hop: only
+        a continuation that carries ``token`` may take it."""
         return self._update(
             item.object,
-            item.version,
+            item.target,
             f"SET {_PROGRESS_SET}, hop = :next, hops = :hops, claim = :pending, handed_by = :rid, "
-            "lease_until = :lease, updated_at = :now, rev = rev + :one",
+            "lease_until = :lease, #token = :token, updated_at = :now, rev = rev + :one",
             self._owner(),
             {
                 **_progress_values(checkpoint),
@@ -320,15 +398,30 @@ class Ledger:
                 ":hops": {"N": str(hop + 2)},
                 ":pending": {"S": PENDING},
                 ":lease": {"N": f"{lease_until:.3f}"},
+                ":token": {"S": token},
                 ":one": {"N": "1"},
             },
         )
+
+    def note_invoke(self, item: LedgerItem, *, seconds: float) -> None:
+        """Remember how long the self-invoke took, for the next hop's deadline. Leaves ``rev``
+        alone (it decides nothing), so it cannot make the next hop's claim fail."""
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=self._key(item.object, item.target),
+                UpdateExpression="SET invoke_s = :s",
+                ConditionExpression="chain_id = :chain",
+                ExpressionAttributeValues={":s": {"N": f"{seconds:.3f}"}, ":chain": {"S": item.chain_id}},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            pass
 
     def mark_stalled(self, item: LedgerItem, *, error: str) -> bool:
         """A RUNNING item whose lease ran out (as read) becomes STALLED; False if it moved meanwhile."""
         return self._update(
             item.object,
-            item.version,
+            item.target,
             "SET #status = :stalled, last_error = :err, updated_at = :now, rev = rev + :one",
             "rev = :rev AND #status = :running AND lease_until < :t",
             {
@@ -346,7 +439,7 @@ class Ledger:
         by ``request_id``, from the checkpoint it failed at."""
         return self._update(
             item.object,
-            item.version,
+            item.target,
             "SET #status = :running, claim = :rid, lease_until = :lease, hop = :next, hops = :hops, "
             "rev = rev + :one, updated_at = :now, reason = :empty REMOVE finished_at, finished_by",
             "rev = :rev AND #status = :failed",
@@ -367,7 +460,7 @@ class Ledger:
         """The continuation of ``next_hop`` could not be sent: STALLED (a retry or a notify resumes)."""
         return self._update(
             item.object,
-            item.version,
+            item.target,
             "SET #status = :stalled, last_error = :err, updated_at = :now, rev = rev + :one",
             "chain_id = :chain AND hop = :hop AND claim = :pending AND handed_by = :rid",
             {
@@ -412,13 +505,13 @@ class Ledger:
             expr += ", reason = :empty"
             values[":empty"] = {"S": ""}
             remove += ", last_error"
-        return self._update(item.object, item.version, expr + remove, self._owner(), values)
+        return self._update(item.object, item.target, expr + remove, self._owner(), values)
 
     def add_rejects(self, item: LedgerItem, *, location: str) -> None:
         """Remember where a hop's rejected rows are (unconditional: a location is never wrong)."""
         self.client.update_item(
             TableName=self.table,
-            Key=self._key(item.object, item.version),
+            Key=self._key(item.object, item.target),
             UpdateExpression="SET rejects = list_append(if_not_exists(rejects, :empty), :loc)",
             ExpressionAttributeValues={":empty": {"L": []}, ":loc": {"L": [{"S": location}]}},
         )
@@ -427,7 +520,7 @@ class Ledger:
         """Keep the claim (Lambda retries this request) and say what went wrong."""
         return self._update(
             item.object,
-            item.version,
+            item.target,
             "SET last_error = :err, updated_at = :now, rev = rev + :one",
             self._owner(),
             {**self._owner_values(item, hop, request_id), ":err": {"S": error[:2000]}, ":one": {"N": "1"}},
@@ -436,8 +529,8 @@ class Ledger:
     # -- plumbing ----------------------------------------------------------------------------
 
     @staticmethod
-    def _key(obj: str, version: str) -> dict[str, Any]:
-        return {"object": {"S": obj}, "version": {"S": version}}
+    def _key(obj: str, target: str) -> dict[str, Any]:
+        return {"object": {"S": obj}, "target": {"S": target}}
 
     @staticmethod
     def _owner() -> str:
@@ -452,16 +545,18 @@ class Ledger:
             ":rid": {"S": request_id},
         }
 
-    def _update(self, obj: str, version: str, expr: str, cond: str, values: dict[str, Any]) -> bool:
+    def _update(self, obj: str, target: str, expr: str, cond: str, values: dict[str, Any]) -> bool:
         values = {**values, ":now": {"S": _iso(self.clock())}}
         names = {}
         if "#status" in expr or "#status" in cond:
             names["#status"] = "status"
         if "#offset" in expr:
             names["#offset"] = "offset"
+        if "#token" in expr:
+            names["#token"] = "token"
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "Key": self._key(obj, version),
+            "Key": self._key(obj, target),
             "UpdateExpression": expr,
             "ConditionExpression": cond,
             "ExpressionAttributeValues": values,
@@ -490,11 +585,11 @@ def ensure_ledger_table(client: Any, name: str) -> bool:
             TableName=name,
             KeySchema=[
                 {"AttributeName": "object", "KeyType": "HASH"},
-                {"AttributeName": "version", "KeyType": "RANGE"},
+                {"AttributeName": "target", "KeyType": "RANGE"},
             ],
             AttributeDefinitions=[
                 {"AttributeName": "object", "AttributeType": "S"},
-                {"AttributeName": "version", "AttributeType": "S"},
+                {"AttributeName": "target", "AttributeType": "S"},
             ],
             BillingMode="PAY_PER_REQUEST",
         )

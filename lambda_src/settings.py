@@ -5,6 +5,9 @@ variable                   meaning                                              
 =========================  ===========================================================  ==========
 S3DDB_TABLE                target table for S3 notifications (a backfill may name one)  (none)
 S3DDB_SCHEMA               schema as JSON, or an ``s3://`` URI of a JSON document       (strings)
+S3DDB_CSV                  CSV options as JSON: delimiter, encoding, header, columns,    (defaults)
+                           quotechar, compression (``{"delimiter": "\\t"}``)
+S3DDB_ON_DUPLICATE         which row wins when a key repeats: last, first or error      last
 S3DDB_CONCURRENCY          concurrent BatchWriteItem calls per hop                      40
 S3DDB_MAX_WCU              write units per second cap per hop (optional)                (none)
 S3DDB_REJECTS              where rejected rows go (``s3://bucket/prefix/`` or a dir)    (engine's)
@@ -22,10 +25,13 @@ S3DDB_SENDER               ``lean`` (own signed HTTP) or ``botocore`` (aiobotoco
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import cast
 
+from loader.config import CsvSpec, DuplicatePolicy
 from loader.errors import ConfigError
 
 __all__ = ["Settings"]
@@ -52,9 +58,32 @@ def _float(env: Mapping[str, str], name: str, default: float | None) -> float | 
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
+    # float() accepts "nan" and "inf"; nan passes any "<= 0" test and would switch a limit off
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} must be a finite number")
     if value <= 0:
         raise ConfigError(f"{name}={value} must be positive")
     return value
+
+
+def _csv(raw: str) -> CsvSpec:
+    if not raw:
+        return CsvSpec()
+    import orjson
+
+    from loader.spec import csv_from_dict
+
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"S3DDB_CSV is not JSON: {exc}") from None
+    return csv_from_dict(data, where="S3DDB_CSV")
+
+
+def _duplicate(raw: str) -> DuplicatePolicy:
+    if raw not in ("last", "first", "error"):
+        raise ConfigError(f"S3DDB_ON_DUPLICATE must be last, first or error, got {raw!r}")
+    return cast(DuplicatePolicy, raw)
 
 
 def _names(env: Mapping[str, str], name: str) -> frozenset[str]:
@@ -71,6 +100,8 @@ class Settings:
     ledger_table: str
     table: str | None = None
     schema: str | None = None
+    csv: CsvSpec = field(default_factory=CsvSpec)
+    on_duplicate: DuplicatePolicy = "last"
     concurrency: int = 40
     max_wcu: float | None = None
     rejects: str | None = None
@@ -107,6 +138,8 @@ class Settings:
             ledger_table=env.get("S3DDB_LEDGER_TABLE", "").strip(),
             table=env.get("S3DDB_TABLE", "").strip() or None,
             schema=env.get("S3DDB_SCHEMA", "").strip() or None,
+            csv=_csv(env.get("S3DDB_CSV", "").strip()),
+            on_duplicate=_duplicate(env.get("S3DDB_ON_DUPLICATE", "").strip() or "last"),
             concurrency=_int(env, "S3DDB_CONCURRENCY", 40, low=1, high=1024),
             max_wcu=_float(env, "S3DDB_MAX_WCU", None),
             rejects=env.get("S3DDB_REJECTS", "").strip() or None,

@@ -145,6 +145,15 @@ def wait_final(
     raise AssertionError(f"{uri} did not finish in {timeout_s}s: {last}\n--- emulator log tail ---\n{tail}")
 
 
+def wait_attempts(emu: Emulator, count: int, *, timeout_s: float = 30) -> list[dict[str, Any]]:
+    """The emulator's invocation records once at least ``count`` have returned (it records an
+    invocation when the handler returns, after the ledger write a test may have waited for)."""
+    deadline = time.monotonic() + timeout_s
+    while len(attempts := emu.attempts()) < count and time.monotonic() < deadline:
+        time.sleep(0.1)  # a polling interval, bounded by the deadline
+    return attempts
+
+
 def make_csv(rows: int, *, start: int = 0, tag: str = "") -> tuple[bytes, dict[str, dict[str, Any]]]:
     """A CSV of ``rows`` rows and the items it must become (pk S, n N, s S)."""
     lines = ["pk,n,s"]
@@ -157,6 +166,27 @@ def make_csv(rows: int, *, start: int = 0, tag: str = "") -> tuple[bytes, dict[s
 
 
 SCHEMA = '{"columns": {"n": "N"}}'
+
+
+def function_settings(ledger: str, table: str, **over: str) -> dict[str, str]:
+    """The function's ``S3DDB_*`` settings for a test: the defaults (concurrency 40 among them) but
+    a small margin, frequent checkpoints and small source chunks, so 10 s hops move along."""
+    env = {
+        "S3DDB_LEDGER_TABLE": ledger,
+        "S3DDB_TABLE": table,
+        "S3DDB_SCHEMA": SCHEMA,
+        "S3DDB_SAFETY_MARGIN_MS": "1500",
+        "S3DDB_CHECKPOINT_INTERVAL": "0.5",
+        # the engine polls its stop between source chunks: small ones keep a slow hop responsive
+        "S3DDB_CHUNK_BYTES": "8192",
+    }
+    env.update(over)
+    return env
+
+
+def put_object(s3: Any, bucket: str, key: str, body: bytes) -> str:
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+    return f"s3://{bucket}/{key}"
 
 
 def table_as_dict(ddb: Any, table: str) -> dict[str, dict[str, Any]]:

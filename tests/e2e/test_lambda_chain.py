@@ -11,32 +11,14 @@ from typing import Any
 import pytest
 
 from lambda_src.admin import notify, send_backfill, status
-from tests.e2e.conftest import SCHEMA, assert_invariant, make_csv, table_as_dict, wait_final
+from tests.e2e.conftest import assert_invariant, make_csv, table_as_dict, wait_final
+from tests.e2e.conftest import function_settings as _settings
+from tests.e2e.conftest import put_object as _put
 
 FUNCTION = "s3ddb-loader"
 #: S3DDB_MAX_WCU caps a hop of < 10 s at < 11 x 150 = 1650 one-unit rows, so BIG_ROWS needs >= 3 hops
 BIG_WCU = "150"
 BIG_ROWS = 3600
-
-
-def _settings(ledger: str, table: str, **over: str) -> dict[str, str]:
-    env = {
-        "S3DDB_LEDGER_TABLE": ledger,
-        "S3DDB_TABLE": table,
-        "S3DDB_SCHEMA": SCHEMA,
-        "S3DDB_CONCURRENCY": "4",
-        "S3DDB_SAFETY_MARGIN_MS": "1500",
-        "S3DDB_CHECKPOINT_INTERVAL": "0.5",
-        # the engine polls its stop between source chunks: small ones keep a slow hop responsive
-        "S3DDB_CHUNK_BYTES": "8192",
-    }
-    env.update(over)
-    return env
-
-
-def _put(s3: Any, bucket: str, key: str, body: bytes) -> str:
-    s3.put_object(Bucket=bucket, Key=key, Body=body)
-    return f"s3://{bucket}/{key}"
 
 
 @pytest.mark.parametrize("sender", ["lean", "botocore"])
