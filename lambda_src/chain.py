@@ -63,6 +63,9 @@ __all__ = [
 #: The spec, the checkpoint (with the CSV header) and the lane must fit one ledger item (a DynamoDB
 #: item is at most 400 KB; the rest of the item is small).
 MAX_STATE_BYTES = 350 * 1024
+#: Hops in a row that the deadline ended without progress and without throttling before the chain
+#: is FAILED (the function timeout leaves no room for work); one alone may be a slow moment.
+MAX_IDLE_HOPS = 2
 #: Extra lease past the claimant's own deadline before anyone may take an unfinished hop over.
 LEASE_SLACK_S = 60.0
 #: How long a handed-over hop waits for its continuation before a new event may take it over
@@ -808,11 +811,14 @@ class ChainRunner:
         stuck = deadline.no_progress_reason(
             item.offset, cp.offset, throttled=c.throttle_events > 0 or c.retries > 0
         )
-        if stuck is not None:
+        idle_hops = item.idle_hops + 1 if stuck is not None else 0
+        if stuck is not None and idle_hops >= MAX_IDLE_HOPS:
             self.t.log.error(f"hop made no progress: {stuck}")
             return self._finish(item, hop, cp, ctx, status=L.FAILED, reason=stuck)
+        if stuck is not None:  # once may be a slow moment of a service: the next hop tries again
+            self.t.log.warning(f"hop made no progress ({idle_hops}/{MAX_IDLE_HOPS}): {stuck}")
         self.t.log.info("hop stopped by its deadline", extra=deadline.summary())
-        return self._handover(item, hop, cp, ctx)
+        return self._handover(item, hop, cp, ctx, idle_hops=idle_hops)
 
     def _finish(
         self,
@@ -860,7 +866,9 @@ class ChainRunner:
         )
         return self._finish(item, hop, cp, ctx, status=L.FAILED, reason=reason)
 
-    def _handover(self, item: LedgerItem, hop: int, cp: Checkpoint, ctx: InvocationContext) -> dict[str, Any]:
+    def _handover(
+        self, item: LedgerItem, hop: int, cp: Checkpoint, ctx: InvocationContext, *, idle_hops: int = 0
+    ) -> dict[str, Any]:
         if hop + 1 >= self.settings.max_hops:
             return self._fail_max_hops(item, hop, cp, ctx)
         nxt = dataclasses.replace(cp, hop=hop + 1)
@@ -886,6 +894,7 @@ class ChainRunner:
             checkpoint=nxt,
             lease_until=self.clock() + PENDING_LEASE_S,
             token=token,
+            idle_hops=idle_hops,
         ):
             self.t.log.warning("handover refused: the claim was lost")
             return {"status": "superseded", "object": item.object, "hop": hop}

@@ -12,7 +12,8 @@ must carry it; never logged or shown), ``status`` (RUNNING, COMPLETED, FAILED, S
 start), ``handed_by``, ``lease_until`` (epoch seconds after which an unfinished claim may be taken
 over), ``checkpoint`` (the last committed low-water mark, JSON), ``offset``, the counters,
 ``object_size``, ``lane``, ``rejects`` (one location per hop that rejected rows), ``reloaded_by``
-(the reload request that restarted a finished chain), ``invoke_s`` (the last measured self-invoke,
+(the reload request that restarted a finished chain), ``idle_hops`` (hops in a row that made no
+progress), ``invoke_s`` (the last measured self-invoke,
 for the next hop's deadline), ``reclaims`` (hops resumed after a crash or timeout),
 ``started_at`` / ``updated_at`` / ``finished_at``, ``finished_by`` (the request that ended the
 chain: its Lambda retry still advances a backfill lane), ``last_error``, ``reason`` and ``rev``.
@@ -126,6 +127,7 @@ class LedgerItem:
     reason: str = ""
     reloaded_by: str = ""
     invoke_s: float | None = None
+    idle_hops: int = 0
 
     @classmethod
     def from_wire(cls, raw: dict[str, Any]) -> LedgerItem:
@@ -168,6 +170,7 @@ class LedgerItem:
             reason=s("reason"),
             reloaded_by=s("reloaded_by"),
             invoke_s=n("invoke_s") if "invoke_s" in raw else None,
+            idle_hops=int(n("idle_hops")),
         )
 
     def stale(self, now: float) -> bool:
@@ -328,6 +331,7 @@ class Ledger:
         expr = (
             "SET spec = :spec, #status = :running, chain_id = :chain, hop = :zero, hops = :one, "
             f"claim = :rid, lease_until = :lease, #offset = :zero, {counters}, reclaims = :zero, "
+            "idle_hops = :zero, "
             "started_at = :now, updated_at = :now, reloaded_by = :reloaded, reason = :empty, "
             "rev = rev + :one"
         )
@@ -382,6 +386,7 @@ class Ledger:
         checkpoint: Checkpoint,
         lease_until: float,
         token: str,
+        idle_hops: int = 0,
     ) -> bool:
         """Commit ``checkpoint`` (already numbered ``hop + 1``) and pass the chain to that hop: only
         a continuation that carries ``token`` may take it."""
@@ -389,7 +394,7 @@ class Ledger:
             item.object,
             item.target,
             f"SET {_PROGRESS_SET}, hop = :next, hops = :hops, claim = :pending, handed_by = :rid, "
-            "lease_until = :lease, #token = :token, updated_at = :now, rev = rev + :one",
+            "lease_until = :lease, #token = :token, idle_hops = :idle, updated_at = :now, rev = rev + :one",
             self._owner(),
             {
                 **_progress_values(checkpoint),
@@ -399,6 +404,7 @@ class Ledger:
                 ":pending": {"S": PENDING},
                 ":lease": {"N": f"{lease_until:.3f}"},
                 ":token": {"S": token},
+                ":idle": {"N": str(idle_hops)},
                 ":one": {"N": "1"},
             },
         )

@@ -11,7 +11,7 @@ S3DDB_ON_DUPLICATE         which row wins when a key repeats: last, first or err
 S3DDB_CONCURRENCY          concurrent BatchWriteItem calls per hop                      40
 S3DDB_MAX_WCU              write units per second cap per hop (optional)                (none)
 S3DDB_REJECTS              where rejected rows go (``s3://bucket/prefix/`` or a dir)    (engine's)
-S3DDB_LEDGER_TABLE         the ledger table (one item per object version)               required
+S3DDB_LEDGER_TABLE         the ledger table (one item per object version and table)     required
 S3DDB_MAX_HOPS             most hops one chain may take before it is FAILED             50
 S3DDB_SAFETY_MARGIN_MS     time kept free at the end of every hop, on top of estimates  10000
 S3DDB_ALLOWED_BUCKETS      comma-separated buckets a load may read (empty: any)         (any)
