@@ -51,6 +51,20 @@ def test_every_variable_is_read() -> None:
         ({"S3DDB_LEDGER_TABLE": "l", "S3DDB_CONCURRENCY": "0"}, "S3DDB_CONCURRENCY"),
         ({"S3DDB_LEDGER_TABLE": "l", "S3DDB_MAX_HOPS": "0"}, "S3DDB_MAX_HOPS"),
         ({"S3DDB_LEDGER_TABLE": "l", "S3DDB_MAX_WCU": "-1"}, "S3DDB_MAX_WCU"),
+        ({"S3DDB_LEDGER_TABLE": "l", "S3DDB_MAX_WCU": "nan"}, "S3DDB_MAX_WCU='nan' must be a finite number"),
+        ({"S3DDB_LEDGER_TABLE": "l", "S3DDB_MAX_WCU": "inf"}, "S3DDB_MAX_WCU='inf' must be a finite number"),
+        (
+            {"S3DDB_LEDGER_TABLE": "l", "S3DDB_MAX_WCU": "-Infinity"},
+            "S3DDB_MAX_WCU='-Infinity' must be a finite",
+        ),
+        (
+            {"S3DDB_LEDGER_TABLE": "l", "S3DDB_CHECKPOINT_INTERVAL": "NaN"},
+            "S3DDB_CHECKPOINT_INTERVAL='NaN' must be",
+        ),
+        (
+            {"S3DDB_LEDGER_TABLE": "l", "S3DDB_CHECKPOINT_INTERVAL": "inf"},
+            "S3DDB_CHECKPOINT_INTERVAL='inf' must be",
+        ),
         ({"S3DDB_LEDGER_TABLE": "l", "S3DDB_SAFETY_MARGIN_MS": "-5"}, "S3DDB_SAFETY_MARGIN_MS"),
         ({"S3DDB_LEDGER_TABLE": "l", "S3DDB_SENDER": "boto"}, "S3DDB_SENDER must be lean or botocore"),
     ],
