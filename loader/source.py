@@ -56,7 +56,7 @@ _SKIP_BYTES = 1 << 20
 class SourceInfo:
     """What was opened, and the pin that keeps a resumed load on the same bytes."""
 
-    uri: str  # normalised: s3://bucket/key (no query) or an absolute local path
+    uri: str  # s3://bucket/key (the key as it is, no query) or an absolute local path
     bucket: str | None
     key: str | None
     path: str | None
@@ -66,23 +66,21 @@ class SourceInfo:
     compression: Compression
 
 
-def parse_uri(uri: str) -> tuple[str | None, str | None, str | None, str | None]:
-    """``(bucket, key, version_id, path)`` of an ``s3://bucket/key[?versionId=v]`` URI or a path.
+def parse_uri(uri: str) -> tuple[str | None, str | None, None, str | None]:
+    """``(bucket, key, None, path)`` of an ``s3://bucket/key`` URI or a local path.
 
-    The key is taken literally (spaces, unicode, ``%`` and ``+`` stay as they are); only the
-    ``versionId`` value is percent-decoded. ``file://`` URIs and plain paths give an absolute path.
+    Everything after the bucket's ``/`` is the key, taken literally: S3 keys may contain ``?``,
+    ``#``, ``%``, ``+``, spaces and any unicode, so nothing in them is a query, a fragment or an
+    escape (``s3://b/k.csv?versionId=v`` names the object whose key is ``k.csv?versionId=v``). A
+    version is passed apart (``open_source(version_id=...)``); the third item is always None and
+    stays only so that callers keep their shape. ``file://`` URIs (percent-decoded, as file URIs
+    are) and plain paths give an absolute path.
     """
     if uri[:5].lower() == "s3://":
         bucket, _, key = uri[5:].partition("/")
-        version_id = None
-        head, query, value = key.rpartition("?versionId=")
-        if query:
-            key, version_id = head, unquote(value)
-            if not version_id:
-                raise ConfigError(f"{uri!r}: versionId is empty")
         if not bucket or not key:
             raise ConfigError(f"{uri!r} is not an S3 object URI; use s3://bucket/key")
-        return bucket, key, version_id, None
+        return bucket, key, None, None
     if uri[:7].lower() == "file://":
         path = unquote(uri[7:])
     elif "://" in uri:
@@ -102,15 +100,17 @@ def open_source(
     version_id: str | None = None,
     etag: str | None = None,
 ) -> Source:
-    """Resolve and pin the object. ``version_id`` / ``etag`` come from a checkpoint when resuming.
+    """Resolve and pin the object. ``uri``'s key is taken literally (see ``parse_uri``);
+    ``version_id`` names an S3 object version (``--version-id``, or a checkpoint's pin when
+    resuming), ``etag`` a checkpoint's ETag.
 
-    Raises SourceError when the object is missing, not readable, or no longer the checkpoint's.
+    Raises SourceError when the bucket or object is missing, not readable, or no longer the
+    checkpoint's.
     """
-    bucket, key, uri_version, path = parse_uri(uri)
-    if uri_version is not None and version_id is not None and uri_version != version_id:
-        raise ConfigError(f"{uri!r}: versionId {uri_version!r} in the URI differs from {version_id!r}")
-    version_id = version_id or uri_version
+    bucket, key, _, path = parse_uri(uri)
     if path is not None:
+        if version_id is not None:
+            raise ConfigError(f"{path}: a local file has no versions; --version-id is for s3:// sources")
         info = _stat_local(path, spec)
         if etag is not None and etag != info.etag:
             raise SourceError(
@@ -305,6 +305,8 @@ def _head_s3(client: Any, bucket: str, key: str, version_id: str | None, spec: C
     try:
         head = client.head_object(**params)
     except ClientError as exc:
+        if _status(exc) == "404" and _bucket_missing(client, bucket):
+            raise SourceError(f"{uri}: bucket {bucket!r} does not exist") from exc
         raise _client_error(exc, uri, version_id, "HeadObject") from exc
     except BotoCoreError as exc:
         raise SourceError(f"{uri}: cannot reach S3: {exc}") from exc
@@ -323,10 +325,34 @@ def _head_s3(client: Any, bucket: str, key: str, version_id: str | None, spec: C
     )
 
 
+def _status(exc: ClientError) -> str:
+    return str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+
+
+def _bucket_missing(client: Any, bucket: str) -> bool:
+    """Whether ``bucket`` does not exist, asked after a HeadObject 404.
+
+    A HEAD response has no body, so its 404 carries no error code: ``NoSuchKey`` and
+    ``NoSuchBucket`` look the same. HeadBucket tells them apart; when it cannot (403: no
+    s3:ListBucket, or any other failure) the caller keeps saying "no such object".
+    """
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        return _status(exc) == "404" or code in ("NoSuchBucket", "404", "NotFound")
+    except BotoCoreError:
+        return False
+    return False
+
+
 def _client_error(exc: ClientError, uri: str, version_id: str | None, operation: str) -> SourceError:
     code = str(exc.response.get("Error", {}).get("Code", ""))
-    status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+    status = _status(exc)
     what = f"version {version_id}" if version_id else "current version"
+    if code == "NoSuchBucket":  # a GET names it in its error body (a HEAD cannot: see _bucket_missing)
+        bucket = uri[5:].partition("/")[0]
+        return SourceError(f"{uri}: bucket {bucket!r} does not exist ({operation} said NoSuchBucket)")
     if code in _NOT_FOUND or status in ("404", "405") or (code in ("400", "InvalidArgument") and version_id):
         return SourceError(f"{uri}: no such object ({what}; {operation} said {code or status})")
     if code in _DENIED or status == "403":

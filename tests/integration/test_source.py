@@ -16,7 +16,7 @@ import pytest
 import zstandard
 
 from loader.config import CsvSpec
-from loader.errors import SourceError
+from loader.errors import ConfigError, SourceError
 from loader.source import iter_chunks, open_source
 from tests.support.tcpcut import TcpCut
 
@@ -101,10 +101,11 @@ def test_overwrite_after_open_still_reads_the_pinned_version(s3: Any, bucket: st
     assert src.info.version_id == v1
     assert _read(src) == old
     assert _read(src, 1234) == old[1234:]
-    # and a resume names the version explicitly: the URI form and the argument form
-    assert _read(open_source(f"s3://{bucket}/k.csv?versionId={quote(v1)}", s3_client=s3, spec=SPEC)) == old
+    # and a resume names the version explicitly, apart from the URI (whose key is literal)
     assert _read(open_source(f"s3://{bucket}/k.csv", s3_client=s3, spec=SPEC, version_id=v1)) == old
     assert _read(open_source(f"s3://{bucket}/k.csv", s3_client=s3, spec=SPEC)) == new
+    with pytest.raises(SourceError, match=r"k\.csv\?versionId=.*: no such object"):
+        open_source(f"s3://{bucket}/k.csv?versionId={quote(v1)}", s3_client=s3, spec=SPEC)
 
 
 @pytest.mark.parametrize(
@@ -120,9 +121,57 @@ def test_missing_object_is_a_source_error(s3: Any, bucket: str, key: str, versio
         open_source(f"s3://{bucket}/{key}", s3_client=s3, spec=SPEC, version_id=version)
 
 
-def test_missing_bucket_is_a_source_error(s3: Any) -> None:
-    with pytest.raises(SourceError, match="no such object"):
-        open_source(f"s3://nb-{uuid.uuid4().hex[:12]}/k.csv", s3_client=s3, spec=SPEC)
+def test_missing_bucket_is_a_source_error_that_names_the_bucket(s3: Any, bucket: str) -> None:
+    name = f"nb-{uuid.uuid4().hex[:12]}"
+    with pytest.raises(SourceError, match=rf"s3://{name}/k.csv: bucket '{name}' does not exist$"):
+        open_source(f"s3://{name}/k.csv", s3_client=s3, spec=SPEC)
+    with pytest.raises(SourceError, match=rf"bucket '{name}' does not exist$"):
+        open_source(f"s3://{name}/k.csv", s3_client=s3, spec=SPEC, version_id="v1")
+    # a missing key in a bucket that exists is still "no such object"
+    with pytest.raises(SourceError, match=rf"s3://{bucket}/k.csv: no such object"):
+        open_source(f"s3://{bucket}/k.csv", s3_client=s3, spec=SPEC)
+
+
+def test_bucket_deleted_after_open_is_named_by_the_get(s3: Any) -> None:
+    name = f"gone-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key="k.csv", Body=b"a\n")
+    src = open_source(f"s3://{name}/k.csv", s3_client=s3, spec=SPEC)
+    s3.delete_object(Bucket=name, Key="k.csv")
+    s3.delete_bucket(Bucket=name)
+    with pytest.raises(SourceError, match=rf"bucket '{name}' does not exist \(GetObject said NoSuchBucket\)"):
+        _read(src)
+
+
+LITERAL_KEYS = [
+    "k.csv?versionId=x",
+    "dir/k.csv?versionId=3%2FL4k&x=1",
+    "a#b.csv",
+    "a%20b.csv",
+    "a+b.csv",
+    "a b.csv",
+    "données/日本 ü.csv",
+    "?versionId=",
+    "dir//odd/../%2e%2e/?#[]@!$&'()*,;= ~.csv",
+]
+
+
+@pytest.mark.parametrize("key", LITERAL_KEYS)
+def test_keys_are_taken_literally(s3: Any, bucket: str, key: str) -> None:
+    body = b"pk,v\n" + key.encode() + b",1\n" + b"x" * 5000 + b"\n"
+    version = _put(s3, bucket, key, body)
+    # decoys: what a URI parser that treats ?, #, % or + specially would open instead
+    decoys = {key.partition("?")[0], key.partition("#")[0], key.replace("%20", " "), key.replace("+", " ")}
+    for decoy in decoys:
+        if decoy and decoy != key:
+            _put(s3, bucket, decoy, b"decoy\n")
+    src = open_source(f"s3://{bucket}/{key}", s3_client=s3, spec=SPEC)
+    assert (src.info.uri, src.info.bucket, src.info.key) == (f"s3://{bucket}/{key}", bucket, key)
+    assert src.info.version_id == version and src.info.size == len(body)
+    assert _read(src) == body
+    assert _read(src, 7) == body[7:]  # a ranged GET on the same literal key
+    pinned = open_source(f"s3://{bucket}/{key}", s3_client=s3, spec=SPEC, version_id=version)
+    assert _read(pinned, 3) == body[3:]
 
 
 def test_etag_mismatch_is_a_source_error(s3: Any, bucket: str) -> None:
@@ -216,3 +265,10 @@ def test_missing_local_file_is_a_source_error(tmp_path: Path) -> None:
         open_source(str(tmp_path / "nope.csv"), s3_client=None, spec=SPEC)
     with pytest.raises(SourceError, match="not a regular file"):
         open_source(str(tmp_path), s3_client=None, spec=SPEC)
+
+
+def test_a_version_for_a_local_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"a\n")
+    with pytest.raises(ConfigError, match="a local file has no versions"):
+        open_source(str(path), s3_client=None, spec=SPEC, version_id="v1")
