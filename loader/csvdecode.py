@@ -16,6 +16,10 @@ Two tiers, both in C for the bulk of the work:
 * general: for chunks with quoted newlines, CSV errors or undecodable bytes, parse lines that keep
   their ``\\n`` one row at a time and map each row to its lines with ``reader.line_num``.
 
+csv runs with ``strict=True`` in every tier that calls it: a quoted field followed by more text
+(``"ok"tail``) is an error record (csv's default reading glues it into ``oktail``). Quote-free text
+never reaches csv, so the check costs the plain fast path nothing.
+
 Memory stays bounded: a record that grows beyond ``max_record_bytes`` (an unbalanced quote, or a
 line that never ends) becomes an error record and parsing restarts at the next line boundary.
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 import codecs
 import csv
 import operator
+from collections import deque
 from collections.abc import Sequence
 from itertools import accumulate, compress, islice, repeat
 
@@ -261,8 +266,10 @@ class CsvDecoder:
                 rows = [[] if r == [""] else r for r in rows]
         else:
             try:
-                rows = list(csv.reader(lines, delimiter=self._delimiter, quotechar=self._quotechar))
-            except csv.Error:
+                rows = list(
+                    csv.reader(lines, delimiter=self._delimiter, quotechar=self._quotechar, strict=True)
+                )
+            except csv.Error:  # a malformed record, or the last one is still open: the exact tier decides
                 return None
             if len(rows) != len(lines):  # some record spans lines, or the last one is still open
                 return None
@@ -292,11 +299,15 @@ class CsvDecoder:
             stop = odd.pop()
             tail = [line + "\n" for line in lines[stop:]]
             tail.append("")
+            reader = csv.reader(tail, delimiter=self._delimiter, quotechar=quote, strict=True)
             try:
-                tail_rows = list(csv.reader(tail, delimiter=self._delimiter, quotechar=quote))
+                deque(reader, maxlen=0)
             except csv.Error:
-                return None
-            if tail_rows[-1] == []:  # the sentinel is a row of its own: nothing is open
+                # strict csv says "unexpected end of data" once it has read the sentinel with a
+                # quoted field open; an error before the sentinel is a malformed record instead
+                if reader.line_num < len(tail):
+                    return None
+            else:  # the sentinel was a row of its own: nothing is open
                 return None
         recs: list[str] = []
         last: list[int] = []  # index of each record's last line
@@ -316,7 +327,7 @@ class CsvDecoder:
         last += range(pos, stop)
         recs.append("")  # sentinel: swallowed if csv thinks the last record is still open
         try:
-            rows = list(csv.reader(recs, delimiter=self._delimiter, quotechar=quote))
+            rows = list(csv.reader(recs, delimiter=self._delimiter, quotechar=quote, strict=True))
         except csv.Error:
             return None
         if len(rows) != len(recs):
@@ -366,7 +377,7 @@ class CsvDecoder:
                     bad[i] = bounds[i] + exc.start
         tlines = [s + "\n" for s in slines]
         tlines.append("")  # sentinel: swallowed by a record that is still open
-        reader = csv.reader(tlines, delimiter=self._delimiter, quotechar=self._quotechar)
+        reader = csv.reader(tlines, delimiter=self._delimiter, quotechar=self._quotechar, strict=True)
         first_line = 0  # the line the current reader started on
         prev = 0
         while True:
@@ -377,8 +388,9 @@ class CsvDecoder:
             except StopIteration:
                 break
             except csv.Error as exc:
+                # strict: a record still open at the sentinel raises here too (ln > n below)
                 row = None
-                error = f"not valid CSV: {exc}"
+                error = _csv_error(exc, self._quotechar)
             ln = max(first_line + reader.line_num, prev + 1)
             if ln > n:  # reached the sentinel: the record from line `prev` is not finished
                 break
@@ -391,7 +403,10 @@ class CsvDecoder:
                 prev += 1
                 first_line = prev
                 reader = csv.reader(
-                    islice(tlines, prev, None), delimiter=self._delimiter, quotechar=self._quotechar
+                    islice(tlines, prev, None),
+                    delimiter=self._delimiter,
+                    quotechar=self._quotechar,
+                    strict=True,
                 )
                 continue
             raw = slines[prev] if ln == prev + 1 else "\n".join(slines[prev:ln])
@@ -445,6 +460,15 @@ class CsvDecoder:
         self.header = names
         self.header_end = end
         self._need_header = False
+
+
+def _csv_error(exc: csv.Error, quotechar: str) -> str:
+    """The reject reason for a record csv refused (csv runs with ``strict=True``)."""
+    message = str(exc)
+    if message.endswith(f"expected after '{quotechar}'"):
+        # '"ok"tail': without strict, csv would glue the text to the field and read "oktail"
+        return f"not valid CSV: text after the closing quote of a quoted field ({message})"
+    return f"not valid CSV: {message}"
 
 
 def _strip_cr(raw: str) -> str:

@@ -342,3 +342,65 @@ def test_property_random_csv_any_chunking(seed: int, decoder: type[CsvDecoder], 
                 if not blanks:
                     assert got.ends[-1] == len(data)
                     assert got.starts[0] == got.header_end
+
+
+# -- text after a closing quote: an error record, never a glued field ----------------------------
+
+_AFTER_QUOTE = "not valid CSV: text after the closing quote of a quoted field (',' expected after '\"')"
+
+
+@pytest.mark.parametrize("decoder", [CsvDecoder, ExactTierOnly])
+@pytest.mark.parametrize(
+    ("data", "rows", "spans", "raws"),
+    [
+        (b'a,b\n1,"ok"tail\n2,3\n', [None, ["2", "3"]], [(4, 15), (15, 19)], ['1,"ok"tail', "2,3"]),
+        (b'a,b\n"ok"tail,1\n2,3\n', [None, ["2", "3"]], [(4, 15), (15, 19)], ['"ok"tail,1', "2,3"]),
+        (b'a,b\n1,"ok" \n2,"x"\n', [None, ["2", "x"]], [(4, 12), (12, 18)], ['1,"ok" ', '2,"x"']),
+        (b'a,b\r\n1,"ok"x\r\n2,3\r\n', [None, ["2", "3"]], [(5, 14), (14, 19)], ['1,"ok"x', "2,3"]),
+        # the field spans lines; the record ends with the line the stray text is on
+        (b'a,b\n1,"x\ny"tail\n2,3\n', [None, ["2", "3"]], [(4, 16), (16, 20)], ['1,"x\ny"tail', "2,3"]),
+        # a quote opened after the stray text does not swallow the next lines: csv stops at the error
+        (b'a,b\n"ok"t,"open\n2,3\n', [None, ["2", "3"]], [(4, 16), (16, 20)], ['"ok"t,"open', "2,3"]),
+        (b'a,b\n1,"ok"tail', [None], [(4, 14)], ['1,"ok"tail']),
+    ],
+    ids=["last", "first", "space after quote", "CRLF", "multi-line", "then an open quote", "at EOF"],
+)
+def test_text_after_a_closing_quote_is_an_error_record(
+    decoder: type[CsvDecoder],
+    data: bytes,
+    rows: list[list[str] | None],
+    spans: list[tuple[int, int]],
+    raws: list[str],
+) -> None:
+    got = decode(data, decoder=decoder)
+    assert got.rows == rows
+    assert list(zip(got.starts, got.ends, strict=True)) == spans
+    assert got.raws == raws
+    assert got.errors == {i: _AFTER_QUOTE for i, row in enumerate(rows) if row is None}
+    assert got.numbers == list(range(1, len(rows) + 1))
+    for chunks in splits(data):
+        assert decode(data, chunks, decoder=decoder) == got, chunks
+
+
+def test_text_after_a_closing_quote_among_many_good_quoted_rows() -> None:
+    good = [f'{i},"v ""{i}""\n{i}",x' for i in range(200)]
+    lines = ["a,b,c", *good[:120], '999,"ok"tail,x', *good[120:]]
+    data = ("\n".join(lines) + "\n").encode()
+    got = decode(data, [data[i : i + 97] for i in range(0, len(data), 97)])
+    assert len(got.rows) == 201
+    assert got.errors == {120: _AFTER_QUOTE}
+    assert got.raws[120] == '999,"ok"tail,x'
+    assert got.rows[:120] + got.rows[121:] == [[str(i), f'v "{i}"\n{i}', "x"] for i in range(200)]
+
+
+def test_other_quote_characters_name_the_stray_text_too() -> None:
+    got = decode_everywhere(b"a;b\n'ok'tail;1\n2;3\n", CsvSpec(delimiter=";", quotechar="'"))
+    assert got.rows == [None, ["2", "3"]]
+    assert got.errors[0] == (
+        "not valid CSV: text after the closing quote of a quoted field (';' expected after ''')"
+    )
+
+
+def test_a_header_with_text_after_a_closing_quote_stops_the_load() -> None:
+    with pytest.raises(SourceError, match="text after the closing quote"):
+        decode(b'"a"x,b\n1,2\n')
