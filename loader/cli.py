@@ -697,6 +697,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="s3ddb: %(message)s",
         stream=sys.stderr,
     )
+    if getattr(args, "verbose", False):
+        # basicConfig does nothing where the host already configured logging: ask for ours anyway
+        logging.getLogger("loader").setLevel(logging.INFO)
+        logging.getLogger("botocore").setLevel(logging.WARNING)
     try:
         if args.command in ("load", "validate"):
             _tune_gc()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -50,8 +51,8 @@ class Backoff:
     """
 
     def __init__(self, *, base_s: float, cap_s: float, rng: Callable[[], float] = random.random) -> None:
-        if base_s < 0 or cap_s < 0:
-            raise ValueError("backoff base and cap must be >= 0")
+        if not (0 <= base_s < math.inf and 0 <= cap_s < math.inf):  # also refuses nan
+            raise ValueError(f"backoff base and cap must be finite and >= 0, got {base_s} and {cap_s}")
         self.base_s = base_s
         self.cap_s = cap_s
         self._rng = rng
@@ -96,7 +97,9 @@ class RetryPolicy:
         even when some items get through); ``attempts`` is what the cap counts.
         """
         delay = self.backoff.delay(exponent)
-        level = logging.WARNING if attempts * 2 >= self.max_attempts and attempts > 1 else logging.DEBUG
+        # INFO, the level ``s3ddb load -v`` shows: one line per retry (a BatchWriteItem call, not
+        # an item); WARNING from half the cap on, so a batch close to giving up shows without -v
+        level = logging.WARNING if attempts * 2 >= self.max_attempts and attempts > 1 else logging.INFO
         if self._log.isEnabledFor(level):
             self._log.log(
                 level,
@@ -144,6 +147,8 @@ class RateController:
     available; it refills at ``max_wcu`` per second and holds at most one second of them.
     A request larger than the bucket waits for a full bucket and leaves it in debt.
 
+    Each halving, and the window's return to ``max_concurrency``, is logged at INFO (``-v``).
+
     Everything runs on one event loop; no locks other than the bucket's FIFO lock are needed.
     """
 
@@ -158,8 +163,8 @@ class RateController:
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
-        if max_wcu is not None and max_wcu <= 0:
-            raise ValueError("max_wcu must be positive")
+        if max_wcu is not None and not 0 < max_wcu < math.inf:  # also refuses nan
+            raise ValueError(f"max_wcu must be a finite positive number, got {max_wcu}")
         self.max_concurrency = max_concurrency
         self.max_wcu = max_wcu
         self._clock = clock
@@ -227,13 +232,21 @@ class RateController:
             if slot.epoch == self._epoch and (
                 self._last_decrease is None or now - self._last_decrease >= self._cooldown_s
             ):
+                before = self.limit
                 self._window = max(1.0, self._window / 2)
                 self._epoch += 1
                 self._last_decrease = now
                 self.decreases += 1
-                log.debug("throttled: concurrency window now %d", self.limit)
+                log.info(
+                    "throttled (signal %d): concurrency window %d -> %d calls in flight",
+                    self.throttle_events,
+                    before,
+                    self.limit,
+                )
         elif ok and self._window < self.max_concurrency:
             self._window = min(float(self.max_concurrency), self._window + 1.0 / self._window)
+            if self._window >= self.max_concurrency:  # once per recovery, not per call
+                log.info("concurrency window back to %d calls in flight", self.max_concurrency)
         self._wake()
 
     def _wake(self) -> None:

@@ -73,11 +73,14 @@ def test_policy_logs_attempt_n_of_max_and_gives_up_with_the_last_error(
 ) -> None:
     policy = RetryPolicy(max_attempts=4, backoff=Backoff(base_s=0.1, cap_s=1.0, rng=lambda: 0.5))
     last = ThrottledError("slow down", code="ThrottlingException")
-    with caplog.at_level(logging.DEBUG, logger="loader.retry"):
+    with caplog.at_level(logging.INFO, logger="loader.retry"):  # what `s3ddb load -v` shows
         assert policy.next_delay(1, exponent=0, what="batch 7", last=last) == pytest.approx(0.05)
         assert policy.next_delay(3, exponent=2, what="batch 7", last=last) == pytest.approx(0.2)
-    assert "batch 7: attempt 1/4" in caplog.records[0].getMessage()
-    assert caplog.records[0].levelno == logging.DEBUG
+    assert len(caplog.records) == 2
+    assert caplog.records[0].getMessage() == (
+        "batch 7: attempt 1/4 failed (ThrottledError: slow down); retrying in 0.050 s"
+    )
+    assert caplog.records[0].levelno == logging.INFO
     assert caplog.records[1].levelno == logging.WARNING  # past half the cap: worth a look
     assert [policy.exhausted(n) for n in (3, 4, 5)] == [False, True, True]
     err = policy.give_up(attempts=4, what="batch 7", last=last)
@@ -128,6 +131,32 @@ async def test_a_throttle_within_the_cooldown_is_ignored() -> None:
     rc.release_slot(await rc.acquire_slot(), ok=False, throttled=True)
     rc.release_slot(await rc.acquire_slot(), ok=False, throttled=True)  # same instant
     assert (rc.limit, rc.decreases, rc.throttle_events) == (20, 1, 2)
+
+
+async def test_window_changes_are_logged_at_info_once_per_change(caplog: pytest.LogCaptureFixture) -> None:
+    t = FakeTime()
+    rc = RateController(max_concurrency=8, max_wcu=None, clock=t.clock, sleep=t.sleep)
+    with caplog.at_level(logging.INFO, logger="loader.retry"):
+        slots = [await rc.acquire_slot() for _ in range(8)]
+        for slot in slots:  # one decrease for the burst
+            rc.release_slot(slot, ok=False, throttled=True)
+        for _ in range(200):  # recovery: one line when the window is full again, none per call
+            rc.release_slot(await rc.acquire_slot(), ok=True)
+    assert rc.window == 8.0
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, "throttled (signal 1): concurrency window 8 -> 4 calls in flight"),
+        (logging.INFO, "concurrency window back to 8 calls in flight"),
+    ]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
+def test_backoff_and_rate_refuse_non_finite_numbers(bad: float) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        Backoff(base_s=bad, cap_s=1.0)
+    with pytest.raises(ValueError, match="finite"):
+        Backoff(base_s=0.1, cap_s=bad)
+    with pytest.raises(ValueError, match="finite"):
+        RateController(max_concurrency=4, max_wcu=bad)
 
 
 async def test_successes_grow_the_window_additively_back_to_max() -> None:
