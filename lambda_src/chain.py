@@ -146,8 +146,13 @@ def decide(
         if kind == "start":
             return Decision(action="create")
         return Decision(action="skip", reason="no ledger item for this continuation")
-    if kind == "continue" and (
-        not item.token or not hmac.compare_digest(item.token.encode(), event_token.encode())
+    # Lambda's retry of the request that handed the chain over carries that hop's (older) token; a
+    # request id is Lambda's to give, so no event sender can claim to be that request
+    retry_of_handover = bool(item.handed_by) and item.handed_by == request_id
+    if (
+        kind == "continue"
+        and not retry_of_handover
+        and (not item.token or not hmac.compare_digest(item.token.encode(), event_token.encode()))
     ):
         return Decision(
             action="refuse",
@@ -406,6 +411,13 @@ class ChainRunner:
                     "reason": "this object version was loaded into this table: send it with reload "
                     "(s3ddb invoke --reload) to load it again",
                 }
+            if item is not None and event.reload and item.status in (L.RUNNING, L.STALLED):
+                return self._refusal(
+                    f"a chain of {ref.uri} into {table} is {item.status}: reload starts a finished "
+                    "load again; wait for it to finish, or resume it by sending it without reload",
+                    source=event.source,
+                    table=table,
+                )
             lanes = 1
         bid = backfill_id(event.bucket, event.key, table, lanes, event.options, reload)
         for lane in range(lanes):
@@ -491,7 +503,7 @@ class ChainRunner:
                 # its chain advances the lane when it ends; a second walker would double the lane
                 self.t.log.info("lane already running this object: stopping", extra={"object": ref.uri})
                 return {"status": "lane-owned", "lane": lane.lane, "object": ref.uri, "skipped": skipped}
-            if out["status"] != "skipped":
+            if out["status"] not in ("skipped", "already loaded"):
                 return out  # the chain advances the lane when it ends
             skipped.append(out)
             after = key

@@ -77,6 +77,10 @@ class CsvSpec:
     compression: Literal["infer", "none", "gzip", "zstd", "bz2"] = "infer"
 
     def __post_init__(self) -> None:
+        if len(self.quotechar) != 1 or self.quotechar in ("\n", "\r"):
+            raise ConfigError(
+                f"the quote character must be one character other than newline, got {self.quotechar!r}"
+            )
         if len(self.delimiter) != 1 or self.delimiter in ("\n", "\r", self.quotechar):
             raise ConfigError(
                 f"--delimiter must be one character other than newline and quote, got {self.delimiter!r}"
