@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -11,10 +12,12 @@ import pytest
 from lambda_src import ledger as L
 from lambda_src.admin import status
 from lambda_src.chain import decide
-from lambda_src.ledger import Ledger, LedgerItem, ensure_ledger_table, version_key
+from lambda_src.ledger import Ledger, LedgerItem, ensure_ledger_table, target_key, version_key
 from loader.models import Checkpoint, Counters
 
 OBJ = "s3://b/data.csv"
+TARGET = target_key("t", "v1")
+SPEC: dict[str, Any] = {"source": OBJ, "table": "t", "version_id": "v1", "schema": {"columns": {}}}
 
 
 @pytest.fixture
@@ -45,50 +48,65 @@ def _cp(offset: int, rows: int, hop: int) -> Checkpoint:
     )
 
 
-def _create(ledger: Ledger, rid: str = "r0", chain: str = "c1") -> bool:
+def _create(
+    ledger: Ledger, rid: str = "r0", chain: str = "c1", *, table: str = "t", version: str = "v1"
+) -> bool:
     return ledger.create(
         OBJ,
-        "v1",
+        version=version,
         chain_id=chain,
         request_id=rid,
         lease_until=2000.0,
-        table="t",
-        schema={"columns": {}},
+        table=table,
+        spec={**SPEC, "table": table, "version_id": version},
         lane=None,
         object_size=1000,
     )
 
 
-def _get(ledger: Ledger) -> LedgerItem:
-    item = ledger.get(OBJ, "v1")
+def _get(ledger: Ledger, target: str = TARGET) -> LedgerItem:
+    item = ledger.get(OBJ, target)
     assert item is not None
     return item
+
+
+def _raw(ledger: Ledger, target: str = TARGET) -> dict[str, Any]:
+    """The item as DynamoDB holds it (every attribute, ``rev`` included)."""
+    resp = ledger.client.get_item(
+        TableName=ledger.table, Key={"object": {"S": OBJ}, "target": {"S": target}}, ConsistentRead=True
+    )
+    return dict(resp["Item"])
 
 
 def test_the_same_object_version_starts_one_chain(ledger: Ledger) -> None:
     assert _create(ledger, "r0", "c1") is True
     assert _create(ledger, "r1", "c2") is False
     item = _get(ledger)
-    assert (item.status, item.chain_id, item.hop, item.claim, item.schema) == (
+    assert (item.status, item.chain_id, item.hop, item.claim, item.spec) == (
         L.RUNNING,
         "c1",
         0,
         "r0",
-        {"columns": {}},
+        SPEC,
     )
+    assert (item.object, item.target, item.table, item.version, item.token) == (OBJ, TARGET, "t", "v1", "")
 
 
 def test_a_full_chain_hands_over_and_completes(ledger: Ledger) -> None:
     _create(ledger)
     item = _get(ledger)
     assert ledger.commit_progress(item, hop=0, request_id="r0", checkpoint=_cp(100, 10, 0))
-    assert ledger.handover(item, hop=0, request_id="r0", checkpoint=_cp(200, 20, 1), lease_until=5000.0)
+    assert ledger.handover(
+        item, hop=0, request_id="r0", checkpoint=_cp(200, 20, 1), lease_until=5000.0, token="tok1"
+    )
     item = _get(ledger)
     assert (item.hop, item.hops, item.claim, item.handed_by, item.offset) == (1, 2, L.PENDING, "r0", 200)
-    assert item.checkpoint == _cp(200, 20, 1)
+    assert (item.checkpoint, item.token, item.spec) == (_cp(200, 20, 1), "tok1", SPEC)
     # hop 0 cannot write again: it no longer owns the chain
     assert not ledger.commit_progress(item, hop=0, request_id="r0", checkpoint=_cp(300, 30, 0))
-    d = decide(item, kind="continue", request_id="r1", now=1000.0, event_hop=1, event_chain="c1")
+    forged = decide(item, kind="continue", request_id="r1", now=1000.0, event_hop=1, event_token="x")
+    assert forged.action == "refuse"
+    d = decide(item, kind="continue", request_id="r1", now=1000.0, event_hop=1, event_token="tok1")
     assert d.action == "claim"
     assert ledger.claim(item, request_id="r1", lease_until=3000.0, reclaim=False)
     # a duplicate continuation read the same item and decided the same: its claim loses
@@ -118,15 +136,15 @@ def test_a_full_chain_hands_over_and_completes(ledger: Ledger) -> None:
 def test_stall_then_resume_by_the_retried_request(ledger: Ledger) -> None:
     _create(ledger)
     item = _get(ledger)
-    assert ledger.handover(item, hop=0, request_id="r0", checkpoint=_cp(200, 20, 1), lease_until=5000.0)
+    assert ledger.handover(
+        item, hop=0, request_id="r0", checkpoint=_cp(200, 20, 1), lease_until=5000.0, token="tok1"
+    )
     assert not ledger.stall(item, next_hop=1, request_id="someone-else", error="x")
     assert ledger.stall(item, next_hop=1, request_id="r0", error="invoke failed")
     item = _get(ledger)
     assert (item.status, item.last_error) == (L.STALLED, "invoke failed")
-    assert (
-        decide(item, kind="continue", request_id="r0", now=1000.0, event_hop=0, event_chain="c1").action
-        == "claim"
-    )
+    # hop 0 was started by a notification: Lambda's retry of it is that start event again
+    assert decide(item, kind="start", request_id="r0", now=1000.0).action == "claim"
     assert ledger.claim(item, request_id="r0", lease_until=3000.0, reclaim=False)
     assert (_get(ledger).status, _get(ledger).claim) == (L.RUNNING, "r0")
 
@@ -205,9 +223,9 @@ def test_a_chain_failed_by_max_hops_is_resumed_once_by_a_conditional_write(ledge
     assert failed.failed_for_max_hops()
     assert decide(failed, kind="start", request_id="r1", now=0, max_hops=1).action == "skip"
     assert decide(failed, kind="start", request_id="r1", now=0, max_hops=3).action == "resume"
-    assert (
-        decide(failed, kind="continue", request_id="r1", now=0, event_chain="c1", max_hops=3).action == "skip"
-    )
+    # a continuation (even without a token) resumes nothing
+    cont = decide(failed, kind="continue", request_id="r1", now=0, event_hop=0, event_token="", max_hops=3)
+    assert cont.action == "refuse"
     assert ledger.resume_failed(failed, request_id="r1", lease_until=3000.0)
     assert not ledger.resume_failed(failed, request_id="r2", lease_until=3000.0)
     item = _get(ledger)
@@ -220,3 +238,139 @@ def test_a_chain_failed_by_max_hops_is_resumed_once_by_a_conditional_write(ledge
         "",
     )
     assert item.checkpoint is not None and item.checkpoint.offset == 500
+
+
+def test_target_key_names_the_table_then_the_version() -> None:
+    assert target_key("orders", "v1") == "orders#v1"
+    assert target_key("orders", version_key(None, '"abc"')) == "orders#etag:abc"
+    assert target_key("a", "v") != target_key("b", "v")
+
+
+def test_the_same_object_version_into_another_table_is_another_chain(ledger: Ledger) -> None:
+    a, b = target_key("A", "v1"), target_key("B", "v1")
+    assert _create(ledger, "r0", "ca", table="A")
+    item = _get(ledger, a)
+    assert ledger.finish(item, hop=0, request_id="r0", checkpoint=_cp(1000, 50, 0), status=L.COMPLETED)
+    # loaded into A: the same version into B starts its own chain; into A again it does not
+    assert _create(ledger, "r1", "cb", table="B")
+    assert not _create(ledger, "r2", "cx", table="A")
+    chains = ledger.chains(OBJ)
+    assert len(chains) == 2
+    by_target = {c.target: c for c in chains}
+    assert set(by_target) == {a, b}
+    assert (by_target[a].table, by_target[a].status, by_target[a].chain_id) == ("A", L.COMPLETED, "ca")
+    assert (by_target[b].table, by_target[b].status, by_target[b].chain_id) == ("B", L.RUNNING, "cb")
+    assert {c.version for c in chains} == {"v1"}
+    assert {t: (c.spec or {}).get("table") for t, c in by_target.items()} == {a: "A", b: "B"}
+    # B's chain moving on leaves A's item alone
+    before = _raw(ledger, a)
+    assert ledger.handover(
+        _get(ledger, b), hop=0, request_id="r1", checkpoint=_cp(100, 10, 1), lease_until=5000.0, token="t"
+    )
+    assert _raw(ledger, a) == before
+    # a new version of the object into A is a third chain
+    assert _create(ledger, "r3", "ca2", table="A", version="v2")
+    assert len(ledger.chains(OBJ)) == 3
+    assert ledger.chains("s3://b/other.csv") == []
+    # status can be asked per table
+    one = status(OBJ, ledger_table=ledger.table, ddb_client=ledger.client, table="B", clock=lambda: 1000.0)
+    assert (one["table"], one["status"], one["chain_id"]) == ("B", L.RUNNING, "cb")
+    every = status(OBJ, ledger_table=ledger.table, ddb_client=ledger.client, clock=lambda: 1000.0)
+    assert every["versions"] == 3
+
+
+def test_the_hop_token_is_stored_at_handover_and_never_shown(ledger: Ledger) -> None:
+    _create(ledger)
+    item = _get(ledger)
+    assert item.token == ""  # hop 0 was started by an event, not by a continuation
+    secret = "5ec7e7" * 5
+    assert ledger.handover(
+        item, hop=0, request_id="r0", checkpoint=_cp(200, 20, 1), lease_until=5000.0, token=secret
+    )
+    item = _get(ledger)
+    assert item.token == secret
+    assert secret not in repr(item.to_status(now=1000.0))
+    out = status(OBJ, ledger_table=ledger.table, ddb_client=ledger.client, clock=lambda: 1000.0)
+    assert secret not in repr(out)
+    # the next hop hands over with a new token: the previous hop's no longer matches
+    assert ledger.claim(item, request_id="r1", lease_until=3000.0, reclaim=False)
+    assert ledger.handover(
+        _get(ledger), hop=1, request_id="r1", checkpoint=_cp(300, 30, 2), lease_until=5000.0, token="next"
+    )
+    item = _get(ledger)
+    assert (item.hop, item.token) == (2, "next")
+    late = decide(item, kind="continue", request_id="r2", now=1000.0, event_hop=2, event_token=secret)
+    assert late.action == "refuse"
+
+
+def test_a_reload_restarts_a_finished_chain_once_as_a_new_chain(ledger: Ledger) -> None:
+    _create(ledger)
+    item = _get(ledger)
+    assert ledger.handover(
+        item, hop=0, request_id="r0", checkpoint=_cp(200, 20, 1), lease_until=5000.0, token="tok1"
+    )
+    assert ledger.claim(_get(ledger), request_id="r1", lease_until=3000.0, reclaim=False)
+    running = _get(ledger)
+    # a RUNNING chain is not restarted
+    assert not ledger.restart(
+        running, chain_id="c2", request_id="r5", lease_until=3000.0, spec=SPEC, lane=None, reloaded_by="x"
+    )
+    assert ledger.finish(running, hop=1, request_id="r1", checkpoint=_cp(1000, 50, 1), status=L.COMPLETED)
+    ledger.add_rejects(running, location="s3://r/c1-hop1.jsonl")
+    done = _get(ledger)
+    new_spec = {**SPEC, "csv": {"delimiter": ";"}}
+    lane = {"kind": "lane", "backfill_id": "bf", "lane": 0, "lanes": 1}
+    assert ledger.restart(
+        done,
+        chain_id="c2",
+        request_id="r5",
+        lease_until=3000.0,
+        spec=new_spec,
+        lane=lane,
+        reloaded_by="reload-r4",
+    )
+    item = _get(ledger)
+    assert (item.status, item.chain_id, item.hop, item.hops, item.claim, item.offset) == (
+        L.RUNNING,
+        "c2",
+        0,
+        1,
+        "r5",
+        0,
+    )
+    assert item.counters == Counters()
+    assert (item.checkpoint, item.token, item.rejects, item.finished_at, item.finished_by) == (
+        None,
+        "",
+        [],
+        "",
+        "",
+    )
+    assert (item.spec, item.lane, item.reloaded_by, item.rev) == (new_spec, lane, "reload-r4", done.rev + 1)
+    # the same reload read the same COMPLETED item twice: only one restart lands
+    assert not ledger.restart(
+        done,
+        chain_id="c3",
+        request_id="r6",
+        lease_until=3000.0,
+        spec=new_spec,
+        lane=lane,
+        reloaded_by="reload-r4",
+    )
+    assert _get(ledger).chain_id == "c2"
+    # the old chain cannot write into the new one
+    assert not ledger.finish(done, hop=1, request_id="r1", checkpoint=_cp(1000, 50, 1), status=L.COMPLETED)
+    assert len(ledger.chains(OBJ)) == 1
+
+
+def test_noting_an_invoke_changes_no_rev_and_only_its_own_chain(ledger: Ledger) -> None:
+    _create(ledger)
+    item = _get(ledger)
+    ledger.note_invoke(item, seconds=0.25)
+    after = _get(ledger)
+    assert (after.invoke_s, after.rev) == (0.25, item.rev)
+    # a claim read before the note still lands (the note decides nothing)
+    assert ledger.claim(item, request_id="r0", lease_until=3000.0, reclaim=False)
+    # a note from another chain of the same key is ignored
+    ledger.note_invoke(dataclasses.replace(item, chain_id="other"), seconds=9.0)
+    assert _get(ledger).invoke_s == 0.25

@@ -1,4 +1,6 @@
-"""Who may run a hop (a pure decision over the ledger item), the deadline margin, and lanes."""
+"""Who may run a hop (a pure decision over the ledger item), backfill lanes and backfill ids.
+
+The hop's deadline is tested in tests/unit/test_deadline.py."""
 
 from __future__ import annotations
 
@@ -7,16 +9,20 @@ from typing import Any
 import pytest
 
 from lambda_src import ledger as L
-from lambda_src.chain import Deadline, InvokeEstimate, backfill_id, decide, lane_of
+from lambda_src.chain import backfill_id, decide, lane_of
+from lambda_src.events import LoadOptions
 from lambda_src.ledger import LedgerItem
-from loader.models import Counters, Progress
+from loader.models import Counters
 
 NOW = 1_000_000.0
+#: the secret the ledger holds for the chain's current hop (hop 2)
+TOKEN = "a3f1" * 8
 
 
 def _item(**kw: Any) -> LedgerItem:
     base: dict[str, Any] = dict(
         object="s3://b/k",
+        target="t#v",
         version="v",
         status=L.RUNNING,
         chain_id="c",
@@ -28,7 +34,8 @@ def _item(**kw: Any) -> LedgerItem:
         rev=5,
         checkpoint=None,
         table="t",
-        schema=None,
+        spec={"source": "s3://b/k", "table": "t"},
+        token=TOKEN,
         lane=None,
         object_size=10,
         offset=0,
@@ -38,86 +45,101 @@ def _item(**kw: Any) -> LedgerItem:
     return LedgerItem(**base)
 
 
+PENDING = _item(claim=L.PENDING, handed_by="r0")
+
+
 @pytest.mark.parametrize(
-    ("item", "kind", "rid", "hop", "chain", "action", "reclaim"),
+    ("item", "kind", "rid", "hop", "token", "action", "reclaim"),
     [
         (None, "start", "r", 0, "", "create", False),
-        (None, "continue", "r", 1, "c", "skip", False),
+        (None, "continue", "r", 1, TOKEN, "skip", False),
         (_item(status=L.COMPLETED), "start", "r", 0, "", "skip", False),
-        (_item(status=L.FAILED), "continue", "r", 2, "c", "skip", False),
+        (_item(status=L.COMPLETED), "continue", "r", 2, TOKEN, "skip", False),
+        (_item(status=L.FAILED), "continue", "r", 2, TOKEN, "skip", False),
         (_item(status=L.STALLED, claim=L.PENDING), "start", "r", 0, "", "claim", False),
+        (_item(status=L.STALLED, claim=L.PENDING), "continue", "r", 2, TOKEN, "claim", False),
         # the same S3 event again while hop 2 runs elsewhere: a duplicate
         (_item(), "start", "r2", 0, "", "skip", False),
         # Lambda retried the request that holds the claim (crash or timeout): resume
-        (_item(), "continue", "r1", 2, "c", "claim", True),
+        (_item(), "continue", "r1", 2, TOKEN, "claim", True),
         # a duplicate continuation while hop 2 runs
-        (_item(), "continue", "r2", 2, "c", "skip", False),
-        # a stale continuation of an older hop, or of another chain
-        (_item(), "continue", "r2", 1, "c", "skip", False),
-        (_item(), "continue", "r1", 2, "other", "skip", False),
-        # handed over: the continuation takes it; the hop that handed over (retried) may too
-        (_item(claim=L.PENDING, handed_by="r0"), "continue", "r9", 2, "c", "claim", False),
-        (_item(claim=L.PENDING, handed_by="r0"), "continue", "r0", 1, "c", "claim", False),
-        (_item(claim=L.PENDING, handed_by="r0"), "start", "r9", 0, "", "skip", False),
+        (_item(), "continue", "r2", 2, TOKEN, "skip", False),
+        # the right token with a stale hop number (behind, or ahead of the ledger): nothing to run
+        (_item(), "continue", "r2", 1, TOKEN, "skip", False),
+        (_item(), "continue", "r1", 3, TOKEN, "skip", False),
+        (PENDING, "continue", "r9", 1, TOKEN, "skip", False),
+        (PENDING, "continue", "r9", 3, TOKEN, "skip", False),
+        # handed over: the continuation with the token takes it
+        (PENDING, "continue", "r9", 2, TOKEN, "claim", False),
+        (PENDING, "start", "r9", 0, "", "skip", False),
         (_item(claim=L.PENDING, handed_by="r0", lease_until=NOW - 1), "start", "r9", 0, "", "claim", True),
         # a claim whose lease ran out may be taken over
         (_item(lease_until=NOW - 1), "start", "r9", 0, "", "claim", True),
-        (_item(), "continue", "r1", 3, "c", "skip", False),
     ],
 )
 def test_decide(
-    item: LedgerItem | None, kind: Any, rid: str, hop: int, chain: str, action: str, reclaim: bool
+    item: LedgerItem | None, kind: Any, rid: str, hop: int, token: str, action: str, reclaim: bool
 ) -> None:
-    d = decide(item, kind=kind, request_id=rid, now=NOW, event_hop=hop, event_chain=chain)
+    d = decide(item, kind=kind, request_id=rid, now=NOW, event_hop=hop, event_token=token)
     assert (d.action, d.reclaim) == (action, reclaim), d.reason
     assert d.reason or action == "create"
 
 
-def _progress(**kw: Any) -> Progress:
-    base: dict[str, Any] = dict(
-        rows_read=0,
-        items_written=0,
-        rows_rejected=0,
-        duplicates_collapsed=0,
-        offset=0,
-        object_size=None,
-        inflight_batches=0,
-        max_backoff_s=0.0,
-        elapsed_s=1.0,
-        items_per_second=0.0,
-    )
-    base.update(kw)
-    return Progress(**base)
+WRONG = "b4e2" * 8
 
 
-def test_deadline_margin_grows_with_inflight_work_and_backoff() -> None:
-    left = [60_000]
-    d = Deadline(lambda: left[0], safety_margin_ms=1000, ledger_write_s=0.1, invoke_s=0.2)
-    idle = d.margin_ms(_progress())
-    busy = d.margin_ms(_progress(inflight_batches=40, items_per_second=1000.0))
-    backing_off = d.margin_ms(_progress(inflight_batches=40, items_per_second=1000.0, max_backoff_s=5.0))
-    assert idle == pytest.approx(1000 + 1000 * (3 * 0.1 + 2 * 0.2))
-    assert busy == pytest.approx(idle + 1000.0)  # 40 batches x 25 items at 1000 items/s
-    assert backing_off == pytest.approx(busy + 5000.0)
+@pytest.mark.parametrize(
+    ("item", "rid", "hop", "token"),
+    [
+        # a forged continuation for exactly the hop the chain waits for: refused, not claimed
+        (PENDING, "r9", 2, WRONG),
+        (PENDING, "r9", 2, ""),
+        (PENDING, "r9", 2, TOKEN[:-1]),
+        (PENDING, "r9", 2, TOKEN + "0"),
+        (PENDING, "r9", 2, TOKEN.upper()),
+        # whatever state the chain is in: a STALLED or expired chain is not up for grabs either
+        (_item(status=L.STALLED, claim=L.PENDING), "r9", 2, WRONG),
+        (_item(lease_until=NOW - 1), "r9", 2, WRONG),
+        (_item(claim=L.PENDING, handed_by="r0", lease_until=NOW - 1), "r9", 2, ""),
+        (_item(status=L.COMPLETED), "r9", 2, WRONG),
+        (_item(status=L.FAILED, reason=f"{L.MAX_HOPS_REASON}3 reached"), "r9", 2, WRONG),
+        # a chain with no token (hop 0 has not handed over yet) takes no continuation at all
+        (_item(hop=0, hops=1, token=""), "r9", 0, ""),
+        (_item(hop=0, hops=1, token="", claim=L.PENDING), "r9", 0, ""),
+        (_item(hop=0, hops=1, token=""), "r9", 0, WRONG),
+    ],
+)
+def test_a_continuation_without_the_ledgers_token_is_refused(
+    item: LedgerItem, rid: str, hop: int, token: str
+) -> None:
+    d = decide(item, kind="continue", request_id=rid, now=NOW, event_hop=hop, event_token=token)
+    assert d.action == "refuse", d
+    assert not d.reclaim
+    assert "token" in d.reason and item.chain_id in d.reason
+    # the reason is logged: it must never carry either secret
+    assert TOKEN not in d.reason and (not token or token not in d.reason)
 
 
-def test_deadline_stops_once_and_stays_stopped() -> None:
-    left = [10_000]
-    d = Deadline(lambda: left[0], safety_margin_ms=2000, ledger_write_s=0.1, invoke_s=0.1)
-    assert not d.should_stop(_progress())
-    left[0] = 2400
-    assert d.should_stop(_progress())
-    assert d.remaining_at_stop_ms == 2400
-    left[0] = 60_000
-    assert d.should_stop(_progress())
+OLD_TOKEN = "c5d3" * 8  # the token of hop 1, which started the request r0
 
 
-def test_measured_slow_ledger_writes_raise_the_margin() -> None:
-    d = Deadline(lambda: 0, safety_margin_ms=0, ledger_write_s=0.1, invoke_s=0.1)
-    before = d.margin_ms(_progress())
-    d.observe_ledger_write(1.0)
-    d.observe_invoke(2.0)
-    assert d.margin_ms(_progress()) >= before + 3 * 900 + 2 * 1900
+@pytest.mark.parametrize("status", [L.RUNNING, L.STALLED])
+def test_lambdas_retry_of_the_request_that_handed_over_takes_the_hop(status: str) -> None:
+    # r0 ran hop 1 (from a continuation carrying OLD_TOKEN), handed over to hop 2 (TOKEN), then died
+    # before its invoke landed (RUNNING, pending), or its invoke failed (STALLED, StalledError
+    # raised): Lambda retries r0 with the very same event. The request id cannot be forged.
+    item = _item(status=status, claim=L.PENDING, handed_by="r0")
+    d = decide(item, kind="continue", request_id="r0", now=NOW, event_hop=1, event_token=OLD_TOKEN)
+    assert d.action == "claim", d.reason
+    # anyone else with that old token is still refused
+    d = decide(item, kind="continue", request_id="r9", now=NOW, event_hop=1, event_token=OLD_TOKEN)
+    assert d.action == "refuse"
+
+
+def test_the_token_is_checked_only_for_continuations() -> None:
+    # a start event (notification, lane) carries no token and needs none
+    for item in (_item(), PENDING, _item(status=L.STALLED), _item(status=L.COMPLETED)):
+        assert decide(item, kind="start", request_id="r9", now=NOW).action != "refuse"
 
 
 def test_lanes_partition_keys_stably() -> None:
@@ -132,7 +154,9 @@ def test_a_chain_failed_by_max_hops_resumes_only_for_a_start_event_with_room() -
     other = _item(status=L.FAILED, hop=1, reason="SourceError: gone")
 
     def action(item: LedgerItem, kind: Any, max_hops: int | None) -> str:
-        return decide(item, kind=kind, request_id="r", now=NOW, event_chain="c", max_hops=max_hops).action
+        return decide(
+            item, kind=kind, request_id="r", now=NOW, event_hop=1, event_token=TOKEN, max_hops=max_hops
+        ).action
 
     assert action(failed, "start", 5) == "resume"
     assert action(failed, "start", 2) == "skip"  # the same limit: it would fail again at once
@@ -141,30 +165,19 @@ def test_a_chain_failed_by_max_hops_resumes_only_for_a_start_event_with_room() -
     assert action(other, "start", 5) == "skip"
 
 
-def test_the_invoke_estimate_is_measured_and_feeds_the_margin() -> None:
-    est = InvokeEstimate()
-    assert est.seconds == 1.0  # a guess until the first invoke is timed
-    est.observe(0.05)
-    assert est.seconds == pytest.approx(0.05)
-    est.observe(3.0)  # a slow invoke raises the estimate at once
-    assert est.seconds == pytest.approx(3.0)
-    est.observe(0.05)  # fast ones lower it gradually
-    assert 0.05 < est.seconds < 3.0
-    fast = Deadline(lambda: 0, safety_margin_ms=0, ledger_write_s=0.1, invoke_s=0.05)
-    slow = Deadline(lambda: 0, safety_margin_ms=0, ledger_write_s=0.1, invoke_s=est.seconds)
-    assert slow.margin_ms(_progress()) - fast.margin_ms(_progress()) == pytest.approx(
-        2000 * (est.seconds - 0.05)
-    )
-
-
 def test_a_backfill_id_is_derived_from_what_it_loads() -> None:
-    base = backfill_id("b", "p/", "t", 4, None)
-    assert base == backfill_id("b", "p/", "t", 4, None)
+    opts = LoadOptions()
+    base = backfill_id("b", "p/", "t", 4, opts)
+    assert base == backfill_id("b", "p/", "t", 4, LoadOptions())
     variants = {
-        backfill_id("b2", "p/", "t", 4, None),
-        backfill_id("b", "q/", "t", 4, None),
-        backfill_id("b", "p/", "t2", 4, None),
-        backfill_id("b", "p/", "t", 3, None),
-        backfill_id("b", "p/", "t", 4, {"columns": {"n": "N"}}),
+        backfill_id("b2", "p/", "t", 4, opts),
+        backfill_id("b", "q/", "t", 4, opts),
+        backfill_id("b", "p/", "t2", 4, opts),
+        backfill_id("b", "p/", "t", 3, opts),
+        backfill_id("b", "p/", "t", 4, LoadOptions(schema={"columns": {"n": "N"}})),
+        backfill_id("b", "p/", "t", 4, LoadOptions(csv={"delimiter": ";"})),
+        backfill_id("b", "p/", "t", 4, LoadOptions(on_duplicate="first")),
+        # a reload is another backfill: its lanes must not stop at the first load's lanes
+        backfill_id("b", "p/", "t", 4, opts, "reload-r1"),
     }
-    assert base not in variants and len(variants) == 5
+    assert base not in variants and len(variants) == 8
