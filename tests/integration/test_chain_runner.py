@@ -651,6 +651,13 @@ def test_a_reload_lane_delivered_twice_while_its_restart_runs_does_not_restart_i
     assert _raw(ddb, ledger_name, uri) == before
     assert _item(ddb, ledger_name, uri).chain_id == restarted.chain_id
 
+    # a reload sent while that chain runs is refused, and says why: reload is for finished loads
+    sent = len(endpoint.payloads)
+    again = runner.handle({**backfill, "reload": True}, _ctx("r5"))
+    assert again["status"] == "refused" and "RUNNING" in again["reason"], again
+    assert len(endpoint.payloads) == sent
+    assert _raw(ddb, ledger_name, uri) == before
+
 
 def test_a_prefix_backfill_walks_past_objects_already_loaded(
     ddb: Any, s3: Any, bucket: str, ledger_name: str, endpoint: InvokeEndpoint
