@@ -43,9 +43,10 @@ def status(
     duplicates_collapsed, retries, throttle_events, write_units, offset, object_size, table,
     rejects, reclaims, started_at, updated_at, finished_at, lease_until, stale, last_error,
     reason, object, version, versions (how many loads of the object the ledger holds: versions
-    and tables). ``status`` is ``NOT_FOUND`` when the ledger has no chain for the object. A
-    RUNNING chain whose lease ran out is marked STALLED in the ledger (a conditional write) and
-    reported with ``"stale": true`` and the advice in ``last_error``.
+    and tables) and chains (each of them: version, table, status, chain_id, started_at).
+    ``status`` is ``NOT_FOUND`` when the ledger has no chain for the object. A RUNNING chain
+    whose lease ran out is marked STALLED in the ledger (a conditional write) and reported with
+    ``"stale": true`` and the advice in ``last_error``.
     """
     split_s3_uri(uri)
     ledger = Ledger(ddb_client, ledger_table, clock=clock)
@@ -56,11 +57,15 @@ def status(
         return {"object": uri, "status": "NOT_FOUND", "versions": 0}
     item = items[-1]
     now = clock()
+    chains = [
+        {k: i.to_status(now)[k] for k in ("version", "table", "status", "chain_id", "started_at")}
+        for i in items
+    ]
     if item.stale(now):
         ledger.mark_stalled(item, error=STALE_ADVICE)
         item = ledger.get(item.object, item.target) or item
-        return {**item.to_status(now), "stale": True, "versions": len(items)}
-    return {**item.to_status(now), "versions": len(items)}
+        return {**item.to_status(now), "stale": True, "versions": len(items), "chains": chains}
+    return {**item.to_status(now), "versions": len(items), "chains": chains}
 
 
 def _invoke(lambda_client: Any, function: str, payload: dict[str, Any], kind: str) -> dict[str, Any]:

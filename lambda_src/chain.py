@@ -324,7 +324,19 @@ class ChainRunner:
         if refused:
             return self._refusal(refused, object=ref.uri)
         assert table is not None
-        return self._start(ref, table=table, options=LoadOptions(), lane=None, reload="", ctx=ctx)
+        # the object as S3 has it: the event's version and ETag must name it (a forged or stale
+        # pin would otherwise be written into the ledger and fail the real load)
+        try:
+            head = self._head(ref.bucket, ref.key, ref.version_id)
+        except self.s3.exceptions.ClientError as exc:
+            return self._refusal(_head_error(exc, ref.uri, ref.version_id), object=ref.uri)
+        if ref.etag and head.etag and ref.etag.strip('"') != head.etag.strip('"'):
+            return self._refusal(
+                f"{ref.uri}: the event's ETag {ref.etag} is not the object's ({head.etag}): it was "
+                "overwritten since (its own notification loads it) or the event is not S3's",
+                object=ref.uri,
+            )
+        return self._start(head, table=table, options=LoadOptions(), lane=None, reload="", ctx=ctx)
 
     # -- what a chain loads --------------------------------------------------------------------
 
@@ -386,6 +398,7 @@ class ChainRunner:
         except ConfigError as exc:
             return self._refusal(str(exc), source=event.source, table=table)
         reload = f"reload-{ctx.request_id}" if event.reload else ""
+        changes: list[str] = []
         if event.is_prefix:
             count = self._count_objects(event.bucket, event.key, limit=self.settings.max_chains)
             if count == 0:
@@ -395,8 +408,7 @@ class ChainRunner:
             try:
                 ref = self._head(event.bucket, event.key, event.version_id)
             except self.s3.exceptions.ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                return self._refusal(f"cannot read {event.source}: {code or exc}", source=event.source)
+                return self._refusal(_head_error(exc, event.source, event.version_id), source=event.source)
             item = self.ledger.get(ref.uri, target_key(table, version_key(ref.version_id, ref.etag)))
             if item is not None and item.status == L.COMPLETED and not event.reload:
                 self.t.log.info("already loaded", extra={"object": ref.uri, "table": table})
@@ -418,6 +430,8 @@ class ChainRunner:
                     source=event.source,
                     table=table,
                 )
+            if item is not None and event.reload:
+                changes = self._spec_changes(item, ref, table=table, options=event.options)
             lanes = 1
         bid = backfill_id(event.bucket, event.key, table, lanes, event.options, reload)
         for lane in range(lanes):
@@ -443,7 +457,7 @@ class ChainRunner:
             "backfill accepted",
             extra={"source": event.source, "table": table, "lanes": lanes, "backfill_id": bid},
         )
-        return {
+        out: dict[str, Any] = {
             "status": "accepted",
             "backfill_id": bid,
             "source": event.source,
@@ -451,6 +465,22 @@ class ChainRunner:
             "lanes": lanes,
             "reload": event.reload,
         }
+        if changes:
+            # options left out are the function's settings: say what the reload changes
+            out["changes"] = changes
+            self.t.log.warning(f"reload with other load options than the last load: {'; '.join(changes)}")
+        return out
+
+    def _spec_changes(
+        self, item: LedgerItem, ref: ObjectRef, *, table: str, options: LoadOptions
+    ) -> list[str]:
+        """How the spec a reload will pin differs from the one the last load of ``item`` ran."""
+        try:
+            pinned = LoadSpec.from_dict(item.spec or {})
+        except ConfigError:
+            return []
+        new = self._spec_for(ref, table=table, options=options)
+        return pinned.differences(dataclasses.replace(new, version_id=pinned.version_id, etag=pinned.etag))
 
     def _head(self, bucket: str, key: str, version_id: str | None) -> ObjectRef:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
@@ -492,8 +522,24 @@ class ChainRunner:
             return self._refusal(refused, source=object_uri(lane.bucket, lane.prefix))
         after = lane.start_after
         skipped: list[dict[str, Any]] = []
+        if lane.lanes > self.settings.max_chains:
+            return self._refusal(
+                f"lane event with {lane.lanes} lanes: a backfill runs at most S3DDB_MAX_CHAINS="
+                f"{self.settings.max_chains}",
+                source=object_uri(lane.bucket, lane.prefix),
+            )
         while (key := self._next_in_lane(lane, after)) is not None:
-            ref = self._head(lane.bucket, key, lane.version_id if lane.exact else None)
+            try:
+                ref = self._head(lane.bucket, key, lane.version_id if lane.exact else None)
+            except self.s3.exceptions.ClientError as exc:
+                reason = _head_error(exc, object_uri(lane.bucket, key), lane.version_id)
+                if lane.exact:
+                    return self._refusal(reason, source=object_uri(lane.bucket, key))
+                self.t.log.warning(f"lane skips an object it cannot read: {reason}")
+                where = object_uri(lane.bucket, key)
+                skipped.append({"status": "skipped", "object": where, "reason": reason})
+                after = key
+                continue
             info = {k: v for k, v in lane.to_payload().items() if k != "start_after"}
             out = self._start(
                 ref, table=lane.table, options=lane.options, lane=info, reload=lane.reload, ctx=ctx
@@ -694,6 +740,9 @@ class ChainRunner:
             return out
         refused = self._pinned_refusal(item)
         if refused:
+            # the token was right: this is the chain's own continuation. Say in the ledger why it
+            # stopped; once allowed again, any event of the chain (or this one, retried) resumes it
+            self.ledger.hold(item, error=f"not continued: {refused}")
             return self._refusal(refused, object=event.object, hop=event.hop)
         claimed = self._claim(item, d, ctx)
         if claimed is None:
@@ -751,6 +800,7 @@ class ChainRunner:
         if capped is not None:
             self.t.log.warning(capped)
         lost: list[bool] = []
+        oversize: list[str] = []
         last_progress: list[Progress] = []
         resume = item.checkpoint
         if resume is not None:
@@ -762,6 +812,11 @@ class ChainRunner:
         def on_checkpoint(cp: Checkpoint) -> None:
             if lost or cp.complete:
                 return  # the final one is committed below, with the status
+            too_large = _state_too_large(item, cp)
+            if too_large is not None:
+                oversize.append(too_large)  # the hop stops, and the chain fails with the reason
+                lost.append(True)
+                return
             t0 = time.monotonic()
             ok = self.ledger.commit_progress(
                 item,
@@ -803,6 +858,8 @@ class ChainRunner:
             cp = _exc_checkpoint(exc)
             if cp is not None and not lost:
                 on_checkpoint(dataclasses.replace(cp, complete=False))
+            if oversize:  # no retry can make the state fit
+                return self._finish(item, hop, item.checkpoint, ctx, status=L.FAILED, reason=oversize[0])
             self.ledger.record_error(
                 item, hop=hop, request_id=ctx.request_id, error=f"{type(exc).__name__}: {exc}"
             )
@@ -813,6 +870,8 @@ class ChainRunner:
         if result.rejects_location:
             self.ledger.add_rejects(item, location=result.rejects_location)
         cp = dataclasses.replace(result.checkpoint, hop=hop, chain_id=item.chain_id)
+        if oversize:
+            return self._finish(item, hop, item.checkpoint, ctx, status=L.FAILED, reason=oversize[0])
         if lost:
             return {"status": "superseded", "object": item.object, "hop": hop}
         if result.stopped == "complete":
@@ -844,6 +903,11 @@ class ChainRunner:
     ) -> dict[str, Any]:
         if cp is None:
             cp = _empty_checkpoint(item)
+        too_large = _state_too_large(item, cp)
+        if too_large is not None:  # a finished chain needs no header to resume from
+            cp = dataclasses.replace(cp, header=[])
+            if status == L.FAILED and not reason:
+                reason = too_large
         if not self.ledger.finish(
             item, hop=hop, request_id=ctx.request_id, checkpoint=cp, status=status, reason=reason
         ):
@@ -884,17 +948,9 @@ class ChainRunner:
         if hop + 1 >= self.settings.max_hops:
             return self._fail_max_hops(item, hop, cp, ctx)
         nxt = dataclasses.replace(cp, hop=hop + 1)
-        size = len(nxt.dumps()) + len(orjson.dumps(item.spec)) + len(orjson.dumps(item.lane))
-        if size > MAX_STATE_BYTES:
-            return self._finish(
-                item,
-                hop,
-                dataclasses.replace(cp, header=[]),
-                ctx,
-                status=L.FAILED,
-                reason=f"the chain's state is {size} bytes (> {MAX_STATE_BYTES}): the CSV header is too "
-                "large to keep in the ledger; load this object with s3ddb load",
-            )
+        too_large = _state_too_large(item, nxt)
+        if too_large is not None:
+            return self._finish(item, hop, cp, ctx, status=L.FAILED, reason=too_large)
         token = secrets.token_hex(16)
         payload = continue_payload(object=item.object, target=item.target, hop=hop + 1, token=token)
         size = len(orjson.dumps(payload))
@@ -968,6 +1024,31 @@ class ChainRunner:
                 if attempt == attempts:
                     raise
                 self.sleep(0.25 * attempt)
+
+
+def _state_too_large(item: LedgerItem, cp: Checkpoint) -> str | None:
+    """Why the chain's state (checkpoint with the CSV header, pinned spec, lane) cannot be kept in
+    its ledger item, or None."""
+    size = len(cp.dumps()) + len(orjson.dumps(item.spec)) + len(orjson.dumps(item.lane))
+    if size <= MAX_STATE_BYTES:
+        return None
+    return (
+        f"the chain's state is {size} bytes (> {MAX_STATE_BYTES}): the CSV header "
+        f"({len(cp.header)} columns) is too large to keep in the ledger; load this object with s3ddb load"
+    )
+
+
+def _head_error(exc: Any, uri: str, version_id: str | None) -> str:
+    """A HeadObject failure in words (HEAD answers carry a status, not a message)."""
+    code = str(exc.response.get("Error", {}).get("Code", "")) or "error"
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if version_id and status in (400, 404):
+        return f"cannot read {uri}: version {version_id!r} does not exist ({code})"
+    if status == 404:
+        return f"cannot read {uri}: no such object ({code})"
+    if status == 403:
+        return f"cannot read {uri}: access denied ({code}): the function needs s3:GetObject on it"
+    return f"cannot read {uri}: {code}"
 
 
 def _exc_checkpoint(exc: BaseException) -> Checkpoint | None:

@@ -48,6 +48,8 @@ EVENT_VERSION = 1
 CONTINUE_VERSION = 2
 #: the most an event's load options (schema + CSV options) may weigh as JSON
 MAX_OPTIONS_BYTES = 64 * 1024
+#: the most lanes one backfill may have (the function also bounds them by S3DDB_MAX_CHAINS)
+MAX_LANES = 1000
 
 
 class EventError(ConfigError):
@@ -317,16 +319,21 @@ def _backfill(event: dict[str, Any]) -> BackfillEvent:
 
 def _lane(event: dict[str, Any]) -> LaneEvent:
     _version(event, "lane")
-    try:
-        lane, lanes = int(event["lane"]), int(event["lanes"])
-    except (KeyError, TypeError, ValueError):
-        raise EventError("lane event: 'lane' and 'lanes' must be integers") from None
-    if not 0 <= lane < lanes:
-        raise EventError(f"lane event: lane {lane} is not in 0..{lanes - 1}")
+    lane, lanes, exact = event.get("lane"), event.get("lanes"), event.get("exact", False)
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in (lane, lanes)):
+        raise EventError("lane event: 'lane' and 'lanes' must be integers")
+    assert isinstance(lane, int) and isinstance(lanes, int)
+    if not 0 <= lane < lanes <= MAX_LANES:
+        raise EventError(f"lane event: lane {lane} of {lanes} is not in 0..lanes-1 with lanes <= {MAX_LANES}")
+    if not isinstance(exact, bool):
+        raise EventError(f"lane event: 'exact' must be true or false, got {exact!r}")
+    for name in ("prefix", "start_after", "backfill_id", "reload"):
+        if event.get(name) is not None and not isinstance(event[name], str):
+            raise EventError(f"lane event: {name!r} must be a string")
     return LaneEvent(
         bucket=_str(event, "bucket", "lane event"),
         prefix=str(event.get("prefix") or ""),
-        exact=bool(event.get("exact", False)),
+        exact=exact,
         lane=lane,
         lanes=lanes,
         start_after=str(event.get("start_after") or ""),

@@ -172,7 +172,8 @@ def _container() -> _Container:
 def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     """Events in (S3 / EventBridge / backfill / lane / continue), hops run, a result dict out.
 
-    Raises EventError for an event it does not accept, StalledError when a continuation could not
+    Answers ``{"status": "refused", "reason": ...}`` for an event it does not accept (logged, counted
+    as InvalidEvents), raises StalledError when a continuation could not
     be sent (the ledger says STALLED; Lambda's retry resumes), and lets transient failures raise so
     Lambda retries the same request (which resumes from the ledger's last committed checkpoint).
     """
@@ -191,9 +192,10 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     try:
         return runner.handle(event, ctx)
     except EventError as exc:
+        # answered, not raised: no retry can change an event, and a backfill's sender reads why
         c.telemetry.log.error(f"invalid event: {exc}")
         c.telemetry.count("InvalidEvents")
-        raise
+        return {"status": "refused", "reason": f"invalid event: {exc}"}
     except Exception:
         c.telemetry.log.exception("invocation failed")
         raise

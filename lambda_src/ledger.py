@@ -462,6 +462,23 @@ class Ledger:
             },
         )
 
+    def hold(self, item: LedgerItem, *, error: str) -> bool:
+        """A chain that may not run now (its pinned bucket or table left the allow-lists): STALLED
+        with the reason, if the item is still as read; an event of the chain resumes it later."""
+        return self._update(
+            item.object,
+            item.target,
+            "SET #status = :stalled, last_error = :err, updated_at = :now, rev = rev + :one",
+            "rev = :rev AND (#status = :running OR #status = :stalled)",
+            {
+                ":stalled": {"S": STALLED},
+                ":running": {"S": RUNNING},
+                ":err": {"S": error[:2000]},
+                ":rev": {"N": str(item.rev)},
+                ":one": {"N": "1"},
+            },
+        )
+
     def stall(self, item: LedgerItem, *, next_hop: int, request_id: str, error: str) -> bool:
         """The continuation of ``next_hop`` could not be sent: STALLED (a retry or a notify resumes)."""
         return self._update(

@@ -250,6 +250,12 @@ def _pinned_spec(args: argparse.Namespace, resume: Checkpoint) -> LoadSpec:
             "that source, or start a new load without --resume"
         )
     if resume.spec is None:  # a format-1 checkpoint: the command line is the spec, pinned to its version
+        print(
+            f"s3ddb: warning: --resume {_printable(path)} was written by an older s3ddb and pins no load "
+            "spec: the options on this command line (types, CSV options, duplicate policy) are used, "
+            "and must be the ones the load started with",
+            file=sys.stderr,
+        )
         legacy = LoadSpec(
             source=resume.source, table=resume.table, version_id=resume.version_id, etag=resume.etag
         )
@@ -639,6 +645,9 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
     if not args.source.startswith("s3://"):
         raise ConfigError(f"{args.source!r}: the function loads from S3; use s3://bucket/key or s3://bucket/prefix/")
     spec = _spec_from_args(args)  # every option checked here, as the function will check it
+    LoadSpec.from_dict(spec.to_dict(), where="the backfill's options")  # the size and depth limits
+    if args.version_id and (args.source.endswith("/") or args.source.count("/") < 3):
+        raise ConfigError("--version-id names a version of one object, not of a prefix")
     csv_given = any(
         v is not None for v in (args.delimiter, args.columns, args.encoding, args.compression)
     ) or args.no_header

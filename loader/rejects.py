@@ -48,7 +48,9 @@ class LocalRejects:
                 os.makedirs(os.path.dirname(self.location), exist_ok=True)
                 self._file = open(self.location, "ab")  # noqa: SIM115 - lives as long as the sink
             except OSError as exc:
-                raise ConfigError(f"--rejects: cannot write {self.location}: {exc.strerror}") from exc
+                raise ConfigError(
+                    f"rejects destination: cannot write {self.location}: {exc.strerror}"
+                ) from exc
         self._file.write(reject.to_json() + b"\n")
         self.count += 1
         self._dirty = True
@@ -90,7 +92,7 @@ class S3Rejects:
         bucket that is missing, misspelt or someone else's must stop the load before it starts.
         HeadBucket needs ``s3:ListBucket`` on the bucket; S3 answers 403 without it.
         """
-        dest = f"--rejects s3://{self.bucket}/{self.prefix + '/' if self.prefix else ''}"
+        dest = f"rejects destination s3://{self.bucket}/{self.prefix + '/' if self.prefix else ''}"
         try:
             self._client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
@@ -131,7 +133,7 @@ class S3Rejects:
                 Bucket=self.bucket, Key=self.key, Body=self._buf, ContentType="application/x-ndjson"
             )
         except Exception as exc:
-            raise ConfigError(f"--rejects: cannot write {self.location}: {exc}") from exc
+            raise ConfigError(f"rejects destination: cannot write {self.location}: {exc}") from exc
         finally:
             self._buf.seek(0, os.SEEK_END)
         self._dirty = False
@@ -153,7 +155,7 @@ def open_rejects(dest: str | None, *, run_id: str, s3_client: Any | None = None)
     if dest.startswith("s3://"):
         bucket, _, prefix = dest[5:].partition("/")
         if not bucket:
-            raise ConfigError(f"--rejects {dest!r}: no bucket named")
+            raise ConfigError(f"rejects destination {dest!r}: no bucket named")
         if s3_client is None:
             raise ConfigError("--rejects to S3 needs an S3 client")
         sink = S3Rejects(bucket, prefix, run_id=run_id, s3_client=s3_client)

@@ -34,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from loader.config import CsvSpec
 from loader.errors import ConfigError, SourceError
 
-__all__ = ["Compression", "Source", "SourceInfo", "iter_chunks", "open_source", "parse_uri"]
+__all__ = ["Compression", "Source", "SourceInfo", "compression_of", "iter_chunks", "open_source", "parse_uri"]
 
 Compression = Literal["none", "gzip", "zstd", "bz2"]
 
@@ -268,7 +268,7 @@ def _discard(stream: _Stream, offset: int, info: SourceInfo) -> None:
         remaining -= got
 
 
-def _compression_of(name: str, spec: CsvSpec) -> Compression:
+def compression_of(name: str, spec: CsvSpec) -> Compression:
     if spec.compression != "infer":
         return spec.compression
     return _EXTENSIONS.get(os.path.splitext(name)[1].lower(), "none")
@@ -293,7 +293,7 @@ def _stat_local(path: str, spec: CsvSpec) -> SourceInfo:
         # tell that the file it continues is the one the checkpoint was taken from
         etag=f"local:{st.st_size}:{st.st_mtime_ns}",
         size=st.st_size,
-        compression=_compression_of(path, spec),
+        compression=compression_of(path, spec),
     )
 
 
@@ -321,7 +321,7 @@ def _head_s3(client: Any, bucket: str, key: str, version_id: str | None, spec: C
         version_id=pinned,
         etag=head.get("ETag"),
         size=head.get("ContentLength"),
-        compression=_compression_of(key, spec),
+        compression=compression_of(key, spec),
     )
 
 

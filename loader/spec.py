@@ -183,6 +183,13 @@ class LoadSpec:
             **run,
         )
 
+    def _comparable(self) -> dict[str, Any]:
+        out = self.to_dict()
+        out["schema"]["columns"] = {c: t for c, t in out["schema"]["columns"].items() if t != "S"}
+        out["csv"]["encoding"] = _canonical_encoding(self.csv.encoding)
+        out["csv"]["compression"] = _inferred(self.source, self.csv)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format_version": SPEC_FORMAT,
@@ -258,8 +265,11 @@ class LoadSpec:
         return cls.from_dict(data, where=where)
 
     def differences(self, other: LoadSpec) -> list[str]:
-        """The data-affecting fields where ``other`` differs, each as ``name: pinned -> other``."""
-        mine, theirs = self.to_dict(), other.to_dict()
+        """The data-affecting fields where ``other`` differs, each as ``name: pinned -> other``.
+        Spellings of the same thing are the same (``UTF8`` and ``utf-8``; a column typed S and one
+        not named; ``infer`` and the compression it infers)."""
+        mine, theirs = self._comparable(), other._comparable()
+        shown_mine, shown_theirs = self.to_dict(), other.to_dict()  # as the user wrote them
         out: list[str] = []
         for name in DATA_FIELDS:
             a, b = mine[name], theirs[name]
@@ -267,13 +277,28 @@ class LoadSpec:
                 continue
             if isinstance(a, dict) and isinstance(b, dict):
                 out.extend(
-                    f"{name}.{sub}: {_show(a.get(sub))} pinned, {_show(b.get(sub))} given"
+                    f"{name}.{sub}: {_show(shown_mine[name].get(sub))} pinned, "
+                    f"{_show(shown_theirs[name].get(sub))} given"
                     for sub in sorted(set(a) | set(b))
                     if a.get(sub) != b.get(sub)
                 )
             else:
-                out.append(f"{name}: {_show(a)} pinned, {_show(b)} given")
+                out.append(f"{name}: {_show(shown_mine[name])} pinned, {_show(shown_theirs[name])} given")
         return out
+
+
+def _canonical_encoding(name: str) -> str:
+    import codecs
+
+    return codecs.lookup(name).name
+
+
+def _inferred(source: str, csv: CsvSpec) -> str:
+    if source.endswith("/"):
+        return csv.compression  # a prefix: each object infers its own
+    from loader.source import compression_of
+
+    return compression_of(source, csv)
 
 
 def _show(value: Any) -> str:

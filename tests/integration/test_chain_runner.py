@@ -6,6 +6,7 @@ these tests are about lanes, backfills, resumes, tokens and pinned specs, not ab
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import threading
@@ -475,7 +476,7 @@ def test_a_continuation_whose_pinned_load_is_no_longer_allowed_is_refused_before
     message: str,
 ) -> None:
     uri, cont = _handed_over(ddb, s3, bucket, ledger_name, endpoint, "allowed.csv")
-    before = _raw(ddb, ledger_name, uri)
+    item_before = _item(ddb, ledger_name, uri)
     engine = Engine("complete")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger=SERVICE):
@@ -485,7 +486,9 @@ def test_a_continuation_whose_pinned_load_is_no_longer_allowed_is_refused_before
     if "allowed_buckets" in settings:
         assert repr(bucket) in out["reason"]
     assert engine.calls == []
-    assert _raw(ddb, ledger_name, uri) == before  # not claimed: no rev, claim or lease moved
+    held = _item(ddb, ledger_name, uri)  # not claimed: STALLED with the reason, nothing else moved
+    assert (held.status, held.claim, held.hop, held.offset) == (L.STALLED, L.PENDING, 1, item_before.offset)
+    assert message in held.last_error and held.checkpoint == item_before.checkpoint
     assert any(message in r.getMessage() for r in _service_records(caplog) if r.levelno == logging.WARNING)
     # once the load is allowed again, the same continuation runs the hop
     out = _runner(ddb, s3, ledger_name, endpoint, engine).handle(cont, _ctx("r2"))
@@ -842,3 +845,66 @@ def test_a_backfill_loads_the_literal_key_it_names(
         head = s3.head_object(Bucket=bucket, Key=key)
         assert (req.spec.source, req.spec.version_id) == (uri, head["VersionId"])
         assert _item(ddb, ledger_name, uri).status == L.COMPLETED
+
+
+@pytest.mark.parametrize("versioned", [True, False])
+def test_a_notification_whose_etag_is_not_the_objects_is_refused_and_the_real_one_loads(
+    versioned: bool, ddb: Any, s3: Any, bucket: str, ledger_name: str, endpoint: InvokeEndpoint
+) -> None:
+    if not versioned:
+        bucket = f"u{bucket}"
+        s3.create_bucket(Bucket=bucket)
+    real = _notification(s3, bucket, "poison.csv")
+    forged = copy.deepcopy(real)
+    forged["Records"][0]["s3"]["object"]["eTag"] = "0" * 32
+    engine = Engine("complete")
+    out = _runner(ddb, s3, ledger_name, endpoint, engine).handle(forged, _ctx("r1"))
+    (answer,) = out["objects"]
+    assert answer["status"] == "refused" and "ETag" in answer["reason"], answer
+    assert Ledger(ddb, ledger_name).chains(f"s3://{bucket}/poison.csv") == [] and engine.calls == []
+    out = _runner(ddb, s3, ledger_name, endpoint, engine).handle(real, _ctx("r2"))
+    assert out["objects"][0]["status"] == L.COMPLETED, out
+    assert _item(ddb, ledger_name, f"s3://{bucket}/poison.csv").status == L.COMPLETED
+
+
+def test_hand_made_lanes_are_bounded_and_a_missing_object_is_answered(
+    ddb: Any, s3: Any, bucket: str, ledger_name: str, endpoint: InvokeEndpoint
+) -> None:
+    engine = Engine("complete")
+    runner = _runner(ddb, s3, ledger_name, endpoint, engine, max_chains=4)
+    out = runner.handle(_lane_event(bucket, lane=0, lanes=5), _ctx("r1"))
+    assert out["status"] == "refused" and "S3DDB_MAX_CHAINS=4" in out["reason"], out
+    exact = {**_lane_event(bucket), "exact": True, "prefix": "p/missing.csv"}
+    out = runner.handle(exact, _ctx("r2"))
+    assert out["status"] == "refused" and "no such object" in out["reason"], out
+    out = runner.handle({**exact, "version_id": "nope"}, _ctx("r3"))
+    assert out["status"] == "refused" and "version 'nope' does not exist" in out["reason"], out
+    assert engine.calls == [] and endpoint.payloads == []
+
+
+def test_a_reload_says_how_its_options_differ_from_the_last_loads(
+    ddb: Any, s3: Any, bucket: str, ledger_name: str, endpoint: InvokeEndpoint
+) -> None:
+    _put(s3, bucket, "opts.csv")
+    uri = f"s3://{bucket}/opts.csv"
+    backfill = {
+        "kind": "backfill",
+        "version": 1,
+        "source": uri,
+        "table": "target",
+        "schema": {"columns": {"n": "N"}},
+        "csv": {"delimiter": ";"},
+    }
+    runner = _runner(ddb, s3, ledger_name, endpoint, Engine())
+    runner.handle(backfill, _ctx("r0"))
+    assert runner.handle(endpoint.payloads[-1], _ctx("r1"))["status"] == L.COMPLETED
+    same = runner.handle({**backfill, "reload": True}, _ctx("r2"))
+    assert same["status"] == "accepted" and "changes" not in same, same
+    runner.handle(endpoint.payloads[-1], _ctx("r3"))
+    # options left out are the function's defaults: the answer says what that changes
+    other = runner.handle(
+        {"kind": "backfill", "version": 1, "source": uri, "table": "target", "reload": True}, _ctx("r4")
+    )
+    assert other["status"] == "accepted", other
+    assert any(c.startswith("schema.columns:") for c in other["changes"]), other
+    assert any(c.startswith("csv.delimiter:") for c in other["changes"]), other

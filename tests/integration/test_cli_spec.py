@@ -209,3 +209,37 @@ def test_a_damaged_checkpoint_is_one_line_and_exit_2(
     assert code == 2, err
     assert needle in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_the_same_options_spelled_otherwise_are_not_differences(
+    capsys: pytest.CaptureFixture[str], s3: Any, ddb: Any, bucket: str, table: str, tmp_path: Path
+) -> None:
+    rows = simple_rows(ROWS)
+    uri = put(s3, bucket, "same.csv", csv_bytes(["pk", "n", "s"], rows))
+    cp_path = tmp_path / "cp.json"
+    _stopped_load(uri, table, cp_path, tmp_path)
+    # UTF8 is utf-8, a column typed S is a column not named, none is what infer gives a .csv
+    same = ["--encoding", "UTF8", "--type", "n=N", "--type", "s=S", "--compression", "none"]
+    code, s, err = run_cli(capsys, "load", uri, "--table", table, "--resume", str(cp_path), "--json", *same)
+    assert code == 0, err
+    assert s is not None and s["object"]["totals"]["rows_read"] == ROWS
+    assert by_pk(scan_all(ddb, table)) == simple_expected(rows)
+
+
+def test_a_checkpoint_of_an_older_s3ddb_resumes_with_the_command_line_and_says_so(
+    capsys: pytest.CaptureFixture[str], s3: Any, ddb: Any, bucket: str, table: str, tmp_path: Path
+) -> None:
+    rows = simple_rows(ROWS)
+    uri = put(s3, bucket, "old.csv", csv_bytes(["pk", "n", "s"], rows))
+    cp_path = tmp_path / "cp.json"
+    _stopped_load(uri, table, cp_path, tmp_path)
+    old = orjson.loads(cp_path.read_bytes())
+    del old["spec"]
+    cp_path.write_bytes(orjson.dumps({**old, "format_version": 1}))
+    code, s, err = run_cli(
+        capsys, "load", uri, "--table", table, "--resume", str(cp_path), "--type", "n=N", "--json"
+    )
+    assert code == 0, err
+    assert "pins no load spec" in err and "must be the ones the load started with" in err
+    assert s is not None and s["object"]["totals"]["rows_read"] == ROWS
+    assert by_pk(scan_all(ddb, table)) == simple_expected(rows)

@@ -173,7 +173,7 @@ def test_a_missing_s3_rejects_bucket_stops_before_writing(
         capsys, "load", uri, "--table", table, "--type", "n=N", "--rejects", f"s3://{missing}/x/"
     )
     assert code == 2, err
-    assert f"--rejects s3://{missing}/x/: bucket '{missing}' does not exist" in err
+    assert f"rejects destination s3://{missing}/x/: bucket '{missing}' does not exist" in err
     assert scan_all(ddb, table) == []
 
 

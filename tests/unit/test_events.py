@@ -309,6 +309,24 @@ def test_lane_event_round_trips() -> None:
         ({"kind": "backfill", "version": 1, "source": "s3://b/k", "schema": "x"}, "schema"),
         ({"kind": "continue", "version": 1, "source": "s3://b/k"}, "version 1 is not supported"),
         ({"kind": "lane", "version": 1, "bucket": "b", "lane": 3, "lanes": 2, "table": "t"}, "lane 3"),
+        ({"kind": "lane", "version": 1, "bucket": "b", "lane": 0, "lanes": 10**12, "table": "t"}, "lanes <="),
+        ({"kind": "lane", "version": 1, "bucket": "b", "lane": True, "lanes": 2, "table": "t"}, "integers"),
+        (
+            {
+                "kind": "lane",
+                "version": 1,
+                "bucket": "b",
+                "lane": 0,
+                "lanes": 1,
+                "table": "t",
+                "exact": "false",
+            },
+            "'exact' must be true or false",
+        ),
+        (
+            {"kind": "lane", "version": 1, "bucket": "b", "lane": 0, "lanes": 1, "table": "t", "prefix": 7},
+            "prefix",
+        ),
         ({"source": "aws.s3", "detail-type": "Object Deleted", "detail": {}}, "Object Created"),
     ],
 )

@@ -80,21 +80,25 @@ def test_s3_rejects_check_the_bucket_when_opened() -> None:
 @pytest.mark.parametrize(
     ("error", "message"),
     [
-        (_client_error("404", 404), "--rejects s3://nope/x/: bucket 'nope' does not exist; create it"),
+        (
+            _client_error("404", 404),
+            "rejects destination s3://nope/x/: bucket 'nope' does not exist; create it",
+        ),
         (_client_error("NoSuchBucket", 404), "bucket 'nope' does not exist"),
         (
             _client_error("403", 403),
-            "--rejects s3://nope/x/: access to bucket 'nope' is denied (HeadBucket said 403); grant "
+            "rejects destination s3://nope/x/: access to bucket 'nope' is denied (HeadBucket said 403); "
+            "grant "
             "s3:ListBucket on arn:aws:s3:::nope (the check before loading) and s3:PutObject on "
             "arn:aws:s3:::nope/x/* to these credentials, or name a bucket they may write",
         ),
         (
             ParamValidationError(report="Invalid bucket name"),
-            "--rejects s3://nope/x/: 'nope' is not a valid bucket name",
+            "rejects destination s3://nope/x/: 'nope' is not a valid bucket name",
         ),
         (
             EndpointConnectionError(endpoint_url="http://127.0.0.1:1/nope"),
-            "--rejects s3://nope/x/: cannot reach S3 at us-east-1 (endpoint http://127.0.0.1:1)",
+            "rejects destination s3://nope/x/: cannot reach S3 at us-east-1 (endpoint http://127.0.0.1:1)",
         ),
     ],
 )
@@ -113,4 +117,4 @@ def test_an_s3_rejects_bucket_at_the_root_names_the_whole_bucket() -> None:
     with pytest.raises(ConfigError) as err:
         open_rejects("s3://nope", run_id="r1", s3_client=_FakeS3(_client_error("403", 403)))
     text = str(err.value)
-    assert "--rejects s3://nope/:" in text and "s3:PutObject on arn:aws:s3:::nope/*" in text
+    assert "rejects destination s3://nope/:" in text and "s3:PutObject on arn:aws:s3:::nope/*" in text
