@@ -72,23 +72,44 @@ def s3(aws_env: dict[str, str]) -> Any:
 
 @pytest.fixture
 def table_factory(ddb: Any) -> Iterator[Callable[..., str]]:
-    """``make(pk=("pk", "S"), sk=None, name=None) -> table name``; tables are deleted afterwards."""
+    """``make(pk=("pk", "S"), sk=None, name=None, *, attrs={}, gsi={}, lsi={}) -> table name``;
+    tables are deleted afterwards. ``gsi`` / ``lsi`` map an index name to its key, as
+    ``[(attribute, "HASH" | "RANGE"), ...]``; ``attrs`` types the index key attributes."""
     made: list[str] = []
 
     def make(
         pk: tuple[str, str] = ("pk", "S"),
         sk: tuple[str, str] | None = None,
         name: str | None = None,
+        *,
+        attrs: dict[str, str] | None = None,
+        gsi: dict[str, list[tuple[str, str]]] | None = None,
+        lsi: dict[str, list[tuple[str, str]]] | None = None,
     ) -> str:
         name = name or f"t-{uuid.uuid4().hex[:12]}"
-        keys = [{"AttributeName": pk[0], "KeyType": "HASH"}]
-        attrs = [{"AttributeName": pk[0], "AttributeType": pk[1]}]
-        if sk is not None:
-            keys.append({"AttributeName": sk[0], "KeyType": "RANGE"})
-            attrs.append({"AttributeName": sk[0], "AttributeType": sk[1]})
-        ddb.create_table(
-            TableName=name, KeySchema=keys, AttributeDefinitions=attrs, BillingMode="PAY_PER_REQUEST"
-        )
+        keys = [(pk[0], "HASH")] + ([(sk[0], "RANGE")] if sk is not None else [])
+        types = {pk[0]: pk[1], **({sk[0]: sk[1]} if sk is not None else {}), **(attrs or {})}
+
+        def schema(ks: list[tuple[str, str]]) -> list[dict[str, str]]:
+            return [{"AttributeName": a, "KeyType": role} for a, role in ks]
+
+        def indexes(spec: dict[str, list[tuple[str, str]]]) -> list[dict[str, Any]]:
+            return [
+                {"IndexName": ix, "KeySchema": schema(ks), "Projection": {"ProjectionType": "ALL"}}
+                for ix, ks in spec.items()
+            ]
+
+        kwargs: dict[str, Any] = {
+            "TableName": name,
+            "KeySchema": schema(keys),
+            "AttributeDefinitions": [{"AttributeName": a, "AttributeType": t} for a, t in types.items()],
+            "BillingMode": "PAY_PER_REQUEST",
+        }
+        if gsi:
+            kwargs["GlobalSecondaryIndexes"] = indexes(gsi)
+        if lsi:
+            kwargs["LocalSecondaryIndexes"] = indexes(lsi)
+        ddb.create_table(**kwargs)
         ddb.get_waiter("table_exists").wait(TableName=name)
         made.append(name)
         return name

@@ -12,7 +12,7 @@ message, and that the table is still empty.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,49 +26,15 @@ MakeTable = Callable[..., str]
 
 
 @pytest.fixture
-def index_table(ddb: Any) -> Iterator[MakeTable]:
-    """``make(keys, attrs, gsi=[...], lsi=[...]) -> table name``; deleted afterwards."""
-    made: list[str] = []
+def index_table(table_factory: MakeTable) -> MakeTable:
+    """``make(keys, attrs, gsi=..., lsi=...)``: a table with indexes, from ``table_factory``."""
 
-    def make(
-        keys: list[tuple[str, str]],
-        attrs: dict[str, str],
-        *,
-        gsi: dict[str, list[tuple[str, str]]] | None = None,
-        lsi: dict[str, list[tuple[str, str]]] | None = None,
-    ) -> str:
-        name = f"t-{uuid.uuid4().hex[:12]}"
+    def make(keys: list[tuple[str, str]], attrs: dict[str, str], **indexes: Any) -> str:
+        pk = (keys[0][0], attrs[keys[0][0]])
+        sk = (keys[1][0], attrs[keys[1][0]]) if len(keys) > 1 else None
+        return table_factory(pk, sk, attrs=attrs, **indexes)
 
-        def schema(ks: list[tuple[str, str]]) -> list[dict[str, str]]:
-            return [{"AttributeName": a, "KeyType": role} for a, role in ks]
-
-        def indexes(spec: dict[str, list[tuple[str, str]]]) -> list[dict[str, Any]]:
-            return [
-                {"IndexName": ix, "KeySchema": schema(ks), "Projection": {"ProjectionType": "ALL"}}
-                for ix, ks in spec.items()
-            ]
-
-        kwargs: dict[str, Any] = {
-            "TableName": name,
-            "KeySchema": schema(keys),
-            "AttributeDefinitions": [{"AttributeName": a, "AttributeType": t} for a, t in attrs.items()],
-            "BillingMode": "PAY_PER_REQUEST",
-        }
-        if gsi:
-            kwargs["GlobalSecondaryIndexes"] = indexes(gsi)
-        if lsi:
-            kwargs["LocalSecondaryIndexes"] = indexes(lsi)
-        ddb.create_table(**kwargs)
-        ddb.get_waiter("table_exists").wait(TableName=name)
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        try:
-            ddb.delete_table(TableName=name)
-        except ddb.exceptions.ResourceNotFoundException:
-            pass
+    return make
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
