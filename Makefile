@@ -10,7 +10,7 @@ bootstrap:
 
 lint: bootstrap
 	.venv/bin/ruff check .
-	.venv/bin/mypy loader lambda_src
+	.venv/bin/mypy s3ddb loader lambda_src
 
 demo: bootstrap
 	bash scripts/demo.sh

@@ -234,7 +234,7 @@ def case_argv(case: str, *, source: str, table: str, schema: str, workdir: str, 
     py = sys.executable
     if case == "s3ddb":
         return [
-            py, "-m", "loader.cli", "load", source, "--table", table, "--schema", schema,
+            py, "-m", "s3ddb.cli", "load", source, "--table", table, "--schema", schema,
             "--json", "--quiet", "--rejects", os.path.join(workdir, "rejects"), "--sender", sender,
         ]  # fmt: skip
     return [py, "-m", "benchmarks.baselines", case, source, "--table", table, "--schema", schema]

@@ -15,7 +15,7 @@ say "ruff check ."
 
 # mypy refuses a package directory that has no .py file yet
 typed=()
-for d in loader lambda_src; do
+for d in s3ddb loader lambda_src; do
     if compgen -G "$d/*.py" >/dev/null; then typed+=("$d"); fi
 done
 say "mypy ${typed[*]}"

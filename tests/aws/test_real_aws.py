@@ -16,7 +16,7 @@ import boto3
 import orjson
 import pytest
 
-from loader.cli import main
+from s3ddb.cli import main
 from tests.support.data import csv_bytes, simple_rows
 
 pytestmark = pytest.mark.skipif(

@@ -12,7 +12,7 @@ import pytest
 
 from lambda_src.admin import notify, send_backfill, status
 from lambda_src.ledger import Ledger, target_key
-from loader import cli
+from s3ddb import cli
 from tests.e2e.conftest import (
     FUNCTION_TIMEOUT_S,
     assert_invariant,

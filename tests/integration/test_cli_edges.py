@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
-from loader.cli import main
+from s3ddb.cli import main
 from tests.support.aws import scan_all
 from tests.support.data import by_pk, csv_bytes, simple_expected, simple_rows
 from tests.support.faultproxy import FaultProxy
@@ -168,7 +168,7 @@ _RETRY = re.compile(r"^s3ddb: batch \d+: attempt (\d+)/12 failed \((\w+): (.*)\)
 
 def _cli(*argv: str) -> tuple[int, dict[str, Any], list[str]]:
     done = subprocess.run(
-        [sys.executable, "-m", "loader.cli", *argv],
+        [sys.executable, "-m", "s3ddb.cli", *argv],
         capture_output=True,
         text=True,
         env=dict(os.environ),  # the proxy fixture pointed AWS_ENDPOINT_URL_DYNAMODB at the proxy

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from loader.cli import main
 from loader.models import Checkpoint
+from s3ddb.cli import main
 from tests.support.aws import scan_all
 from tests.support.data import by_pk, csv_bytes, simple_expected, simple_rows
 from tests.support.faultproxy import FaultProxy
@@ -152,7 +152,7 @@ def test_ctrl_c_drains_writes_a_checkpoint_and_exits_130_then_resume_is_exact(
     argv = [
         sys.executable,
         "-m",
-        "loader.cli",
+        "s3ddb.cli",
         "load",
         f"s3://{bucket}/big.csv",
         "--table",
@@ -204,7 +204,7 @@ def test_ctrl_c_while_every_call_is_throttled_stops_at_once_with_exit_130(
     argv = [
         sys.executable,
         "-m",
-        "loader.cli",
+        "s3ddb.cli",
         "load",
         f"s3://{bucket}/t.csv",
         "--table",

@@ -1,6 +1,6 @@
 """`s3ddb load` / `s3ddb validate` end to end: moto S3 in, DynamoDB Local out, over HTTP.
 
-The CLI runs in-process through ``loader.cli.main`` (and as a subprocess where exit status and
+The CLI runs in-process through ``s3ddb.cli.main`` (and as a subprocess where exit status and
 stderr are the point); it builds its own clients from the standard endpoint variables.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from loader.cli import main
+from s3ddb.cli import main
 from tests.support.aws import scan_all
 from tests.support.data import by_pk, csv_bytes, simple_expected, simple_rows
 
@@ -445,7 +445,7 @@ def test_max_rejects_exits_3(
 
 def cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "loader.cli", *argv],
+        [sys.executable, "-m", "s3ddb.cli", *argv],
         capture_output=True,
         text=True,
         env=env or dict(os.environ),

@@ -5,7 +5,7 @@
 * an S3 rejects destination whose bucket does not exist (found otherwise at the first reject,
   after items were written).
 
-Each case runs ``loader.cli.main`` against DynamoDB Local and moto S3, and checks exit 2, the
+Each case runs ``s3ddb.cli.main`` against DynamoDB Local and moto S3, and checks exit 2, the
 message, and that the table is still empty.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from loader.cli import main
+from s3ddb.cli import main
 from tests.support.aws import scan_all
 from tests.support.data import by_pk, csv_bytes
 

@@ -17,7 +17,7 @@ import botocore.session
 import orjson
 import pytest
 
-from loader.cli import main
+from s3ddb.cli import main
 from tests.support.aws import scan_all
 
 _ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ _ROOT = Path(__file__).resolve().parents[2]
 #: Runs the CLI in-process, then reports which of the heavy optional modules got imported.
 _PROBE = """
 import sys
-from loader.cli import main
+from s3ddb.cli import main
 
 code = main(sys.argv[1:])
 heavy = sorted(m for m in ("aiohttp", "yarl", "aiobotocore") if m in sys.modules)

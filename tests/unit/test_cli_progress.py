@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from loader.cli import _ProgressBar
 from loader.models import Progress
+from s3ddb.cli import _ProgressBar
 
 
 def snapshot(*, offset: int, size: int | None) -> Progress:
