@@ -10,6 +10,9 @@
   (a semaphore; ``max_pool_connections=40`` so the 40 calls really are concurrent),
   ``UnprocessedItems`` resent with a short exponential backoff. botocore's defaults otherwise
   (parameter validation on).
+* ``aioboto3``: the async loader as aioboto3's users write it: ``get_object`` read through the
+  same chunked reader, rows converted the same way, ``await writer.put_item(...)`` on an
+  ``aioboto3`` ``Table.batch_writer(overwrite_by_pkeys=...)`` (one flush of 25 in flight at a time).
 
 Both read the schema file s3ddb reads (``--schema``) so they type the same cells the same way, and
 print one JSON line ``{"name", "items", "seconds"}`` at the end. Neither handles quoted newlines
@@ -87,6 +90,46 @@ def _key_names(table_desc: dict[str, Any]) -> list[str]:
     return [k["AttributeName"] for k in table_desc["KeySchema"]]
 
 
+async def _rows(raw: Any, gz: bool) -> Any:
+    """The CSV rows of a streamed body (an aiobotocore ``StreamingBody``), 1 MiB at a time."""
+    decomp = zlib.decompressobj(31) if gz else None
+    leftover = b""
+    eof = False
+    while not eof:
+        data = await raw.read(1 << 20)
+        eof = not data
+        if decomp is not None:
+            data = decomp.decompress(data) if data else decomp.flush()
+        buf = leftover + data
+        cut = len(buf) if eof else buf.rfind(b"\n") + 1
+        buf, leftover = buf[:cut], buf[cut:]
+        for fields in csv.reader(buf.decode("utf-8").split("\n")):
+            if fields:
+                yield fields
+
+
+async def aioboto3_writer(source: str, table: str, schema: str | None) -> int:
+    import aioboto3
+
+    conv, _ = _converters(schema)
+    bucket, key = _split_s3(source)
+    session = aioboto3.Session()
+    n = 0
+    async with session.client("s3") as s3, session.resource("dynamodb") as ddb:
+        tbl = await ddb.Table(table)
+        keys = [k["AttributeName"] for k in await tbl.key_schema]
+        body = (await s3.get_object(Bucket=bucket, Key=key))["Body"]
+        header: list[str] | None = None
+        async with tbl.batch_writer(overwrite_by_pkeys=keys) as writer:
+            async for fields in _rows(body, key.endswith(".gz")):
+                if header is None:
+                    header = fields
+                    continue
+                await writer.put_item(Item=_typed(dict(zip(header, fields, strict=False)), conv))
+                n += 1
+    return n
+
+
 def batch_writer(source: str, table: str, schema: str | None) -> int:
     import boto3
 
@@ -141,36 +184,21 @@ async def naive_async(source: str, table: str, schema: str | None, *, concurrenc
                 sem.release()
 
         resp = await s3.get_object(Bucket=bucket, Key=key)
-        raw = resp["Body"]
-        # stream 1 MiB at a time through a (gzip) decoder; cut at the last newline of each chunk
-        decomp = zlib.decompressobj(31) if key.endswith(".gz") else None
         header: list[str] | None = None
         batch: dict[tuple[Any, ...], dict[str, Any]] = {}
-        leftover = b""
-        eof = False
-        while not eof:
-            data = await raw.read(1 << 20)
-            eof = not data
-            if decomp is not None:
-                data = decomp.decompress(data) if data else decomp.flush()
-            buf = leftover + data
-            cut = len(buf) if eof else buf.rfind(b"\n") + 1
-            buf, leftover = buf[:cut], buf[cut:]
-            for fields in csv.reader(buf.decode("utf-8").split("\n")):
-                if not fields:
-                    continue
-                if header is None:
-                    header = fields
-                    continue
-                item = _typed(dict(zip(header, fields, strict=False)), conv)
-                k = tuple(item[name] for name in keys)
-                batch[k] = {name: ser.serialize(v) for name, v in item.items()}
-                if len(batch) == 25:
-                    await sem.acquire()
-                    t = asyncio.create_task(write(list(batch.values())))
-                    tasks.add(t)
-                    t.add_done_callback(tasks.discard)
-                    batch = {}
+        async for fields in _rows(resp["Body"], key.endswith(".gz")):
+            if header is None:
+                header = fields
+                continue
+            item = _typed(dict(zip(header, fields, strict=False)), conv)
+            k = tuple(item[name] for name in keys)
+            batch[k] = {name: ser.serialize(v) for name, v in item.items()}
+            if len(batch) == 25:
+                await sem.acquire()
+                t = asyncio.create_task(write(list(batch.values())))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+                batch = {}
         if batch:
             await sem.acquire()
             t = asyncio.create_task(write(list(batch.values())))
@@ -182,7 +210,7 @@ async def naive_async(source: str, table: str, schema: str | None, *, concurrenc
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.baselines", description=__doc__.split("\n")[0])
-    p.add_argument("name", choices=("batch_writer", "naive_async"))
+    p.add_argument("name", choices=("batch_writer", "naive_async", "aioboto3"))
     p.add_argument("source", help="s3://bucket/key")
     p.add_argument("--table", required=True)
     p.add_argument("--schema", default=None, help="the s3ddb --schema JSON (column types)")
@@ -191,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if a.name == "batch_writer":
         n = batch_writer(a.source, a.table, a.schema)
+    elif a.name == "aioboto3":
+        n = asyncio.run(aioboto3_writer(a.source, a.table, a.schema))
     else:
         n = asyncio.run(naive_async(a.source, a.table, a.schema, concurrency=a.concurrency))
     out = {"name": a.name, "items": n, "seconds": round(time.perf_counter() - t0, 3)}

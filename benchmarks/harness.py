@@ -1,7 +1,7 @@
 """``python -m benchmarks run|rss|import-time``: side-by-side loads, measured from the outside.
 
 ``run --rows N --out FILE [--targets wire,dynamodb-local] [--latency 0,10]
-[--cases s3ddb,batch_writer,naive_async]``
+[--cases s3ddb,batch_writer,naive_async,aioboto3]``
 
 1. Services: S3 and DynamoDB Local come from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL_DYNAMODB``
    when set, else ``infra.local.stack.start_services`` starts a private set (stopped at the end).
@@ -45,7 +45,7 @@ from benchmarks.wire import WireProcess, start_wire
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-CASES = ("s3ddb", "batch_writer", "naive_async")
+CASES = ("s3ddb", "batch_writer", "naive_async", "aioboto3")
 TARGETS = ("wire", "dynamodb-local")
 _CREDS = {
     "AWS_ACCESS_KEY_ID": "s3ddblocal",
