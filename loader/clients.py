@@ -128,13 +128,16 @@ def s3_client(session: boto3.session.Session | None = None) -> Any:
     return (session or boto3.session.Session()).client("s3", region_name=_region(), config=_sync_config(16))
 
 
-def dynamodb_client(session: boto3.session.Session | None = None) -> Any:
-    """A sync DynamoDB client for control-plane calls (DescribeTable).
+def dynamodb_client(session: boto3.session.Session | None = None, *, endpoint_url: str | None = None) -> Any:
+    """A sync DynamoDB client for control-plane calls (DescribeTable), and the one the lean sender
+    takes its connection from (``loader.fastsend.open_lean_sender(client=...)``): region,
+    endpoint, credentials, CA bundle and proxy as botocore resolves them.
 
     ``session``: the session to build it from (see ``session()``); default: a new one.
+    ``endpoint_url`` overrides botocore's endpoint resolution (tests put a proxy there).
     """
     return (session or boto3.session.Session()).client(
-        "dynamodb", region_name=_region(), config=_sync_config(4)
+        "dynamodb", region_name=_region(), endpoint_url=endpoint_url, config=_sync_config(4)
     )
 
 

@@ -5,10 +5,15 @@ protocol, so one ``orjson.dumps`` makes the request body. The request is signed 
 sent over ``concurrency`` keep-alive connections: by default through ``loader.httpraw`` (a
 minimal HTTP/1.1 client on asyncio's Protocol, measured at well under half aiohttp's CPU per
 request), or through one ``aiohttp.ClientSession`` (``http="aiohttp"``, the reference). The raw
-client speaks no proxy protocol: when the environment sets a proxy for the endpoint
-(HTTPS_PROXY / HTTP_PROXY, minus NO_PROXY), ``open_lean_sender`` uses aiohttp whatever ``http``.
+client speaks no proxy protocol: when botocore would send through a proxy, ``open_lean_sender``
+uses aiohttp whatever ``http``.
 Errors are read from the ``__type`` field and classified by ``loader.sender.classify_client_error``,
 so the lean path and the aiobotocore reference (``AioBotocoreSender``) raise the same errors.
+
+Where and how to connect is never worked out here: region, endpoint (partitions, FIPS,
+dual-stack, ``AWS_ENDPOINT_URL_*``, the config file), credentials and their refresh, CA bundle
+and ``verify``, client certificate, proxy all come from a botocore DynamoDB client built the
+normal way (``Connection.from_client``): the lean path replaces only the per-call cost.
 
 Why not botocore's ``SigV4Auth.add_auth`` on every call: measured here it costs ~300 µs per
 25-item call (~12 µs per item, more than the whole send budget), nearly all of it canonicalising
@@ -27,23 +32,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import os
+import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
-from urllib.request import getproxies
 
 import botocore.exceptions
-import botocore.session
 import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.httpsession import URLLib3Session
 
 from loader.errors import ConfigError, TransientSendError
-from loader.httpraw import HttpRawError, RawHttpClient
+from loader.httpraw import HttpRawError, RawHttpClient, authority, ssl_context
 from loader.models import Item
 from loader.sender import BatchSender, classify_client_error
 
@@ -55,7 +60,7 @@ if TYPE_CHECKING:
 # never needs them, and importing aiohttp cost ~0.25 s of start-up CPU per `s3ddb load` (cProfile on
 # a 10-row object; half of it two SSL contexts aiohttp.connector builds at import).
 
-__all__ = ["FastSigV4", "HttpImpl", "LeanSender", "env_proxy", "open_lean_sender", "resolve_endpoint"]
+__all__ = ["Connection", "FastSigV4", "HttpImpl", "LeanSender", "open_lean_sender"]
 
 _CONTENT_TYPE = "application/x-amz-json-1.0"
 _TARGET = "DynamoDB_20120810.BatchWriteItem"
@@ -152,44 +157,127 @@ class _AmzDate:
         return self._text
 
 
+@dataclass(frozen=True, kw_only=True)
+class Connection:
+    """Where and how the lean sender connects: every value as a botocore client decided it.
+
+    Build it with ``Connection.from_client(client)``; nothing here reads the environment.
+    """
+
+    #: botocore's resolved endpoint (``client.meta.endpoint_url``)
+    endpoint_url: str
+    #: the region requests are signed for (botocore's request signer's)
+    region: str
+    #: the service name requests are signed for
+    signing_name: str = _SERVICE
+    #: a botocore ``Credentials``; refreshable ones refresh inside ``get_frozen_credentials()``
+    credentials: Any
+    #: botocore's ``verify``: True (certifi's bundle), False (no checks), or a CA bundle path
+    #: (``verify=``, ``AWS_CA_BUNDLE``, ``ca_bundle`` in the config file, ``REQUESTS_CA_BUNDLE``)
+    verify: bool | str = True
+    #: a client certificate (``client_cert`` in the client's config): a file, or (cert, key)
+    client_cert: str | tuple[str, str] | None = None
+    #: the proxy botocore would send through for ``endpoint_url`` (its config's ``proxies``, else
+    #: HTTPS_PROXY / HTTP_PROXY minus NO_PROXY as they were when the client was built), or None
+    proxy: str | None = None
+
+    @classmethod
+    def from_client(cls, client: Any) -> Connection:
+        """The connection of a sync botocore DynamoDB client (``loader.clients.dynamodb_client``).
+
+        The CA bundle, client certificate and proxy are read from the client's HTTP session, the
+        region and credentials from its request signer: botocore keeps them nowhere public, so
+        this is the one place that looks inside a client (pinned botocore; a unit test checks each).
+        """
+        session = client._endpoint.http_session
+        if not isinstance(session, URLLib3Session):
+            raise TypeError(
+                f"the lean sender takes its connection from a sync botocore client, not {type(client)!r}"
+            )
+        http: Any = session  # the attributes read below are private to URLLib3Session
+        url = str(client.meta.endpoint_url)
+        proxy_config = http._proxy_config
+        proxy = proxy_config.proxy_url_for(url)
+        if proxy is not None:
+            unsupported = sorted(k for k, v in (proxy_config.settings or {}).items() if v is not None)
+            if unsupported:
+                raise ConfigError(
+                    f"the lean sender cannot apply the proxy settings {', '.join(unsupported)} "
+                    "(proxies_config): use --sender botocore (S3DDB_SENDER=botocore), or remove them"
+                )
+        credentials = client._get_credentials()
+        if credentials is None:
+            raise ConfigError(
+                "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
+            )
+        if asyncio.iscoroutinefunction(getattr(credentials, "get_frozen_credentials", None)):
+            raise TypeError("the lean sender needs a sync botocore client's credentials, not aiobotocore's")
+        client_cert: str | tuple[str, str] | None = http._cert_file
+        if http._cert_file is not None and http._key_file is not None:
+            client_cert = (http._cert_file, http._key_file)
+        signer = client._request_signer
+        return cls(
+            endpoint_url=url,
+            region=str(signer.region_name),
+            signing_name=str(signer.signing_name),
+            credentials=credentials,
+            verify=http._verify,
+            client_cert=client_cert,
+            proxy=proxy,
+        )
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.endpoint_url).scheme == "https"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A TLS context that checks certificates exactly as the client's ``verify`` says."""
+        verify = self.verify
+        cert = self.client_cert
+        certfile, keyfile = cert if isinstance(cert, tuple) else (cert, None)
+        return ssl_context(
+            cafile=verify if isinstance(verify, str) else None,
+            verify=bool(verify),
+            certfile=certfile,
+            keyfile=keyfile,
+        )
+
+
 _PUT_JOIN = b'}},{"PutRequest":{"Item":'
 
 
 class LeanSender:
     """A ``BatchSender`` that makes one signed ``BatchWriteItem`` POST per ``send``.
 
-    ``credentials`` is a botocore ``Credentials`` (refreshable ones refresh themselves inside
-    ``get_frozen_credentials()``, called once per request). ``http`` is a ``RawHttpClient`` or an
-    ``aiohttp.ClientSession``; it belongs to the caller unless ``owns_http`` is set;
-    ``open_lean_sender`` builds and closes one. ``proxy`` is an HTTP proxy URL for every request
-    (``env_proxy`` reads the environment's); aiohttp only.
+    ``connection`` says where and as whom (see ``Connection``); its credentials are frozen once
+    per request (``get_frozen_credentials()``: refreshable ones refresh themselves there).
+    ``http`` is a ``RawHttpClient`` or an ``aiohttp.ClientSession``, made with the connection's
+    TLS context; it belongs to the caller unless ``owns_http`` is set; ``open_lean_sender`` builds
+    and closes one. The connection's proxy, if any, is used for every request (aiohttp only).
     """
 
     def __init__(
         self,
         *,
         http: aiohttp.ClientSession | RawHttpClient,
-        endpoint_url: str,
-        region: str,
-        credentials: Any,
+        connection: Connection,
         signer: Signer = "fast",
         clock: Callable[[], float] = time.time,
         owns_http: bool = False,
-        proxy: str | None = None,
     ) -> None:
-        if credentials is None:
-            raise ConfigError(
-                "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
-            )
+        endpoint_url = connection.endpoint_url
         parts = urlsplit(endpoint_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"DynamoDB endpoint {endpoint_url!r} is not an http(s) URL")
-        default_port = 443 if parts.scheme == "https" else 80
-        host = parts.hostname if parts.port in (None, default_port) else f"{parts.hostname}:{parts.port}"
-        self._url = f"{parts.scheme}://{parts.netloc}/"
+        tls = parts.scheme == "https"
+        port = parts.port or (443 if tls else 80)
+        # botocore's Host: lower-case, an IPv6 literal in brackets, no default port, no userinfo
+        host = authority(parts.hostname, port, tls)
+        self._url = f"{parts.scheme}://{host}/"
         self._http = http
         self._raw = http if isinstance(http, RawHttpClient) else None
-        self._origin = (parts.hostname, parts.port or default_port, parts.scheme == "https")
+        self._origin = (parts.hostname, port, tls)
+        proxy = connection.proxy
         if proxy and self._raw is not None:
             raise ConfigError("the raw HTTP client does not support proxies: use http='aiohttp'")
         self._aio: aiohttp.ClientSession | None = None
@@ -205,12 +293,18 @@ class LeanSender:
             self._yurl = yarl.URL(self._url)  # parsed once, not per request
             self._proxy = yarl.URL(proxy) if proxy else None
         self._owns_http = owns_http
-        self._region = region
-        self._credentials = credentials
+        self._connection = connection
+        self._region = connection.region
+        self._service = connection.signing_name
+        self._credentials = connection.credentials
         self._signer = signer
-        self._fast = FastSigV4(host=host, region=region)
+        self._fast = FastSigV4(host=host, region=connection.region, service=connection.signing_name)
         self._amz_date = _AmzDate(clock)
-        self._botocore_auth: SigV4Auth | None = None
+
+    @property
+    def connection(self) -> Connection:
+        """Where and how this sender connects."""
+        return self._connection
 
     @property
     def http_impl(self) -> HttpImpl:
@@ -228,7 +322,7 @@ class LeanSender:
                 target=_TARGET,
                 body=body,
             )
-        auth = SigV4Auth(creds, _SERVICE, self._region)
+        auth = SigV4Auth(creds, self._service, self._region)
         req = AWSRequest(
             method="POST",
             url=self._url,
@@ -236,7 +330,9 @@ class LeanSender:
             headers={"Content-Type": _CONTENT_TYPE, "X-Amz-Target": _TARGET},
         )
         auth.add_auth(req)
-        return dict(req.headers.items())
+        headers = dict(req.headers.items())
+        headers["Host"] = self._fast.host  # what botocore signed (from the URL), sent as is
+        return headers
 
     @staticmethod
     def encode(item: Item) -> bytes:
@@ -324,46 +420,12 @@ def _classify(status: int, parsed: Any, raw: bytes, table: str) -> Exception:
     return classify_client_error(error, table)
 
 
-#: The schemes whose proxy variables aiohttp's ``proxies_from_env`` reads.
-_PROXY_SCHEMES = frozenset({"http", "https", "ws", "wss"})
-
-
-def env_proxy(url: str) -> str | None:
-    """The proxy the environment asks for this URL (HTTPS_PROXY / HTTP_PROXY, minus NO_PROXY), if any.
-
-    The same lookup aiohttp's ``trust_env`` makes, done once instead of on every request. With no
-    proxy variable for any scheme aiohttp knows, that lookup can only answer "none", so it is made
-    (and aiohttp imported) only when one is set.
-    """
-    if not _PROXY_SCHEMES.intersection(getproxies()):
-        return None
-    import yarl
-    from aiohttp.helpers import get_env_proxy_for_url
-
-    try:
-        proxy, _auth = get_env_proxy_for_url(yarl.URL(url))
-    except LookupError:
-        return None
-    return str(proxy)
-
-
-def resolve_endpoint(region: str, endpoint_url: str | None = None) -> str:
-    """An explicit URL, else AWS_ENDPOINT_URL_DYNAMODB, else AWS_ENDPOINT_URL, else the regional one."""
-    return (
-        endpoint_url
-        or os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
-        or os.environ.get("AWS_ENDPOINT_URL")
-        or f"https://dynamodb.{region}.amazonaws.com"
-    )
-
-
 @asynccontextmanager
 async def open_lean_sender(
     *,
     concurrency: int,
-    region: str | None = None,
+    client: Any | None = None,
     endpoint_url: str | None = None,
-    session: Any | None = None,
     signer: Signer = "fast",
     connect_timeout_s: float = 5.0,
     read_timeout_s: float = 30.0,
@@ -371,38 +433,32 @@ async def open_lean_sender(
 ) -> AsyncIterator[BatchSender]:
     """A ``LeanSender`` over its own pool of ``concurrency`` + 4 keep-alive connections.
 
-    ``http``: ``"raw"`` (``loader.httpraw``) or ``"aiohttp"``. With a proxy set in the environment
-    for the endpoint, aiohttp is used either way (the raw client does not speak to proxies).
+    ``client``: the sync botocore DynamoDB client the load already built
+    (``loader.clients.dynamodb_client``, the one that ran DescribeTable): the sender connects
+    where, as whom and how it would (``Connection.from_client``). Default: a client built the
+    same way from the environment, for ``endpoint_url`` when given (tests and the benchmark
+    point it at a proxy or a wire endpoint); give one or the other, not both.
 
-    ``session`` is a botocore (or boto3 / aiobotocore) session to take credentials and region from;
-    default: a fresh botocore session (environment, profile, container/instance role).
-    Region: ``region``, else the session's, else ``us-east-1``.
+    ``http``: ``"raw"`` (``loader.httpraw``) or ``"aiohttp"``. When the client would send through
+    a proxy, aiohttp is used either way (the raw client does not speak to proxies).
     """
-    bsession: Any = session if session is not None else botocore.session.get_session()
-    if hasattr(bsession, "_session") and not hasattr(bsession, "get_config_variable"):
-        bsession = bsession._session  # a boto3.Session wraps a botocore one
-    region = region or _session_region(bsession) or "us-east-1"
-    creds = bsession.get_credentials()
-    if asyncio.iscoroutine(creds):  # an aiobotocore session
-        creds = await creds
-    if creds is None:
-        raise ConfigError(
-            "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
-        )
-    if asyncio.iscoroutinefunction(getattr(creds, "get_frozen_credentials", None)):
-        creds = _SyncCredentials(await creds.get_frozen_credentials())
-    url = resolve_endpoint(region, endpoint_url)
-    proxy = env_proxy(url)
-    if http == "raw" and proxy is None:
+    if client is None:
+        from loader.clients import dynamodb_client
+
+        client = dynamodb_client(endpoint_url=endpoint_url)
+    elif endpoint_url is not None:
+        raise ValueError("open_lean_sender: give client or endpoint_url, not both")
+    conn = Connection.from_client(client)
+    tls_context = conn.ssl_context() if conn.tls else None
+    if http == "raw" and conn.proxy is None:
         raw = RawHttpClient(
             max_connections=concurrency + 4,
             connect_timeout_s=connect_timeout_s,
             read_timeout_s=read_timeout_s,
             keepalive_timeout_s=30,
+            ssl_context=tls_context,
         )
-        sender = LeanSender(
-            http=raw, endpoint_url=url, region=region, credentials=creds, signer=signer, owns_http=True
-        )
+        sender = LeanSender(http=raw, connection=conn, signer=signer, owns_http=True)
         try:
             yield sender
         finally:
@@ -411,7 +467,11 @@ async def open_lean_sender(
     import aiohttp
 
     connector = aiohttp.TCPConnector(
-        limit=concurrency + 4, limit_per_host=concurrency + 4, keepalive_timeout=30, ttl_dns_cache=300
+        limit=concurrency + 4,
+        limit_per_host=concurrency + 4,
+        keepalive_timeout=30,
+        ttl_dns_cache=300,
+        ssl=tls_context if tls_context is not None else True,
     )
     aio_http = aiohttp.ClientSession(
         connector=connector,
@@ -420,35 +480,11 @@ async def open_lean_sender(
         auto_decompress=False,
         headers={"User-Agent": "s3ddb-lean/0.1"},
         # no cookies to keep; trust_env stays off: it costs a netrc lookup in a thread per request,
-        # so the proxy (HTTPS_PROXY / NO_PROXY, as botocore honours them) is resolved once instead
+        # and the proxy is the one botocore resolved for the client (Connection.proxy)
         cookie_jar=aiohttp.DummyCookieJar(),
     )
-    sender = LeanSender(
-        http=aio_http,
-        endpoint_url=url,
-        proxy=proxy,
-        region=region,
-        credentials=creds,
-        signer=signer,
-        owns_http=True,
-    )
+    sender = LeanSender(http=aio_http, connection=conn, signer=signer, owns_http=True)
     try:
         yield sender
     finally:
         await sender.aclose()
-
-
-def _session_region(bsession: Any) -> str | None:
-    getter = getattr(bsession, "get_config_variable", None)
-    value = getter("region") if getter is not None else getattr(bsession, "region_name", None)
-    return str(value) if value else None
-
-
-class _SyncCredentials:
-    """Frozen credentials from an aiobotocore session, behind the sync ``get_frozen_credentials``."""
-
-    def __init__(self, frozen: Any) -> None:
-        self._frozen = frozen
-
-    def get_frozen_credentials(self) -> Any:
-        return self._frozen

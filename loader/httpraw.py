@@ -11,8 +11,12 @@ What it does:
   idle ones reused last-in first-out and dropped after ``keepalive_timeout_s`` idle;
 * responses framed by ``Content-Length``, ``Transfer-Encoding: chunked``, or (HTTP/1.0 style)
   the server closing the connection; ``Connection: close`` is honoured; 1xx is not supported;
-* TLS through asyncio's ``ssl`` (default context: certifi's CA bundle if installed, else the
-  system's; SNI and certificate name = the host);
+* TLS through asyncio's ``ssl`` with the context it is given (``ssl_context(...)`` builds one the
+  way botocore's ``verify`` asks: a CA bundle, certifi's default, or no checks at all; the lean
+  sender passes the one its botocore client was configured with); SNI and certificate name = the
+  host;
+* an IPv6-literal host (``"::1"``) is written in brackets in ``Host`` (``[::1]:8000``), as RFC 3986
+  and botocore write it;
 * a connect timeout per new connection and a read timeout per request (from the last byte sent
   to the whole response);
 * a request whose *reused* connection dies before any response byte (the server closed an idle
@@ -43,7 +47,9 @@ __all__ = [
     "RawHttpClient",
     "RawResponse",
     "ReadTimeoutError",
+    "authority",
     "default_ssl_context",
+    "ssl_context",
 ]
 
 Origin = tuple[str, int, bool]
@@ -93,13 +99,46 @@ class RawResponse:
         return f"RawResponse(status={self.status}, body={len(self.body)} bytes)"
 
 
+def ssl_context(
+    *, cafile: str | None = None, verify: bool = True, certfile: str | None = None, keyfile: str | None = None
+) -> ssl.SSLContext:
+    """A client TLS context, as botocore's ``verify`` / ``client_cert`` settings ask for.
+
+    ``verify=True``: certificate and host name checks on, CAs from ``cafile`` when given, else
+    certifi's bundle when it is installed, else the system's (botocore's own default is certifi's
+    bundle too). ``verify=False``: no checks at all (botocore's ``verify=False``); ``cafile`` is
+    then ignored. ``certfile`` / ``keyfile``: a client certificate to present.
+    """
+    if cafile is None and verify:
+        try:
+            import certifi
+        except ImportError:  # pragma: no cover - certifi comes with botocore's dependencies here
+            pass
+        else:
+            cafile = certifi.where()
+    ctx = ssl.create_default_context(cafile=cafile if verify else None)
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if certfile is not None:
+        ctx.load_cert_chain(certfile, keyfile)
+    return ctx
+
+
 def default_ssl_context() -> ssl.SSLContext:
     """Certificate and host name checks on; CAs from certifi when it is installed, else the system's."""
-    try:
-        import certifi
-    except ImportError:  # pragma: no cover - certifi comes with botocore's dependencies here
-        return ssl.create_default_context()
-    return ssl.create_default_context(cafile=certifi.where())
+    return ssl_context()
+
+
+def authority(host: str, port: int, tls: bool) -> str:
+    """The ``Host`` header for an origin: the port only when it is not the scheme's default, an
+    IPv6 literal in brackets (``[::1]:8000``)."""
+    host = _bracketed(host)
+    return host if port == (443 if tls else 80) else f"{host}:{port}"
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 # parser states
@@ -410,7 +449,7 @@ class _Pool:
             )
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             raise ConnectError(
-                f"cannot connect to {self.host}:{self.port}: {type(exc).__name__}: {exc}"
+                f"cannot connect to {_bracketed(self.host)}:{self.port}: {type(exc).__name__}: {exc}"
             ) from exc
         self.opened += 1
         return conn
@@ -425,7 +464,8 @@ class RawHttpClient:
     """Pooled keep-alive HTTP/1.1 requests: ``await client.request(origin, "POST", "/", headers, body)``.
 
     ``max_connections`` bounds connections (and requests in flight) per origin. ``ssl_context``
-    is used for every TLS origin (default: ``default_ssl_context()``, made on first use).
+    is used for every TLS origin (default: ``default_ssl_context()``, made on first use); an
+    origin's host is a name or an IP literal, IPv6 without brackets (``("::1", 8000, False)``).
     ``clock`` (monotonic seconds) ages idle connections. ``aclose()`` closes the idle ones.
     """
 
@@ -472,8 +512,7 @@ class RawHttpClient:
         host, port, tls = origin
         lines = [f"{method} {target} HTTP/1.1\r\n"]
         if "Host" not in headers and "host" not in headers:
-            default = 443 if tls else 80
-            lines.append(f"Host: {host}\r\n" if port == default else f"Host: {host}:{port}\r\n")
+            lines.append(f"Host: {authority(host, port, tls)}\r\n")
         lines.extend(f"{k}: {v}\r\n" for k, v in headers.items())
         lines.append(f"User-Agent: {self._user_agent}\r\nContent-Length: {len(body)}\r\n\r\n")
         return await self.pool(origin).request("".join(lines).encode("latin-1") + body)

@@ -7,7 +7,9 @@ outcome. Items are DynamoDB wire JSON with binary values as base64 text.
 from __future__ import annotations
 
 import asyncio
+import zlib
 from base64 import b64decode, b64encode
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import botocore.exceptions
@@ -28,11 +30,16 @@ __all__ = ["AioBotocoreSender", "BatchSender", "classify_client_error"]
 
 
 class BatchSender(Protocol):
-    """Writes one batch per call.
+    """Writes one batch per call."""
 
-    A sender may also have ``encode(item) -> bytes`` (the item as JSON): the pipeline
-    then calls it as each entry is made and hands the bytes back to ``send`` as ``wire``.
-    """
+    @property
+    def encode(self) -> Callable[[Item], bytes] | None:
+        """The sender's item encoder (an item to its JSON bytes), or None if it takes items only.
+
+        When there is one, the pipeline calls it as each entry is made and hands the bytes back
+        to ``send`` as ``wire`` (an entry then keeps only its bytes).
+        """
+        ...
 
     async def send(self, table: str, items: list[Item], wire: list[bytes] | None = None) -> list[Item]:
         """Put ``items`` (at most 25, distinct keys) in one BatchWriteItem call.
@@ -102,12 +109,23 @@ class AioBotocoreSender:
     The client belongs to the caller (``loader.clients.open_dynamodb_sender`` opens and closes
     it); ``aclose`` does not close it. Build the client with ``total_max_attempts=1`` so the
     writer sees, and retries, every failure.
+
+    The response's ``x-amz-crc32`` is checked here, by a ``before-parse`` handler this sender
+    registers on the client: botocore checks it only to decide on a retry, so with one attempt a
+    corrupted ``200 {"UnprocessedItems":{}}`` would be taken as written and its batch lost. A
+    mismatch is a ``TransientSendError`` (code ``CRC32Mismatch``), as on the lean path.
     """
+
+    #: botocore's serializer takes items, not bytes: no block-typing path (see ``BatchSender``)
+    encode: Callable[[Item], bytes] | None = None
 
     def __init__(self, client: DynamoDBClient, *, binary_attrs: frozenset[str] = frozenset()) -> None:
         self._client = client
         self._binary = binary_attrs
         self._network_errors = _network_errors()
+        client.meta.events.register(
+            "before-parse.dynamodb.BatchWriteItem", _check_crc32, unique_id=_CRC32_HANDLER_ID
+        )
 
     async def send(self, table: str, items: list[Item], wire: list[bytes] | None = None) -> list[Item]:
         if self._binary:
@@ -120,6 +138,8 @@ class AioBotocoreSender:
             raise classify_client_error(exc, table) from exc
         except botocore.exceptions.ParamValidationError as exc:  # only with parameter_validation=True
             raise BatchValidationError(str(exc), code="ParamValidationError") from exc
+        except _CRC32Mismatch as exc:
+            raise TransientSendError(f"response CRC32 mismatch: {exc}", code="CRC32Mismatch") from exc
         except self._network_errors as exc:
             raise TransientSendError(f"{type(exc).__name__}: {exc}", code=type(exc).__name__) from exc
         unprocessed = resp.get("UnprocessedItems")
@@ -132,6 +152,23 @@ class AioBotocoreSender:
 
     async def aclose(self) -> None:
         """Nothing to release: the client's owner closes it."""
+
+
+_CRC32_HANDLER_ID = "s3ddb-check-crc32"
+
+
+class _CRC32Mismatch(botocore.exceptions.ChecksumError):
+    """The response body does not match its ``x-amz-crc32`` header."""
+
+
+def _check_crc32(response_dict: dict[str, Any], **_: Any) -> None:
+    """botocore ``before-parse`` handler: the body must match ``x-amz-crc32`` when it is sent."""
+    expected = response_dict["headers"].get("x-amz-crc32")
+    if expected is None:
+        return
+    actual = zlib.crc32(response_dict["body"])
+    if not expected.isdigit() or int(expected) != actual:
+        raise _CRC32Mismatch(checksum_type="CRC32", expected_checksum=expected, actual_checksum=str(actual))
 
 
 def classify_client_error(exc: botocore.exceptions.ClientError, table: str) -> Exception:

@@ -366,7 +366,8 @@ async def _load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, 
     session = clients.session()
     needs_s3 = spec.source.startswith("s3://") or (spec.rejects or "").startswith("s3://")
     s3 = clients.s3_client(session) if needs_s3 else None
-    keys = clients.describe_key_schema(clients.dynamodb_client(session), spec.table)
+    ddb = clients.dynamodb_client(session)  # DescribeTable, and the lean sender's connection
+    keys = clients.describe_key_schema(ddb, spec.table)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_id = f"{spec.table}-{stamp}-{uuid.uuid4().hex[:6]}"
     checkpoint_path: str | None = args.checkpoint
@@ -414,7 +415,7 @@ async def _load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, 
         elif args.sender == "lean":
             from loader.fastsend import open_lean_sender
 
-            async with open_lean_sender(concurrency=spec.concurrency, session=session) as sender:
+            async with open_lean_sender(concurrency=spec.concurrency, client=ddb) as sender:
                 result = await go(sender)
         else:
             async with clients.open_dynamodb_sender(

@@ -10,7 +10,7 @@ import pytest
 
 from loader.clients import describe_key_schema, dynamodb_client, dynamodb_client_config, open_dynamodb_sender
 from loader.config import LoadConfig
-from loader.errors import ConfigError, ThrottledError, WriteFailedError
+from loader.errors import ConfigError, ThrottledError, TransientSendError, WriteFailedError
 from loader.models import Batch, Entry, KeySchema
 from loader.sender import BatchSender
 from loader.writer import BatchOutcome, Writer
@@ -154,6 +154,44 @@ async def test_transient_errors_and_resets_are_retried(
     assert all(o.error is None for o in outcomes)
     assert sum(o.retries for o in outcomes) == 5
     assert len(_landed(ddb, table)) == 100
+
+
+@pytest.fixture(params=["botocore", "lean"])
+async def either_sender(request: pytest.FixtureRequest, proxy: FaultProxy) -> AsyncIterator[BatchSender]:
+    """The reference sender and the lean one, both through the proxy."""
+    from loader.fastsend import open_lean_sender
+
+    if request.param == "botocore":
+        opened = open_dynamodb_sender(concurrency=8, endpoint_url=proxy.url)
+    else:
+        opened = open_lean_sender(concurrency=8, endpoint_url=proxy.url)
+    async with opened as s:
+        yield s
+
+
+async def test_a_response_that_fails_its_crc32_is_a_transient_error(
+    either_sender: BatchSender, ddb: Any, table: str, proxy: FaultProxy
+) -> None:
+    """A damaged ``200 {"UnprocessedItems":{}}`` must not be taken as "all written"."""
+    items = [_entry(f"k{i}", i).item for i in range(5)]
+    proxy.corrupt_next(1)
+    with pytest.raises(TransientSendError) as info:
+        await either_sender.send(table, [i for i in items if i is not None])
+    assert info.value.code == "CRC32Mismatch"
+    assert proxy.corrupted == 1 and _landed(ddb, table) == {}
+
+
+async def test_batches_whose_responses_fail_their_crc32_are_retried_and_nothing_is_lost(
+    either_sender: BatchSender, ddb: Any, table: str, proxy: FaultProxy
+) -> None:
+    entries = [_entry(f"k{i:04d}", i) for i in range(250)]
+    proxy.corrupt_next(4)
+    _, outcomes = await _run(either_sender, table, _batches(entries))
+    assert all(o.error is None and o.rejected == [] for o in outcomes)
+    assert sum(o.written for o in outcomes) == 250
+    assert sum(o.retries for o in outcomes) == 4
+    assert proxy.corrupted == 4 and proxy.items_forwarded == 250  # each item sent on exactly once
+    assert _landed(ddb, table) == {e.key[0]: e.item["v"]["S"] for e in entries if e.item is not None}
 
 
 async def test_one_poison_item_is_isolated_and_its_neighbours_written(

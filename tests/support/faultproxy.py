@@ -24,36 +24,53 @@ at particular batches; ``n``/``times`` count the calls a fault applies to, None 
 * ``reset_next(n)``: close the connection without any response, not forwarded;
 * ``delay_next(n, seconds)``: hold the call that long, then go on (latency, not a failure);
 * ``unprocessed_fraction(p, times=None, seed=0)``: forward only part of each batch's put
-  requests and return the rest in ``UnprocessedItems`` of a 200 response, like the service.
+  requests and return the rest in ``UnprocessedItems`` of a 200 response, like the service;
+* ``corrupt_next(n)``: not forwarded; the service's answer would hand every put request back in
+  ``UnprocessedItems``, and it arrives damaged: the body reads ``{"UnprocessedItems":{}}`` while
+  ``x-amz-crc32`` is still the true body's. A client that skips the check loses the batch.
 
-For one call, a delay applies first; then the first pending throttle/fail/reset fault (in the
-order they were added); otherwise an unprocessed fault, if any, shapes the forwarded call.
+For one call, a delay applies first; then the first pending throttle/fail/reset/corrupt fault (in
+the order they were added); otherwise an unprocessed fault, if any, shapes the forwarded call.
+
+``FaultProxy(upstream, sigv4=SigV4Check(secrets={key id: secret}, region="eu-west-1"))`` also
+checks every request as the service would before anything else: the ``Host`` header must be the
+proxy's own authority (``127.0.0.1:PORT``, or ``[::1]:PORT`` with ``host="::1"``), the
+``Authorization`` header a SigV4 signature (recomputed here with botocore's own canonicalisation,
+for the received method, path, signed headers and body) by a known key, scoped to ``region``.
+A request that fails gets HTTP 400 ``InvalidSignatureException`` and is not forwarded;
+``signature_failures`` counts them, ``signature_errors`` says why; ``hosts`` and ``regions`` hold
+every ``Host`` and credential-scope region seen.
 
 Counters (read them any time; ``reset()`` clears them and every fault): ``requests`` (all
 requests), ``calls`` (BatchWriteItem calls), ``items_forwarded`` (put requests sent upstream),
-``throttled``, ``failed``, ``resets``, ``delayed``, ``unprocessed_returned`` (items handed back),
-``in_flight`` / ``max_in_flight`` (BatchWriteItem calls being handled at once, now / at most).
+``throttled``, ``failed``, ``resets``, ``delayed``, ``corrupted``, ``unprocessed_returned`` (items
+handed back), ``in_flight`` / ``max_in_flight`` (BatchWriteItem calls being handled at once, now /
+at most).
 
-The server runs on 127.0.0.1 on a free port, in a background thread with its own event loop, so
-it serves sync (boto3) and async (aiobotocore) clients alike.
+The server runs on 127.0.0.1 (or ``host="::1"``) on a free port, in a background thread with its
+own event loop, so it serves sync (boto3) and async (aiobotocore) clients alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import re
 import socket
 import threading
 import uuid
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
 import aiohttp
 import orjson
 from aiohttp import web
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 BATCH_WRITE_TARGET = "DynamoDB_20120810.BatchWriteItem"
 _TYPE_PREFIX = "com.amazonaws.dynamodb.v20120810#"
@@ -83,6 +100,10 @@ _MESSAGES = {
     "InternalServerError": "Internal server error",
     "ServiceUnavailable": "Service unavailable",
 }
+_AUTHORIZATION = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<day>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/"
+    r"aws4_request, ?SignedHeaders=(?P<signed>[a-z0-9;-]+), ?Signature=(?P<signature>[0-9a-f]{64})"
+)
 
 Predicate = Callable[[dict[str, Any]], bool]
 ThrottleCode = Literal[
@@ -90,9 +111,20 @@ ThrottleCode = Literal[
 ]
 
 
+@dataclass(frozen=True)
+class SigV4Check:
+    """What a verifying proxy accepts: signatures by these keys (key id -> secret), for ``region``."""
+
+    secrets: Mapping[str, str]
+    region: str
+    service: str = "dynamodb"
+    #: headers every signature must cover (lower case)
+    required: frozenset[str] = field(default=frozenset({"host", "x-amz-date"}))
+
+
 @dataclass
 class _Fault:
-    kind: Literal["throttle", "fail", "reset", "delay", "unprocessed"]
+    kind: Literal["throttle", "fail", "reset", "delay", "unprocessed", "corrupt"]
     remaining: int | None
     when: Predicate | None
     code: str = ""
@@ -105,8 +137,10 @@ class _Fault:
 class FaultProxy:
     """``with FaultProxy(upstream) as proxy:`` ... ``proxy.url`` is where clients connect."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, host: str = "127.0.0.1", sigv4: SigV4Check | None = None) -> None:
         self.upstream = upstream.rstrip("/")
+        self.host = host
+        self.sigv4 = sigv4
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -125,12 +159,23 @@ class FaultProxy:
         self.resets = 0
         self.delayed = 0
         self.unprocessed_returned = 0
+        self.corrupted = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.signature_failures = 0
+        self.signature_errors: list[str] = []
+        self.hosts: set[str] = set()
+        self.regions: set[str] = set()
+
+    @property
+    def authority(self) -> str:
+        """``host:port`` as a client writes it in ``Host`` (an IPv6 literal in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.authority}"
 
     # -- programming faults (thread-safe) -----------------------------------------------
 
@@ -165,6 +210,11 @@ class FaultProxy:
         if not 0.0 <= p <= 1.0:
             raise ValueError("p must be within 0..1")
         self._add(_Fault("unprocessed", times, when, fraction=p, rng=random.Random(seed)))
+
+    def corrupt_next(self, n: int, *, when: Predicate | None = None) -> None:
+        """Answer the next ``n`` calls ``200 {"UnprocessedItems":{}}`` with the CRC32 of the true
+        answer (every put request handed back), without forwarding: a body damaged in transit."""
+        self._add(_Fault("corrupt", n, when))
 
     def reset(self) -> None:
         """Forget every fault and zero the counters."""
@@ -229,9 +279,9 @@ class FaultProxy:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
         await web.SockSite(self._runner, sock).start()
 
@@ -246,6 +296,14 @@ class FaultProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self._count(requests=1)
+        if self.sigv4 is not None:
+            refused = self._check_signature(self.sigv4, request, body)
+            if refused is not None:
+                with self._lock:
+                    self.signature_failures += 1
+                    self.signature_errors.append(refused)
+                return _json(400, {"__type": "com.amazon.coral.service#InvalidSignatureException",
+                                   "message": refused})  # fmt: skip
         if request.headers.get("X-Amz-Target") != BATCH_WRITE_TARGET:
             return await self._forward(request, body)
         self._count(calls=1)
@@ -267,8 +325,14 @@ class FaultProxy:
         if delay is not None:
             self._count(delayed=1)
             await asyncio.sleep(delay.seconds)
-        fault = self._take(("throttle", "fail", "reset"), doc)
+        fault = self._take(("throttle", "fail", "reset", "corrupt"), doc)
         if fault is not None:
+            if fault.kind == "corrupt":
+                self._count(corrupted=1)
+                true_answer = orjson.dumps({"UnprocessedItems": doc.get("RequestItems") or {}})
+                damaged = _json(200, {"UnprocessedItems": {}})
+                damaged.headers["x-amz-crc32"] = str(zlib.crc32(true_answer))
+                return damaged
             if fault.kind == "reset":
                 self._count(resets=1)
                 assert request.transport is not None
@@ -311,6 +375,46 @@ class FaultProxy:
             merged.setdefault(table, []).extend(reqs)
         answer["UnprocessedItems"] = merged
         return _json(200, answer, base=resp.headers)
+
+    def _check_signature(self, check: SigV4Check, request: web.Request, body: bytes) -> str | None:
+        """Why the service would refuse this request's signature, or None if it would not."""
+        host = request.headers.get("Host", "")
+        with self._lock:
+            self.hosts.add(host)
+        if host != self.authority:
+            return f"Host {host!r} is not this endpoint's {self.authority!r}"
+        m = _AUTHORIZATION.fullmatch(request.headers.get("Authorization", ""))
+        if m is None:
+            return "no SigV4 Authorization header"
+        with self._lock:
+            self.regions.add(m["region"])
+        secret = check.secrets.get(m["key"])
+        if secret is None:
+            return f"unknown access key {m['key']!r}"
+        if (m["region"], m["service"]) != (check.region, check.service):
+            return f"Credential should be scoped to a valid region: {m['region']}/{m['service']}"
+        amz_date = request.headers.get("X-Amz-Date", "")
+        if amz_date[:8] != m["day"]:
+            return "X-Amz-Date does not match the credential scope's date"
+        signed = m["signed"].split(";")
+        if missing := check.required - set(signed):
+            return f"signature does not cover {sorted(missing)}"
+        if any(name not in request.headers for name in signed):
+            return "a signed header is missing"
+        creds = Credentials(m["key"], secret, request.headers.get("X-Amz-Security-Token"))
+        auth = SigV4Auth(creds, m["service"], m["region"])
+        signed_request = AWSRequest(
+            method=request.method,
+            url=f"http://{host}{request.path_qs}",
+            data=body,
+            headers={name: ",".join(request.headers.getall(name)) for name in signed},
+        )
+        signed_request.context["timestamp"] = amz_date
+        canonical = auth.canonical_request(signed_request)
+        expected = auth.signature(auth.string_to_sign(signed_request, canonical), signed_request)
+        if expected != m["signature"]:
+            return "The request signature we calculated does not match the signature you provided."
+        return None
 
     async def _forward(self, request: web.Request, body: bytes) -> web.StreamResponse:
         assert self._session is not None

@@ -7,7 +7,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from loader.fastsend import FastSigV4, _AmzDate, env_proxy
+from loader.fastsend import FastSigV4, _AmzDate
 
 TARGET = "DynamoDB_20120810.BatchWriteItem"
 
@@ -36,6 +36,7 @@ def _botocore_headers(
     [
         ("https://dynamodb.eu-west-1.amazonaws.com/", "dynamodb.eu-west-1.amazonaws.com"),
         ("http://127.0.0.1:8700/", "127.0.0.1:8700"),
+        ("http://[::1]:8700/", "[::1]:8700"),
     ],
 )
 @pytest.mark.parametrize("token", [None, "FQoGZXIvYXdzEJr//////////session+token/=="])
@@ -74,10 +75,3 @@ def test_amz_date_follows_the_injected_clock() -> None:
     assert stamp() == "20260102T030405Z"
     now[0] += 1.0
     assert stamp() == "20260102T030406Z"
-
-
-def test_proxy_comes_from_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
-    assert env_proxy("https://dynamodb.eu-west-1.amazonaws.com/") == "http://proxy.internal:3128"
-    assert env_proxy("http://127.0.0.1:8700/") is None

@@ -24,6 +24,8 @@ from loader.httpraw import (
     ProtocolError,
     RawHttpClient,
     ReadTimeoutError,
+    authority,
+    ssl_context,
 )
 
 
@@ -101,13 +103,13 @@ class Server:
 
 @asynccontextmanager
 async def serving(
-    script: Script, ssl_ctx: ssl.SSLContext | None = None
+    script: Script, ssl_ctx: ssl.SSLContext | None = None, host: str = "127.0.0.1"
 ) -> AsyncIterator[tuple[Server, tuple[str, int, bool]]]:
     server = Server(script)
-    srv = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=ssl_ctx)
+    srv = await asyncio.start_server(server.handle, host, 0, ssl=ssl_ctx)
     port = srv.sockets[0].getsockname()[1]
     try:
-        yield server, ("127.0.0.1", port, ssl_ctx is not None)
+        yield server, (host, port, ssl_ctx is not None)
     finally:
         srv.close()
         await server.stop()
@@ -335,6 +337,76 @@ async def test_tls_with_a_trusted_self_signed_certificate(tmp_path: Path) -> Non
                 await post(c, origin)
 
 
+async def test_tls_trust_follows_the_context_it_is_given(tmp_path: Path) -> None:
+    """A private CA trusted through ``cafile`` only; ``verify=False`` checks nothing (botocore's
+    ``verify`` settings, as the lean sender passes them)."""
+    from tests.support.tlsproxy import make_private_ca
+
+    ca = make_private_ca(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(ca.server_cert, ca.server_key)
+    async with serving(lambda _c, _i, body: ok(b"tls:" + body), server_ctx) as (_server, origin):
+        async with client(ssl_context=ssl_context(cafile=str(ca.ca_cert))) as c:
+            assert await post(c, origin, b"a") == (200, b"tls:a")
+        async with client(ssl_context=ssl_context(verify=False)) as c:
+            assert await post(c, origin, b"b") == (200, b"tls:b")
+        for untrusting in (ssl_context(), ssl_context(cafile=str(_self_signed(tmp_path)[0]))):
+            async with client(ssl_context=untrusting) as c:
+                with pytest.raises(ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                    await post(c, origin)
+
+
+async def test_a_client_certificate_is_presented(tmp_path: Path) -> None:
+    from tests.support.tlsproxy import make_private_ca
+
+    ca = make_private_ca(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(ca.server_cert, ca.server_key)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    server_ctx.load_verify_locations(cafile=str(ca.ca_cert))
+    async with serving(lambda _c, _i, body: ok(b"mtls:" + body), server_ctx) as (_server, origin):
+        with_cert = ssl_context(
+            cafile=str(ca.ca_cert), certfile=str(ca.client_cert), keyfile=str(ca.client_key)
+        )
+        async with client(ssl_context=with_cert) as c:
+            assert await post(c, origin, b"a") == (200, b"mtls:a")
+        async with client(ssl_context=ssl_context(cafile=str(ca.ca_cert))) as c:
+            with pytest.raises((ConnectError, ConnectionClosedError)):
+                await post(c, origin)
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+async def test_an_ipv6_origin_is_written_in_brackets() -> None:
+    async with serving(lambda _c, _i, body: ok(body), host="::1") as (server, origin), client() as c:
+        assert await post(c, origin, b"v6") == (200, b"v6")
+    head = server.requests[0][0][0]
+    assert f"\r\nHost: [::1]:{origin[1]}\r\n".encode() in head
+
+
+@pytest.mark.parametrize(
+    ("origin", "host"),
+    [
+        (("::1", 8000, False), "[::1]:8000"),
+        (("::1", 80, False), "[::1]"),
+        (("2001:db8::1", 443, True), "[2001:db8::1]"),
+        (("127.0.0.1", 443, False), "127.0.0.1:443"),
+        (("dynamodb.eu-west-1.amazonaws.com", 443, True), "dynamodb.eu-west-1.amazonaws.com"),
+        (("localhost", 80, True), "localhost:80"),
+    ],
+)
+def test_authority(origin: tuple[str, int, bool], host: str) -> None:
+    assert authority(*origin) == host
+
+
 async def test_idle_connections_older_than_the_keepalive_timeout_are_not_reused() -> None:
     now = [0.0]
     async with (
@@ -375,5 +447,7 @@ def test_public_names() -> None:
         "RawHttpClient",
         "RawResponse",
         "ReadTimeoutError",
+        "authority",
         "default_ssl_context",
+        "ssl_context",
     ]
