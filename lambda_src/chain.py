@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import random
 import secrets
 import time
 import uuid
@@ -38,25 +39,45 @@ from lambda_src.events import (
     parse_event,
     split_s3_uri,
 )
-from lambda_src.ledger import Ledger, LedgerItem, target_key, version_key
+from lambda_src.ledger import ChainStatus, Ledger, LedgerItem, target_key, version_key
+from lambda_src.outcome import (
+    Accepted,
+    AlreadyLoaded,
+    Continued,
+    Empty,
+    Finished,
+    HopOutcome,
+    Ignored,
+    LaneDone,
+    LaneOwned,
+    ObjectsHandled,
+    OutcomeStatus,
+    Refused,
+    Skipped,
+    Superseded,
+)
 from lambda_src.settings import Settings
 from loader.errors import ConfigError, S3ddbError, SourceError, TooManyRejectsError
 from loader.models import Checkpoint, Progress, RunResult
+from loader.retry import Backoff, RetryPolicy
 from loader.spec import LoadSpec
 
 if TYPE_CHECKING:
     from lambda_src.observability import Telemetry
 
 __all__ = [
+    "INVOKE_ATTEMPTS",
     "MAX_STATE_BYTES",
     "ChainRunner",
     "Decision",
     "HopRequest",
     "InvocationContext",
+    "InvokeFailedError",
     "LaneStalledError",
     "StalledError",
     "backfill_id",
     "decide",
+    "invoke_with_retry",
     "lane_of",
 ]
 
@@ -71,10 +92,33 @@ LEASE_SLACK_S = 60.0
 #: How long a handed-over hop waits for its continuation before a new event may take it over
 #: (async events are retried for minutes; a lost one is re-sent with ``s3ddb local notify``).
 PENDING_LEASE_S = 1800.0
+#: Calls of the self-invoke (continuation, lane, backfill) before it gives up; between them a full
+#: jitter backoff: a draw up to 0.5 s, then up to 1 s (on average what the fixed 0.25 s, 0.5 s were).
+#: The hop's deadline does not budget for these retries (see ``lambda_src.deadline``).
+INVOKE_ATTEMPTS = 3
+INVOKE_BACKOFF_BASE_S = 0.5
+INVOKE_BACKOFF_CAP_S = 2.0
+#: Error codes of Invoke that no retry can change (the request itself is wrong): given up at once.
+#: Everything else (throttling, 5xx, timeouts, a connection refused, a status other than 202) is
+#: retried.
+INVOKE_PERMANENT_CODES = frozenset(
+    {
+        "InvalidParameterValueException",
+        "InvalidRequestContentException",
+        "RequestTooLargeException",
+        "ResourceNotFoundException",
+        "UnsupportedMediaTypeException",
+    }
+)
 
 
 class StalledError(S3ddbError):
     """The continuation could not be sent: the ledger says STALLED; Lambda's retry resumes it."""
+
+
+class InvokeFailedError(S3ddbError):
+    """The function could not invoke itself: gave up after the retry policy's attempts (or at once
+    for an error no retry changes). ``__cause__`` is the last error, and the message names it."""
 
 
 class LaneStalledError(S3ddbError):
@@ -159,9 +203,9 @@ def decide(
             reason=f"continuation of hop {event_hop} does not carry the token of hop {item.hop} "
             f"of chain {item.chain_id} (forged, or a late duplicate of an earlier hop)",
         )
-    if item.status == L.COMPLETED:
+    if item.status == ChainStatus.COMPLETED:
         return Decision(action="skip", reason=f"already COMPLETED by chain {item.chain_id}")
-    if item.status == L.FAILED:
+    if item.status == ChainStatus.FAILED:
         if (
             kind == "start"
             and item.failed_for_max_hops()
@@ -174,7 +218,7 @@ def decide(
         return Decision(
             action="skip", reason=f"chain {item.chain_id} FAILED: {item.reason or item.last_error}"
         )
-    if item.status == L.STALLED:
+    if item.status == ChainStatus.STALLED:
         return Decision(action="claim", reason=f"resuming STALLED hop {item.hop}")
     if kind == "continue" and event_hop > item.hop:
         return Decision(
@@ -264,10 +308,13 @@ class ChainRunner:
         telemetry: Telemetry,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         invoke_estimate: InvokeEstimate | None = None,
-        invoke_attempts: int = 3,
+        invoke_attempts: int = INVOKE_ATTEMPTS,
     ) -> None:
+        """``sleep`` waits between attempts of a self-invoke and ``rng`` draws its jitter (tests pass
+        ones that do not sleep); ``invoke_attempts`` caps the calls of one self-invoke."""
         self.settings = settings
         self.ledger = ledger
         self.s3 = s3
@@ -278,19 +325,34 @@ class ChainRunner:
         self.sleep = sleep
         self.new_id = new_id
         self.invoke_estimate = invoke_estimate or InvokeEstimate()
-        self.invoke_attempts = invoke_attempts
+        self.invoke_retry = RetryPolicy(
+            max_attempts=invoke_attempts,
+            backoff=Backoff(base_s=INVOKE_BACKOFF_BASE_S, cap_s=INVOKE_BACKOFF_CAP_S, rng=rng),
+            logger=telemetry.logger,
+        )
         self.invocation_budget_ms: int | None = None
+
+    @property
+    def invoke_attempts(self) -> int:
+        return self.invoke_retry.max_attempts
 
     # -- entry ---------------------------------------------------------------------------------
 
     def handle(self, raw: Any, ctx: InvocationContext) -> dict[str, Any]:
+        """:meth:`outcome` as the handler's JSON answer."""
+        return self.outcome(raw, ctx).to_dict()
+
+    def outcome(self, raw: Any, ctx: InvocationContext) -> HopOutcome:
+        """What one event did. Raises EventError for an event it does not accept, StalledError /
+        LaneStalledError / InvokeFailedError when a self-invoke could not be sent, and lets a hop's
+        transient failure raise (Lambda retries the request)."""
         self.invocation_budget_ms = ctx.remaining_ms()
         event = parse_event(raw)
         if isinstance(event, S3TestEvent):
             self.t.log.info("s3:S3TestEvent: nothing to load", extra={"bucket": event.bucket})
-            return {"status": "ignored", "reason": "s3:S3TestEvent"}
+            return Ignored(reason="s3:S3TestEvent")
         if isinstance(event, ObjectsEvent):
-            return {"status": "ok", "objects": [self._notification(ref, ctx) for ref in event.objects]}
+            return ObjectsHandled(objects=tuple(self._notification(ref, ctx) for ref in event.objects))
         if isinstance(event, BackfillEvent):
             return self._backfill(event, ctx)
         if isinstance(event, LaneEvent):
@@ -298,10 +360,10 @@ class ChainRunner:
         assert isinstance(event, ContinueEvent)
         return self._continue(event, ctx)
 
-    def _refusal(self, reason: str, **fields: Any) -> dict[str, Any]:
-        self.t.log.warning(f"refused: {reason}", extra=fields)
+    def _refusal(self, refused: Refused) -> Refused:
+        self.t.log.warning(f"refused: {refused.reason}", extra=refused.where())
         self.t.count("Refused")
-        return {"status": "refused", "reason": reason, **fields}
+        return refused
 
     def _check_allowed(self, bucket: str | None, table: str | None) -> str | None:
         """Why a load of ``bucket`` into ``table`` is not allowed, or None. Every event kind is checked
@@ -318,23 +380,25 @@ class ChainRunner:
 
     # -- S3 notifications ----------------------------------------------------------------------
 
-    def _notification(self, ref: ObjectRef, ctx: InvocationContext) -> dict[str, Any]:
+    def _notification(self, ref: ObjectRef, ctx: InvocationContext) -> HopOutcome:
         table = self.settings.table
         refused = self._check_allowed(ref.bucket, table)
         if refused:
-            return self._refusal(refused, object=ref.uri)
+            return self._refusal(Refused(reason=refused, object=ref.uri))
         assert table is not None
         # the object as S3 has it: the event's version and ETag must name it (a forged or stale
         # pin would otherwise be written into the ledger and fail the real load)
         try:
             head = self._head(ref.bucket, ref.key, ref.version_id)
         except self.s3.exceptions.ClientError as exc:
-            return self._refusal(_head_error(exc, ref.uri, ref.version_id), object=ref.uri)
+            return self._refusal(Refused(reason=_head_error(exc, ref.uri, ref.version_id), object=ref.uri))
         if ref.etag and head.etag and ref.etag.strip('"') != head.etag.strip('"'):
             return self._refusal(
-                f"{ref.uri}: the event's ETag {ref.etag} is not the object's ({head.etag}): it was "
-                "overwritten since (its own notification loads it) or the event is not S3's",
-                object=ref.uri,
+                Refused(
+                    reason=f"{ref.uri}: the event's ETag {ref.etag} is not the object's ({head.etag}): it "
+                    "was overwritten since (its own notification loads it) or the event is not S3's",
+                    object=ref.uri,
+                )
             )
         return self._start(head, table=table, options=LoadOptions(), lane=None, reload="", ctx=ctx)
 
@@ -385,50 +449,54 @@ class ChainRunner:
 
     # -- backfill ------------------------------------------------------------------------------
 
-    def _backfill(self, event: BackfillEvent, ctx: InvocationContext) -> dict[str, Any]:
+    def _backfill(self, event: BackfillEvent, ctx: InvocationContext) -> HopOutcome:
         table = event.table or self.settings.table
         refused = self._check_allowed(event.bucket, table)
         if refused:
-            return self._refusal(refused, source=event.source, table=table)
+            return self._refusal(Refused(reason=refused, source=event.source, table=table))
         assert table is not None
         # the options as the chains will pin them: refused now, not at the first hop
         probe = ObjectRef(bucket=event.bucket, key=event.key or "-")
         try:
             self._spec_for(probe, table=table, options=event.options)
         except ConfigError as exc:
-            return self._refusal(str(exc), source=event.source, table=table)
+            return self._refusal(Refused(reason=str(exc), source=event.source, table=table))
         reload = f"reload-{ctx.request_id}" if event.reload else ""
         changes: list[str] = []
         if event.is_prefix:
             count = self._count_objects(event.bucket, event.key, limit=self.settings.max_chains)
             if count == 0:
-                return {"status": "empty", "source": event.source, "reason": "no objects under the prefix"}
+                return Empty(source=event.source, reason="no objects under the prefix")
             lanes = min(count, self.settings.max_chains)
         else:
             try:
                 ref = self._head(event.bucket, event.key, event.version_id)
             except self.s3.exceptions.ClientError as exc:
-                return self._refusal(_head_error(exc, event.source, event.version_id), source=event.source)
-            item = self.ledger.get(ref.uri, target_key(table, version_key(ref.version_id, ref.etag)))
-            if item is not None and item.status == L.COMPLETED and not event.reload:
-                self.t.log.info("already loaded", extra={"object": ref.uri, "table": table})
-                return {
-                    "status": "already loaded",
-                    "source": event.source,
-                    "table": table,
-                    "version": item.version,
-                    "chain_id": item.chain_id,
-                    "finished_at": item.finished_at,
-                    "counters": item.counters.to_dict(),
-                    "reason": "this object version was loaded into this table: send it with reload "
-                    "(s3ddb invoke --reload) to load it again",
-                }
-            if item is not None and event.reload and item.status in (L.RUNNING, L.STALLED):
                 return self._refusal(
-                    f"a chain of {ref.uri} into {table} is {item.status}: reload starts a finished "
-                    "load again; wait for it to finish, or resume it by sending it without reload",
+                    Refused(reason=_head_error(exc, event.source, event.version_id), source=event.source)
+                )
+            item = self.ledger.get(ref.uri, target_key(table, version_key(ref.version_id, ref.etag)))
+            if item is not None and item.status == ChainStatus.COMPLETED and not event.reload:
+                self.t.log.info("already loaded", extra={"object": ref.uri, "table": table})
+                return AlreadyLoaded(
                     source=event.source,
                     table=table,
+                    version=item.version,
+                    chain_id=item.chain_id,
+                    finished_at=item.finished_at,
+                    counters=item.counters.copy(),
+                    reason="this object version was loaded into this table: send it with reload "
+                    "(s3ddb invoke --reload) to load it again",
+                )
+            if item is not None and event.reload and not item.status.finished:
+                return self._refusal(
+                    Refused(
+                        reason=f"a chain of {ref.uri} into {table} is {item.status}: reload starts a "
+                        "finished load again; wait for it to finish, or resume it by sending it without "
+                        "reload",
+                        source=event.source,
+                        table=table,
+                    )
                 )
             if item is not None and event.reload:
                 changes = self._spec_changes(item, ref, table=table, options=event.options)
@@ -457,19 +525,17 @@ class ChainRunner:
             "backfill accepted",
             extra={"source": event.source, "table": table, "lanes": lanes, "backfill_id": bid},
         )
-        out: dict[str, Any] = {
-            "status": "accepted",
-            "backfill_id": bid,
-            "source": event.source,
-            "table": table,
-            "lanes": lanes,
-            "reload": event.reload,
-        }
         if changes:
             # options left out are the function's settings: say what the reload changes
-            out["changes"] = changes
             self.t.log.warning(f"reload with other load options than the last load: {'; '.join(changes)}")
-        return out
+        return Accepted(
+            backfill_id=bid,
+            source=event.source,
+            table=table,
+            lanes=lanes,
+            reload=event.reload,
+            changes=tuple(changes),
+        )
 
     def _spec_changes(
         self, item: LedgerItem, ref: ObjectRef, *, table: str, options: LoadOptions
@@ -516,17 +582,19 @@ class ChainRunner:
                 return None
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
-    def _lane(self, lane: LaneEvent, ctx: InvocationContext) -> dict[str, Any]:
+    def _lane(self, lane: LaneEvent, ctx: InvocationContext) -> HopOutcome:
         refused = self._check_allowed(lane.bucket, lane.table)
         if refused:
-            return self._refusal(refused, source=object_uri(lane.bucket, lane.prefix))
+            return self._refusal(Refused(reason=refused, source=object_uri(lane.bucket, lane.prefix)))
         after = lane.start_after
-        skipped: list[dict[str, Any]] = []
+        skipped: list[Skipped] = []
         if lane.lanes > self.settings.max_chains:
             return self._refusal(
-                f"lane event with {lane.lanes} lanes: a backfill runs at most S3DDB_MAX_CHAINS="
-                f"{self.settings.max_chains}",
-                source=object_uri(lane.bucket, lane.prefix),
+                Refused(
+                    reason=f"lane event with {lane.lanes} lanes: a backfill runs at most "
+                    f"S3DDB_MAX_CHAINS={self.settings.max_chains}",
+                    source=object_uri(lane.bucket, lane.prefix),
+                )
             )
         while (key := self._next_in_lane(lane, after)) is not None:
             try:
@@ -534,29 +602,28 @@ class ChainRunner:
             except self.s3.exceptions.ClientError as exc:
                 reason = _head_error(exc, object_uri(lane.bucket, key), lane.version_id)
                 if lane.exact:
-                    return self._refusal(reason, source=object_uri(lane.bucket, key))
+                    return self._refusal(Refused(reason=reason, source=object_uri(lane.bucket, key)))
                 self.t.log.warning(f"lane skips an object it cannot read: {reason}")
-                where = object_uri(lane.bucket, key)
-                skipped.append({"status": "skipped", "object": where, "reason": reason})
+                skipped.append(Skipped(object=object_uri(lane.bucket, key), reason=reason))
                 after = key
                 continue
             info = {k: v for k, v in lane.to_payload().items() if k != "start_after"}
             out = self._start(
                 ref, table=lane.table, options=lane.options, lane=info, reload=lane.reload, ctx=ctx
             )
-            if out.get("lane_owned"):
+            if not isinstance(out, Skipped):
+                return out  # the chain advances the lane when it ends
+            if out.lane_owned:
                 # the same lane (a repeated backfill or a duplicate lane event) runs this object:
                 # its chain advances the lane when it ends; a second walker would double the lane
                 self.t.log.info("lane already running this object: stopping", extra={"object": ref.uri})
-                return {"status": "lane-owned", "lane": lane.lane, "object": ref.uri, "skipped": skipped}
-            if out["status"] not in ("skipped", "already loaded"):
-                return out  # the chain advances the lane when it ends
+                return LaneOwned(lane=lane.lane, object=ref.uri, skipped=tuple(skipped))
             skipped.append(out)
             after = key
         self.t.log.info(
             "lane done", extra={"lane": lane.lane, "lanes": lane.lanes, "backfill_id": lane.backfill_id}
         )
-        return {"status": "lane-done", "lane": lane.lane, "skipped": skipped}
+        return LaneDone(lane=lane.lane, skipped=tuple(skipped))
 
     def _advance_lane(self, item: LedgerItem, ctx: InvocationContext) -> None:
         """Invoke the lane's walker after ``item``; raise LaneStalledError if it cannot be sent.
@@ -570,31 +637,50 @@ class ChainRunner:
         payload = {**item.lane, "start_after": key}
         try:
             self._invoke_with_retry(ctx, payload)
-        except Exception as exc:
-            self.t.log.error(f"could not continue backfill lane: {exc!r}", extra={"lane": item.lane})
+        except InvokeFailedError as exc:
+            self.t.log.error(f"could not continue backfill lane: {exc}", extra={"lane": item.lane})
             self.t.count("LaneStalled")
             raise LaneStalledError(
                 f"{item.object}: the next object of backfill lane {item.lane.get('lane')} could not be "
-                f"invoked ({exc!r}); a retry of this request sends it again"
+                f"invoked ({exc}); a retry of this request sends it again"
             ) from exc
 
     def _skip(
-        self, item: LedgerItem | None, reason: str, ctx: InvocationContext, *, walker: bool
-    ) -> dict[str, Any]:
-        """An event with nothing to run. If this very request finished the object (Lambda retried it
-        after a crash, or after the lane invoke failed), the lane it belongs to still moves on."""
-        out: dict[str, Any] = {"status": "skipped", "object": item.object if item else "", "reason": reason}
+        self,
+        item: LedgerItem | None,
+        reason: str,
+        ctx: InvocationContext,
+        *,
+        obj: str,
+        start: bool,
+        lane: dict[str, Any] | None = None,
+    ) -> Skipped:
+        """An event for ``obj`` with nothing to run: a start event (``start``: a notification or a
+        lane walker, ``lane`` the walker's lane) finds it ``already loaded`` when its load is
+        COMPLETED; a continuation is just ``skipped``. If this very request finished the object
+        (Lambda retried it after a crash, or after the lane invoke failed), the lane it belongs to
+        still moves on."""
+        lane_advanced = False
         if (
             item is not None
-            and not walker
+            and lane is None
             and item.lane is not None
-            and item.status in (L.COMPLETED, L.FAILED)
+            and item.status.finished
             and item.finished_by == ctx.request_id
         ):
             self.t.log.info("retry of the request that finished the object: advancing its lane")
             self._advance_lane(item, ctx)
-            out["lane_advanced"] = True
-        return out
+            lane_advanced = True
+        loaded = start and item is not None and item.status == ChainStatus.COMPLETED
+        return Skipped(
+            status=OutcomeStatus.ALREADY_LOADED if loaded else OutcomeStatus.SKIPPED,
+            object=obj,
+            reason=reason,
+            lane_advanced=lane_advanced,
+            lane_owned=(
+                item is not None and item.status == ChainStatus.RUNNING and _same_lane(item.lane, lane)
+            ),
+        )
 
     # -- chains --------------------------------------------------------------------------------
 
@@ -610,7 +696,7 @@ class ChainRunner:
         lane: dict[str, Any] | None,
         reload: str,
         ctx: InvocationContext,
-    ) -> dict[str, Any]:
+    ) -> HopOutcome:
         """An object event (notification, lane): start, resume or skip the load of ``ref`` into
         ``table``. A new chain pins the spec made from ``options``; an existing one keeps its own."""
         version = version_key(ref.version_id, ref.etag)
@@ -620,15 +706,10 @@ class ChainRunner:
         try:
             spec = self._spec_for(ref, table=table, options=options)
         except ConfigError as exc:
-            return self._refusal(str(exc), object=ref.uri, table=table)
+            return self._refusal(Refused(reason=str(exc), object=ref.uri, table=table))
         for _ in range(3):  # a lost race re-reads once or twice
             item = self.ledger.get(ref.uri, target)
-            if (
-                reload
-                and item is not None
-                and item.status in (L.COMPLETED, L.FAILED)
-                and item.reloaded_by != reload
-            ):
+            if reload and item is not None and item.status.finished and item.reloaded_by != reload:
                 chain_id = self.new_id()
                 if self.ledger.restart(
                     item,
@@ -658,18 +739,7 @@ class ChainRunner:
             if d.action == "skip":
                 self.t.log.info(f"skipped: {d.reason}")
                 self.t.count("DuplicateEvents")
-                out = self._skip(item, d.reason, ctx, walker=lane is not None)
-                out["object"] = ref.uri
-                if item is not None and item.status == L.COMPLETED:
-                    out["status"] = "already loaded"
-                if (
-                    item is not None
-                    and item.status == L.RUNNING
-                    and lane is not None
-                    and _same_lane(item.lane, lane)
-                ):
-                    out["lane_owned"] = True
-                return out
+                return self._skip(item, d.reason, ctx, obj=ref.uri, start=True, lane=lane)
             if d.action == "create":
                 chain_id = self.new_id()
                 if self.ledger.create(
@@ -702,7 +772,7 @@ class ChainRunner:
             claimed = self._claim(item, d, ctx)
             if claimed is not None:
                 return self._run_hop(claimed, ctx=ctx)
-        return {"status": "skipped", "object": ref.uri, "reason": "lost the race for the ledger item"}
+        return Skipped(object=ref.uri, reason="lost the race for the ledger item")
 
     def _note_spec_drift(self, item: LedgerItem, spec: LoadSpec) -> None:
         """A chain resumed by an event whose options differ from the pinned ones runs the pinned
@@ -718,7 +788,7 @@ class ChainRunner:
                 f"one (send with reload to start over with the new ones): {'; '.join(diffs)}"
             )
 
-    def _continue(self, event: ContinueEvent, ctx: InvocationContext) -> dict[str, Any]:
+    def _continue(self, event: ContinueEvent, ctx: InvocationContext) -> HopOutcome:
         self.t.bind(object=event.object, hop=event.hop)
         item = self.ledger.get(event.object, event.target)
         d = decide(
@@ -731,26 +801,20 @@ class ChainRunner:
         )
         if d.action == "refuse":
             self.t.count("RefusedContinuations")
-            return self._refusal(d.reason, object=event.object, hop=event.hop)
+            return self._refusal(Refused(reason=d.reason, object=event.object, hop=event.hop))
         if d.action != "claim" or item is None:
             self.t.log.info(f"skipped: {d.reason}")
             self.t.count("StaleContinuations")
-            out = self._skip(item, d.reason, ctx, walker=False)
-            out["object"] = event.object
-            return out
+            return self._skip(item, d.reason, ctx, obj=event.object, start=False)
         refused = self._pinned_refusal(item)
         if refused:
             # the token was right: this is the chain's own continuation. Say in the ledger why it
             # stopped; once allowed again, any event of the chain (or this one, retried) resumes it
             self.ledger.hold(item, error=f"not continued: {refused}")
-            return self._refusal(refused, object=event.object, hop=event.hop)
+            return self._refusal(Refused(reason=refused, object=event.object, hop=event.hop))
         claimed = self._claim(item, d, ctx)
         if claimed is None:
-            return {
-                "status": "skipped",
-                "object": event.object,
-                "reason": "another request claimed the hop first",
-            }
+            return Skipped(object=event.object, reason="another request claimed the hop first")
         return self._run_hop(claimed, ctx=ctx)
 
     def _pinned_refusal(self, item: LedgerItem) -> str | None:
@@ -774,7 +838,7 @@ class ChainRunner:
             self.t.count("HopsResumed")
         return self.ledger.get(item.object, item.target)
 
-    def _run_hop(self, item: LedgerItem, *, ctx: InvocationContext) -> dict[str, Any]:
+    def _run_hop(self, item: LedgerItem, *, ctx: InvocationContext) -> HopOutcome:
         """Run the claimed hop of ``item`` with the chain's pinned spec; commit, finish or hand over."""
         hop = item.hop
         self.t.bind(chain_id=item.chain_id, hop=hop, object=item.object)
@@ -783,7 +847,7 @@ class ChainRunner:
         try:
             spec = LoadSpec.from_dict(item.spec or {}, where="the chain's pinned spec")
         except ConfigError as exc:
-            return self._finish(item, hop, item.checkpoint, ctx, status=L.FAILED, reason=str(exc))
+            return self._finish(item, hop, item.checkpoint, ctx, status=ChainStatus.FAILED, reason=str(exc))
         started = time.monotonic()
         measured_invoke = self.invoke_estimate.seconds if self.invoke_estimate.measured else item.invoke_s
         deadline = Deadline(
@@ -795,7 +859,7 @@ class ChainRunner:
         too_short = deadline.too_short()
         if too_short is not None:
             self.t.log.error(f"function timeout too short: {too_short}")
-            return self._finish(item, hop, item.checkpoint, ctx, status=L.FAILED, reason=too_short)
+            return self._finish(item, hop, item.checkpoint, ctx, status=ChainStatus.FAILED, reason=too_short)
         capped = deadline.cap_message()
         if capped is not None:
             self.t.log.warning(capped)
@@ -852,14 +916,18 @@ class ChainRunner:
             result = self.engine(request)
         except (ConfigError, SourceError, TooManyRejectsError) as exc:
             cp = _exc_checkpoint(exc) or item.checkpoint
-            return self._finish(item, hop, cp, ctx, status=L.FAILED, reason=f"{type(exc).__name__}: {exc}")
+            return self._finish(
+                item, hop, cp, ctx, status=ChainStatus.FAILED, reason=f"{type(exc).__name__}: {exc}"
+            )
         except Exception as exc:
             # transient (WriteFailedError, network): keep the claim; Lambda retries this request
             cp = _exc_checkpoint(exc)
             if cp is not None and not lost:
                 on_checkpoint(dataclasses.replace(cp, complete=False))
             if oversize:  # no retry can make the state fit
-                return self._finish(item, hop, item.checkpoint, ctx, status=L.FAILED, reason=oversize[0])
+                return self._finish(
+                    item, hop, item.checkpoint, ctx, status=ChainStatus.FAILED, reason=oversize[0]
+                )
             self.ledger.record_error(
                 item, hop=hop, request_id=ctx.request_id, error=f"{type(exc).__name__}: {exc}"
             )
@@ -871,13 +939,17 @@ class ChainRunner:
             self.ledger.add_rejects(item, location=result.rejects_location)
         cp = dataclasses.replace(result.checkpoint, hop=hop, chain_id=item.chain_id)
         if oversize:
-            return self._finish(item, hop, item.checkpoint, ctx, status=L.FAILED, reason=oversize[0])
+            return self._finish(
+                item, hop, item.checkpoint, ctx, status=ChainStatus.FAILED, reason=oversize[0]
+            )
         if lost:
-            return {"status": "superseded", "object": item.object, "hop": hop}
+            return Superseded(object=item.object, hop=hop)
         if result.stopped == "complete":
-            return self._finish(item, hop, cp, ctx, status=L.COMPLETED)
+            return self._finish(item, hop, cp, ctx, status=ChainStatus.COMPLETED)
         if result.stopped == "failed":
-            return self._finish(item, hop, cp, ctx, status=L.FAILED, reason=result.error or "the run failed")
+            return self._finish(
+                item, hop, cp, ctx, status=ChainStatus.FAILED, reason=result.error or "the run failed"
+            )
         c = result.counters
         stuck = deadline.no_progress_reason(
             item.offset, cp.offset, throttled=c.throttle_events > 0 or c.retries > 0
@@ -885,7 +957,7 @@ class ChainRunner:
         idle_hops = item.idle_hops + 1 if stuck is not None else 0
         if stuck is not None and idle_hops >= MAX_IDLE_HOPS:
             self.t.log.error(f"hop made no progress: {stuck}")
-            return self._finish(item, hop, cp, ctx, status=L.FAILED, reason=stuck)
+            return self._finish(item, hop, cp, ctx, status=ChainStatus.FAILED, reason=stuck)
         if stuck is not None:  # once may be a slow moment of a service: the next hop tries again
             self.t.log.warning(f"hop made no progress ({idle_hops}/{MAX_IDLE_HOPS}): {stuck}")
         self.t.log.info("hop stopped by its deadline", extra=deadline.summary())
@@ -898,59 +970,59 @@ class ChainRunner:
         cp: Checkpoint | None,
         ctx: InvocationContext,
         *,
-        status: str,
+        status: ChainStatus,
         reason: str = "",
-    ) -> dict[str, Any]:
+    ) -> HopOutcome:
         if cp is None:
             cp = _empty_checkpoint(item)
         too_large = _state_too_large(item, cp)
         if too_large is not None:  # a finished chain needs no header to resume from
             cp = dataclasses.replace(cp, header=[])
-            if status == L.FAILED and not reason:
+            if status == ChainStatus.FAILED and not reason:
                 reason = too_large
         if not self.ledger.finish(
             item, hop=hop, request_id=ctx.request_id, checkpoint=cp, status=status, reason=reason
         ):
             self.t.log.warning("could not finish: the claim was lost")
-            return {"status": "superseded", "object": item.object, "hop": hop}
+            return Superseded(object=item.object, hop=hop)
         self.t.remaining_at_checkpoint(ctx.remaining_ms())
         self.t.count(status.capitalize())
         c = cp.counters
-        log = self.t.log.info if status == L.COMPLETED else self.t.log.error
+        log = self.t.log.info if status == ChainStatus.COMPLETED else self.t.log.error
         log(
             f"chain {status}",
             extra={"hops": hop + 1, "counters": c.to_dict(), "reason": reason, "balanced": c.balanced},
         )
         self._advance_lane(item, ctx)
-        return {
-            "status": status,
-            "object": item.object,
-            "chain_id": item.chain_id,
-            "hops": hop + 1,
-            "counters": c.to_dict(),
-            "reason": reason,
-        }
+        return Finished(
+            status=OutcomeStatus(status.value),
+            object=item.object,
+            chain_id=item.chain_id,
+            hops=hop + 1,
+            counters=c.copy(),
+            reason=reason,
+        )
 
     def _fail_max_hops(
         self, item: LedgerItem, hop: int, cp: Checkpoint | None, ctx: InvocationContext
-    ) -> dict[str, Any]:
+    ) -> HopOutcome:
         offset = cp.offset if cp is not None else 0
         reason = (
             f"{L.MAX_HOPS_REASON}{self.settings.max_hops} reached at offset {offset} of {item.object_size}: "
             "raise it and re-send the notification (or s3ddb invoke) to resume from this offset, "
             "or split the object"
         )
-        return self._finish(item, hop, cp, ctx, status=L.FAILED, reason=reason)
+        return self._finish(item, hop, cp, ctx, status=ChainStatus.FAILED, reason=reason)
 
     def _handover(
         self, item: LedgerItem, hop: int, cp: Checkpoint, ctx: InvocationContext, *, idle_hops: int = 0
-    ) -> dict[str, Any]:
+    ) -> HopOutcome:
         if hop + 1 >= self.settings.max_hops:
             return self._fail_max_hops(item, hop, cp, ctx)
         nxt = dataclasses.replace(cp, hop=hop + 1)
         too_large = _state_too_large(item, nxt)
         if too_large is not None:
-            return self._finish(item, hop, cp, ctx, status=L.FAILED, reason=too_large)
+            return self._finish(item, hop, cp, ctx, status=ChainStatus.FAILED, reason=too_large)
         token = secrets.token_hex(16)
         payload = continue_payload(object=item.object, target=item.target, hop=hop + 1, token=token)
         size = len(orjson.dumps(payload))
@@ -965,7 +1037,7 @@ class ChainRunner:
             idle_hops=idle_hops,
         ):
             self.t.log.warning("handover refused: the claim was lost")
-            return {"status": "superseded", "object": item.object, "hop": hop}
+            return Superseded(object=item.object, hop=hop)
         self.t.remaining_at_checkpoint(ctx.remaining_ms())
         self.t.log.info(
             "checkpoint committed",
@@ -977,27 +1049,26 @@ class ChainRunner:
         )
         try:
             self._invoke_with_retry(ctx, payload)
-        except Exception as exc:
-            error = f"continuation invoke failed: {exc!r}"
+        except InvokeFailedError as exc:
+            error = f"continuation invoke failed: {exc}"
             if not self.ledger.stall(item, next_hop=hop + 1, request_id=ctx.request_id, error=error):
                 # the chain moved on without us (an invoke that reported failure was delivered
                 # after all, and its hop claimed the chain): nothing is stalled, nothing to retry
                 self.t.log.warning(f"{error}, but the chain has moved on: not stalled")
-                return {"status": "superseded", "object": item.object, "hop": hop, "reason": error}
+                return Superseded(object=item.object, hop=hop, reason=error)
             self.t.count("Stalled")
             self.t.log.error(f"chain STALLED: {error}")
             raise StalledError(f"{item.object}: {error}") from exc
         self.ledger.note_invoke(item, seconds=self.invoke_estimate.seconds)
         self.t.count("Continuations")
-        return {
-            "status": "continued",
-            "object": item.object,
-            "chain_id": item.chain_id,
-            "hop": hop,
-            "next_hop": hop + 1,
-            "offset": cp.offset,
-            "payload_bytes": size,
-        }
+        return Continued(
+            object=item.object,
+            chain_id=item.chain_id,
+            hop=hop,
+            next_hop=hop + 1,
+            offset=cp.offset,
+            payload_bytes=size,
+        )
 
     # -- invoking ourselves --------------------------------------------------------------------
 
@@ -1014,16 +1085,48 @@ class ChainRunner:
             raise RuntimeError(f"invoke returned status {status}")
 
     def _invoke_with_retry(self, ctx: InvocationContext, payload: dict[str, Any]) -> None:
-        attempts = self.invoke_attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                self._invoke(ctx, payload)
-                return
-            except Exception as exc:
-                self.t.log.warning(f"invoke attempt {attempt}/{attempts} failed: {exc!r}")
-                if attempt == attempts:
-                    raise
-                self.sleep(0.25 * attempt)
+        invoke_with_retry(
+            lambda: self._invoke(ctx, payload),
+            policy=self.invoke_retry,
+            sleep=self.sleep,
+            what=f"self-invoke of {ctx.function} ({payload.get('kind', 'event')} event)",
+        )
+
+
+def invoke_with_retry(
+    call: Callable[[], None], *, policy: RetryPolicy, sleep: Callable[[float], None], what: str
+) -> None:
+    """``call()`` (one self-invoke) under ``policy``: after a failed call, one log line
+    ``what: attempt n/max failed (...)`` and a full-jitter ``sleep`` before the next one. Raises
+    InvokeFailedError from the last error once ``policy.max_attempts`` calls failed, or at once for
+    an error no retry changes (``INVOKE_PERMANENT_CODES``)."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            call()
+            return
+        except Exception as exc:
+            last = f"last error: {type(exc).__name__}: {exc}"
+            code = _invoke_error_code(exc)
+            if code in INVOKE_PERMANENT_CODES:
+                raise InvokeFailedError(
+                    f"{what}: attempt {attempt}/{policy.max_attempts} failed with {code}, which no "
+                    f"retry changes; {last}"
+                ) from exc
+            if policy.exhausted(attempt):
+                raise InvokeFailedError(
+                    f"{what}: gave up after {attempt}/{policy.max_attempts} attempts; {last}"
+                ) from exc
+            sleep(policy.next_delay(attempt, exponent=attempt - 1, what=what, last=exc))
+
+
+def _invoke_error_code(exc: BaseException) -> str:
+    """The service's error code of a failed Invoke (a botocore ClientError), or ""."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    return str(response.get("Error", {}).get("Code", ""))
 
 
 def _state_too_large(item: LedgerItem, cp: Checkpoint) -> str | None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from lambda_src.chain import ChainRunner, HopRequest, InvocationContext, LambdaContext
 from lambda_src.deadline import InvokeEstimate
 from lambda_src.events import EventError
+from lambda_src.outcome import Refused
 from lambda_src.settings import Settings
 
 if TYPE_CHECKING:
@@ -22,13 +23,14 @@ if TYPE_CHECKING:
     import contextlib
 
     from lambda_src.observability import Telemetry
+    from lambda_src.outcome import HopOutcome
     from loader.models import KeySchema, RunResult
     from loader.sender import BatchSender
 
 __all__ = ["handler", "lambda_client_config"]
 
 #: The self-invoke is bounded so the deadline's margin can hold it: one HTTP attempt per call (the
-#: chain retries the call itself, ``ChainRunner.invoke_attempts``), short connect/read timeouts (an
+#: chain retries the call itself, ``ChainRunner.invoke_retry``), short connect/read timeouts (an
 #: async invoke answers 202 at once). botocore's default retries made one failing invoke take 15 s.
 INVOKE_CONNECT_TIMEOUT_S = 2
 INVOKE_READ_TIMEOUT_S = 5
@@ -102,7 +104,7 @@ class _Container:
             else:
                 from loader.fastsend import open_lean_sender
 
-                opened = open_lean_sender(concurrency=self.settings.concurrency, session=self.session)
+                opened = open_lean_sender(concurrency=self.settings.concurrency, client=self.ddb)
             self._senders[key] = await self._stack.enter_async_context(opened)
             self.telemetry.log.info(f"writing with the {self.settings.sender} sender")
         return self._senders[key]
@@ -172,6 +174,7 @@ def _container() -> _Container:
 def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     """Events in (S3 / EventBridge / backfill / lane / continue), hops run, a result dict out.
 
+    The answer is the invocation's ``lambda_src.outcome.HopOutcome`` as JSON (``to_dict``).
     Answers ``{"status": "refused", "reason": ...}`` for an event it does not accept (logged, counted
     as InvalidEvents), raises StalledError when a continuation could not
     be sent (the ledger says STALLED; Lambda's retry resumes), and lets transient failures raise so
@@ -189,18 +192,20 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         telemetry=c.telemetry,
         invoke_estimate=c.invoke_estimate,
     )
+    answer: HopOutcome
     try:
-        return runner.handle(event, ctx)
+        answer = runner.outcome(event, ctx)
     except EventError as exc:
         # answered, not raised: no retry can change an event, and a backfill's sender reads why
         c.telemetry.log.error(f"invalid event: {exc}")
         c.telemetry.count("InvalidEvents")
-        return {"status": "refused", "reason": f"invalid event: {exc}"}
+        answer = Refused(reason=f"invalid event: {exc}")
     except Exception:
         c.telemetry.log.exception("invocation failed")
         raise
     finally:
         c.telemetry.flush()
+    return answer.to_dict()
 
 
 def _init_in_lambda() -> None:

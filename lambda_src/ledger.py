@@ -31,6 +31,7 @@ claim of its hop. A write whose condition fails returns False: someone else owns
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from typing import Any
 
 import orjson
 
+from loader.errors import S3ddbError
 from loader.models import Checkpoint, Counters
 
 __all__ = [
@@ -48,7 +50,9 @@ __all__ = [
     "PENDING",
     "RUNNING",
     "STALLED",
+    "ChainStatus",
     "Ledger",
+    "LedgerError",
     "LedgerItem",
     "ensure_ledger_table",
     "target_key",
@@ -58,10 +62,25 @@ __all__ = [
 #: The fields ``s3ddb status --json`` adds about the lease: ``lease_until`` (ISO, or "") and
 #: ``stale`` (RUNNING with its lease run out: no hop is alive to finish it).
 
-RUNNING = "RUNNING"
-COMPLETED = "COMPLETED"
-FAILED = "FAILED"
-STALLED = "STALLED"
+
+class ChainStatus(enum.StrEnum):
+    """A chain's ``status`` in the ledger. A ``StrEnum``: the values are the strings stored in the
+    item and shown by ``s3ddb status``, and a member equals its string."""
+
+    RUNNING = "RUNNING"  # a hop runs it, or its continuation is on the way (``claim`` is pending)
+    COMPLETED = "COMPLETED"  # every row is written or rejected
+    FAILED = "FAILED"  # stopped with ``reason``; only S3DDB_MAX_HOPS failures resume
+    STALLED = "STALLED"  # nobody runs it; any event of the object resumes it from the ledger
+
+    @property
+    def finished(self) -> bool:
+        return self in (ChainStatus.COMPLETED, ChainStatus.FAILED)
+
+
+RUNNING = ChainStatus.RUNNING
+COMPLETED = ChainStatus.COMPLETED
+FAILED = ChainStatus.FAILED
+STALLED = ChainStatus.STALLED
 #: ``claim`` between a handover and the start of the next hop
 PENDING = "pending"
 
@@ -76,6 +95,24 @@ _COUNTERS = (
 )
 #: the prefix of a FAILED reason that a higher S3DDB_MAX_HOPS and a new event may resume
 MAX_HOPS_REASON = "S3DDB_MAX_HOPS="
+
+
+class LedgerError(S3ddbError):
+    """A ledger item that this code cannot read (an unknown ``status``): the ledger holds something
+    this version did not write, and acting on a guess could fork or restart a chain."""
+
+
+def _status(raw: dict[str, Any], obj: str, target: str) -> ChainStatus:
+    """The item's status, checked on read (as powertools' idempotency ``DataRecord`` checks its own)."""
+    value = raw.get("status", {}).get("S")
+    try:
+        return ChainStatus(value)
+    except ValueError:
+        known = ", ".join(s.value for s in ChainStatus)
+        raise LedgerError(
+            f"ledger item {obj} ({target}): unknown status {value!r} (expected one of {known}); "
+            "was it written by another version of s3ddb?"
+        ) from None
 
 
 def version_key(version_id: str | None, etag: str | None) -> str:
@@ -101,7 +138,7 @@ class LedgerItem:
     object: str
     target: str
     version: str
-    status: str
+    status: ChainStatus
     chain_id: str
     hop: int
     hops: int
@@ -131,6 +168,8 @@ class LedgerItem:
 
     @classmethod
     def from_wire(cls, raw: dict[str, Any]) -> LedgerItem:
+        """The item as DynamoDB returns it; raises LedgerError if its status is not a ChainStatus."""
+
         def s(name: str) -> str:
             return str(raw[name]["S"]) if name in raw and "S" in raw[name] else ""
 
@@ -144,7 +183,7 @@ class LedgerItem:
             object=s("object"),
             target=s("target"),
             version=s("version"),
-            status=s("status"),
+            status=_status(raw, s("object"), s("target")),
             chain_id=s("chain_id"),
             hop=int(n("hop")),
             hops=int(n("hops")),
@@ -187,7 +226,7 @@ class LedgerItem:
         return {
             "object": self.object,
             "version": self.version,
-            "status": self.status,
+            "status": self.status.value,
             "chain_id": self.chain_id,
             "hops": self.hops,
             "hop": self.hop,
@@ -275,7 +314,7 @@ class Ledger:
             "version": {"S": version},
             "table": {"S": table},
             "spec": {"S": orjson.dumps(spec).decode()},
-            "status": {"S": RUNNING},
+            "status": {"S": RUNNING.value},
             "chain_id": {"S": chain_id},
             "hop": {"N": "0"},
             "hops": {"N": "1"},
@@ -315,7 +354,7 @@ class Ledger:
         new chain with ``spec``, claimed by ``request_id``."""
         values: dict[str, Any] = {
             ":spec": {"S": orjson.dumps(spec).decode()},
-            ":running": {"S": RUNNING},
+            ":running": {"S": RUNNING.value},
             ":chain": {"S": chain_id},
             ":zero": {"N": "0"},
             ":one": {"N": "1"},
@@ -324,8 +363,8 @@ class Ledger:
             ":reloaded": {"S": reloaded_by},
             ":empty": {"S": ""},
             ":rev": {"N": str(item.rev)},
-            ":completed": {"S": COMPLETED},
-            ":failed": {"S": FAILED},
+            ":completed": {"S": COMPLETED.value},
+            ":failed": {"S": FAILED.value},
         }
         counters = ", ".join(f"{c} = :zero" for c in _COUNTERS)
         expr = (
@@ -360,7 +399,7 @@ class Ledger:
             {
                 ":rid": {"S": request_id},
                 ":lease": {"N": f"{lease_until:.3f}"},
-                ":running": {"S": RUNNING},
+                ":running": {"S": RUNNING.value},
                 ":one": {"N": "1"},
                 ":reclaim": {"N": "1" if reclaim else "0"},
                 ":rev": {"N": str(item.rev)},
@@ -431,10 +470,10 @@ class Ledger:
             "SET #status = :stalled, last_error = :err, updated_at = :now, rev = rev + :one",
             "rev = :rev AND #status = :running AND lease_until < :t",
             {
-                ":stalled": {"S": STALLED},
+                ":stalled": {"S": STALLED.value},
                 ":err": {"S": error[:2000]},
                 ":rev": {"N": str(item.rev)},
-                ":running": {"S": RUNNING},
+                ":running": {"S": RUNNING.value},
                 ":t": {"N": f"{self.clock():.3f}"},
                 ":one": {"N": "1"},
             },
@@ -450,14 +489,14 @@ class Ledger:
             "rev = rev + :one, updated_at = :now, reason = :empty REMOVE finished_at, finished_by",
             "rev = :rev AND #status = :failed",
             {
-                ":running": {"S": RUNNING},
+                ":running": {"S": RUNNING.value},
                 ":rid": {"S": request_id},
                 ":lease": {"N": f"{lease_until:.3f}"},
                 ":next": {"N": str(item.hop + 1)},
                 ":hops": {"N": str(item.hops + 1)},
                 ":empty": {"S": ""},
                 ":rev": {"N": str(item.rev)},
-                ":failed": {"S": FAILED},
+                ":failed": {"S": FAILED.value},
                 ":one": {"N": "1"},
             },
         )
@@ -471,8 +510,8 @@ class Ledger:
             "SET #status = :stalled, last_error = :err, updated_at = :now, rev = rev + :one",
             "rev = :rev AND (#status = :running OR #status = :stalled)",
             {
-                ":stalled": {"S": STALLED},
-                ":running": {"S": RUNNING},
+                ":stalled": {"S": STALLED.value},
+                ":running": {"S": RUNNING.value},
                 ":err": {"S": error[:2000]},
                 ":rev": {"N": str(item.rev)},
                 ":one": {"N": "1"},
@@ -487,7 +526,7 @@ class Ledger:
             "SET #status = :stalled, last_error = :err, updated_at = :now, rev = rev + :one",
             "chain_id = :chain AND hop = :hop AND claim = :pending AND handed_by = :rid",
             {
-                ":stalled": {"S": STALLED},
+                ":stalled": {"S": STALLED.value},
                 ":err": {"S": error[:2000]},
                 ":chain": {"S": item.chain_id},
                 ":hop": {"N": str(next_hop)},
@@ -504,16 +543,18 @@ class Ledger:
         hop: int,
         request_id: str,
         checkpoint: Checkpoint,
-        status: str,
+        status: ChainStatus,
         reason: str = "",
     ) -> bool:
         """COMPLETED or FAILED (with ``reason``) with the final checkpoint; the claim is released.
 
         A COMPLETED chain keeps no ``last_error`` (a resumed chain's old error is not its outcome)."""
+        if not status.finished:
+            raise ValueError(f"a chain finishes COMPLETED or FAILED, not {status}")
         values = {
             **_progress_values(checkpoint),
             **self._owner_values(item, hop, request_id),
-            ":status": {"S": status},
+            ":status": {"S": status.value},
             ":one": {"N": "1"},
         }
         expr = (
@@ -562,7 +603,7 @@ class Ledger:
     @staticmethod
     def _owner_values(item: LedgerItem, hop: int, request_id: str) -> dict[str, Any]:
         return {
-            ":running": {"S": RUNNING},
+            ":running": {"S": RUNNING.value},
             ":chain": {"S": item.chain_id},
             ":hop": {"N": str(hop)},
             ":rid": {"S": request_id},

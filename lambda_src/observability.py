@@ -6,6 +6,7 @@ the ``s3ddb`` namespace as CloudWatch Embedded Metric Format when :meth:`Telemet
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +30,12 @@ class Telemetry:
         self.metrics: Metrics = Metrics(namespace=namespace, service=service)
         self._has_metrics = False
         self._bound: set[str] = set()
+
+    @property
+    def logger(self) -> logging.Logger:
+        """The standard logger under ``log`` (the same name, handler and bound keys), for code that
+        takes a ``logging.Logger`` (``loader.retry.RetryPolicy``)."""
+        return logging.getLogger(self.log.name)
 
     def start(self, *, request_id: str) -> None:
         """A new invocation: forget the previous one's keys."""

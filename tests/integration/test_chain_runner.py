@@ -28,6 +28,7 @@ from lambda_src.chain import (
     ChainRunner,
     HopRequest,
     InvocationContext,
+    InvokeFailedError,
     LaneStalledError,
     StalledError,
 )
@@ -171,6 +172,8 @@ def _runner(
     engine: Engine,
     *,
     lambda_client: Any | None = None,
+    sleep: Callable[[float], None] = lambda _s: None,
+    rng: Callable[[], float] = lambda: 0.5,
     **settings: Any,
 ) -> ChainRunner:
     lam = lambda_client or boto3.client("lambda", endpoint_url=endpoint.url, config=lambda_client_config())
@@ -181,7 +184,8 @@ def _runner(
         lambda_client=lam,
         engine=engine,
         telemetry=Telemetry(),
-        sleep=lambda _s: None,
+        sleep=sleep,
+        rng=rng,
     )
 
 
@@ -350,18 +354,38 @@ def _notification(s3: Any, bucket: str, key: str) -> dict[str, Any]:
 
 
 def test_a_continuation_that_cannot_be_sent_stalls_the_chain_and_raises(
-    ddb: Any, s3: Any, bucket: str, ledger_name: str, endpoint: InvokeEndpoint
+    ddb: Any,
+    s3: Any,
+    bucket: str,
+    ledger_name: str,
+    endpoint: InvokeEndpoint,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     note = _notification(s3, bucket, "s.csv")
     endpoint.failing = True
-    runner = _runner(ddb, s3, ledger_name, endpoint, Engine("stopped"))
-    with pytest.raises(StalledError):
+    slept: list[float] = []
+    draws = iter([0.5, 0.25])
+    runner = _runner(
+        ddb, s3, ledger_name, endpoint, Engine("stopped"), sleep=slept.append, rng=lambda: next(draws)
+    )
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=SERVICE), pytest.raises(StalledError) as info:
         runner.handle(note, _ctx("r0"))
     item = _item(ddb, ledger_name, f"s3://{bucket}/s.csv")
     assert (item.status, item.hop, item.offset) == (L.STALLED, 1, 100)
     assert "continuation invoke failed" in item.last_error
+    assert "gave up after 3/3 attempts" in item.last_error and "ServiceException" in item.last_error
     # each attempt was timed: the next hop's margin uses what invokes really take
     assert runner.invoke_estimate.samples == runner.invoke_attempts == 3
+    # full jitter between the attempts, drawn from the runner's random source: half of 0.5 s,
+    # then a quarter of 1 s; and the last error is attached to what the request raises
+    assert slept == pytest.approx([0.25, 0.25])
+    gave_up = info.value.__cause__
+    assert isinstance(gave_up, InvokeFailedError)
+    assert "ServiceException" in str(gave_up.__cause__)
+    lines = [r.getMessage() for r in _service_records(caplog)]
+    assert [n for n in (1, 2, 3) if any(f"attempt {n}/3 failed" in m for m in lines)] == [1, 2]
+    assert any(m.startswith("chain STALLED: continuation invoke failed") for m in lines)
 
 
 def test_an_invoke_that_failed_but_was_delivered_does_not_stall_a_chain_that_moved_on(
@@ -686,7 +710,7 @@ def test_every_hop_runs_the_spec_pinned_from_the_settings_when_the_chain_started
     note = _notification(s3, bucket, "pinned.csv")
     uri = f"s3://{bucket}/pinned.csv"
     first = Engine("stopped")
-    then = {
+    then: dict[str, Any] = {
         "schema": '{"columns": {"n": "N", "ok": "BOOL"}, "rename": {"n": "num"}}',
         "csv": CsvSpec(delimiter=";", encoding="latin-1"),
         "on_duplicate": "first",
@@ -700,7 +724,7 @@ def test_every_hop_runs_the_spec_pinned_from_the_settings_when_the_chain_started
     assert pinned.version_id == s3.head_object(Bucket=bucket, Key="pinned.csv")["VersionId"]
     assert _item(ddb, ledger_name, uri).spec == pinned.to_dict()
     # the function's settings change (a deploy) while the chain is between hops
-    now = {
+    now: dict[str, Any] = {
         "schema": '{"columns": {"n": "S"}}',
         "csv": CsvSpec(delimiter="|"),
         "on_duplicate": "error",
@@ -908,3 +932,63 @@ def test_a_reload_says_how_its_options_differ_from_the_last_loads(
     assert other["status"] == "accepted", other
     assert any(c.startswith("schema.columns:") for c in other["changes"]), other
     assert any(c.startswith("csv.delimiter:") for c in other["changes"]), other
+
+
+def test_answers_keep_their_keys(
+    ddb: Any, s3: Any, bucket: str, ledger_name: str, endpoint: InvokeEndpoint
+) -> None:
+    note = _notification(s3, bucket, "keys.csv")
+    out = _runner(ddb, s3, ledger_name, endpoint, Engine("stopped")).handle(note, _ctx("r0"))
+    assert list(out) == ["status", "objects"]
+    (cont,) = out["objects"]
+    assert list(cont) == ["status", "object", "chain_id", "hop", "next_hop", "offset", "payload_bytes"]
+    assert (cont["status"], cont["hop"], cont["next_hop"], cont["offset"]) == ("continued", 0, 1, 100)
+    assert cont["payload_bytes"] == len(orjson.dumps(endpoint.payloads[-1]))
+    done = _runner(ddb, s3, ledger_name, endpoint, Engine("complete")).handle(
+        endpoint.payloads[-1], _ctx("r1")
+    )
+    assert list(done) == ["status", "object", "chain_id", "hops", "counters", "reason"]
+    assert (done["status"], done["hops"], done["reason"], done["chain_id"]) == (
+        "COMPLETED",
+        2,
+        "",
+        cont["chain_id"],
+    )
+    assert done["counters"] == Counters(rows_read=20, items_written=20, write_units=20).to_dict()
+    assert json.loads(json.dumps(done)) == done and type(done["status"]) is str
+
+
+def test_a_backfill_with_no_table_anywhere_is_refused_and_says_so(
+    ddb: Any, s3: Any, bucket: str, ledger_name: str, endpoint: InvokeEndpoint
+) -> None:
+    event = {"kind": "backfill", "version": 1, "source": f"s3://{bucket}/p/"}
+    out = _runner(ddb, s3, ledger_name, endpoint, Engine(), table=None).handle(event, _ctx("r0"))
+    assert out == {
+        "status": "refused",
+        "reason": "no table: set S3DDB_TABLE or name one in the event",
+        "source": f"s3://{bucket}/p/",
+        "table": None,
+    }
+    assert endpoint.payloads == []
+
+
+def test_a_ledger_item_with_an_unknown_status_stops_the_event_and_changes_nothing(
+    ddb: Any, s3: Any, bucket: str, ledger_name: str, endpoint: InvokeEndpoint
+) -> None:
+    note = _notification(s3, bucket, "odd.csv")
+    uri = f"s3://{bucket}/odd.csv"
+    out = _runner(ddb, s3, ledger_name, endpoint, Engine("stopped")).handle(note, _ctx("r0"))
+    assert out["objects"][0]["status"] == "continued"
+    raw = _raw(ddb, ledger_name, uri)
+    # written by something else (another version of s3ddb, a hand edit)
+    ddb.put_item(TableName=ledger_name, Item={**raw, "status": {"S": "PAUSED"}})
+    engine = Engine("complete")
+    with pytest.raises(L.LedgerError, match="unknown status 'PAUSED'"):
+        _runner(ddb, s3, ledger_name, endpoint, engine).handle(endpoint.payloads[-1], _ctx("r1"))
+    with pytest.raises(L.LedgerError, match="unknown status 'PAUSED'"):
+        _runner(ddb, s3, ledger_name, endpoint, engine).handle(note, _ctx("r2"))
+    assert engine.calls == []
+    after = ddb.get_item(
+        TableName=ledger_name, Key={"object": raw["object"], "target": raw["target"]}, ConsistentRead=True
+    )["Item"]
+    assert after == {**raw, "status": {"S": "PAUSED"}}

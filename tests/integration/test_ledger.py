@@ -374,3 +374,33 @@ def test_noting_an_invoke_changes_no_rev_and_only_its_own_chain(ledger: Ledger) 
     # a note from another chain of the same key is ignored
     ledger.note_invoke(dataclasses.replace(item, chain_id="other"), seconds=9.0)
     assert _get(ledger).invoke_s == 0.25
+
+
+def test_a_status_the_code_does_not_know_is_an_error_on_every_read(ledger: Ledger) -> None:
+    _create(ledger)
+    raw = _raw(ledger)
+    ledger.client.put_item(TableName=ledger.table, Item={**raw, "status": {"S": "PAUSED"}})
+    for read in (
+        lambda: ledger.get(OBJ, TARGET),
+        lambda: ledger.chains(OBJ),
+        lambda: status(OBJ, ledger_table=ledger.table, ddb_client=ledger.client),
+    ):
+        with pytest.raises(L.LedgerError, match=r"unknown status 'PAUSED' \(expected one of RUNNING, "):
+            read()
+    assert _raw(ledger) == {**raw, "status": {"S": "PAUSED"}}  # nothing was written
+
+
+def test_statuses_are_stored_and_shown_as_their_strings(ledger: Ledger) -> None:
+    _create(ledger)
+    item = _get(ledger)
+    assert item.status is L.ChainStatus.RUNNING
+    assert _raw(ledger)["status"] == {"S": "RUNNING"}
+    # a chain finishes COMPLETED or FAILED, nothing else
+    for wrong in (L.RUNNING, L.STALLED):
+        with pytest.raises(ValueError, match="COMPLETED or FAILED"):
+            ledger.finish(item, hop=0, request_id="r0", checkpoint=_cp(1, 1, 0), status=wrong)
+    assert ledger.finish(item, hop=0, request_id="r0", checkpoint=_cp(1000, 50, 0), status=L.COMPLETED)
+    assert _raw(ledger)["status"] == {"S": "COMPLETED"}
+    shown = status(OBJ, ledger_table=ledger.table, ddb_client=ledger.client)
+    assert type(shown["status"]) is str and shown["status"] == "COMPLETED"
+    assert [type(c["status"]) for c in shown["chains"]] == [str]

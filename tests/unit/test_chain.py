@@ -1,18 +1,31 @@
-"""Who may run a hop (a pure decision over the ledger item), backfill lanes and backfill ids.
+"""Who may run a hop (a pure decision over the ledger item), backfill lanes and backfill ids, the
+self-invoke's retry, and the ledger's statuses as they are read.
 
 The hop's deadline is tested in tests/unit/test_deadline.py."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 
 from lambda_src import ledger as L
-from lambda_src.chain import backfill_id, decide, lane_of
+from lambda_src.chain import (
+    INVOKE_ATTEMPTS,
+    INVOKE_BACKOFF_BASE_S,
+    INVOKE_BACKOFF_CAP_S,
+    INVOKE_PERMANENT_CODES,
+    InvokeFailedError,
+    backfill_id,
+    decide,
+    invoke_with_retry,
+    lane_of,
+)
 from lambda_src.events import LoadOptions
 from lambda_src.ledger import LedgerItem
 from loader.models import Counters
+from loader.retry import Backoff, RetryPolicy
 
 NOW = 1_000_000.0
 #: the secret the ledger holds for the chain's current hop (hop 2)
@@ -181,3 +194,141 @@ def test_a_backfill_id_is_derived_from_what_it_loads() -> None:
         backfill_id("b", "p/", "t", 4, opts, "reload-r1"),
     }
     assert base not in variants and len(variants) == 8
+
+
+# -- the self-invoke's retry ---------------------------------------------------------------------
+
+
+class Calls:
+    """A self-invoke that fails with ``errors`` in turn, then succeeds; records each call."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+        if self.errors:
+            raise self.errors.pop(0)
+
+
+def _client_error(code: str) -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": "injected"}}, "Invoke")
+
+
+def _policy(*, draws: list[float], attempts: int = INVOKE_ATTEMPTS) -> RetryPolicy:
+    it = iter(draws)
+    backoff = Backoff(base_s=INVOKE_BACKOFF_BASE_S, cap_s=INVOKE_BACKOFF_CAP_S, rng=lambda: next(it))
+    return RetryPolicy(max_attempts=attempts, backoff=backoff, logger=logging.getLogger("test.invoke"))
+
+
+def test_a_self_invoke_is_retried_with_full_jitter_and_a_line_per_attempt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    slept: list[float] = []
+    call = Calls(_client_error("TooManyRequestsException"), RuntimeError("invoke returned status 500"))
+    with caplog.at_level(logging.INFO, logger="test.invoke"):
+        invoke_with_retry(
+            call, policy=_policy(draws=[0.5, 0.25]), sleep=slept.append, what="self-invoke of f"
+        )
+    assert call.count == 3
+    # each wait is a draw of [0, base * 2**n): half of 0.5 s, then a quarter of 1 s
+    assert slept == pytest.approx([0.25, 0.25])
+    lines = [r.getMessage() for r in caplog.records if r.name == "test.invoke"]
+    assert len(lines) == 2
+    assert lines[0].startswith("self-invoke of f: attempt 1/3 failed (ClientError: ")
+    assert "TooManyRequestsException" in lines[0]
+    assert lines[1].startswith(
+        "self-invoke of f: attempt 2/3 failed (RuntimeError: invoke returned status 500)"
+    )
+
+
+def test_the_invoke_waits_stay_under_their_ceilings() -> None:
+    slept: list[float] = []
+    attempts = 6
+    call = Calls(*[RuntimeError("x") for _ in range(attempts - 1)])
+    invoke_with_retry(
+        call, policy=_policy(draws=[1.0] * attempts, attempts=attempts), sleep=slept.append, what="w"
+    )
+    assert slept == pytest.approx([0.5, 1.0, 2.0, 2.0, 2.0])  # doubling from the base, to the cap
+
+
+def test_a_self_invoke_gives_up_at_the_cap_with_the_last_error_attached() -> None:
+    slept: list[float] = []
+    last = _client_error("ServiceException")
+    call = Calls(RuntimeError("first"), RuntimeError("second"), last, RuntimeError("never"))
+    with pytest.raises(InvokeFailedError) as info:
+        invoke_with_retry(call, policy=_policy(draws=[0.1, 0.1]), sleep=slept.append, what="self-invoke of f")
+    assert call.count == 3 and len(slept) == 2
+    assert info.value.__cause__ is last
+    message = str(info.value)
+    assert "gave up after 3/3 attempts" in message
+    assert "last error: ClientError" in message and "ServiceException" in message
+
+
+@pytest.mark.parametrize("code", sorted(INVOKE_PERMANENT_CODES))
+def test_an_invoke_error_no_retry_changes_gives_up_at_once(code: str) -> None:
+    slept: list[float] = []
+    error = _client_error(code)
+    call = Calls(error)
+    with pytest.raises(InvokeFailedError, match=f"attempt 1/3 failed with {code}") as info:
+        invoke_with_retry(call, policy=_policy(draws=[]), sleep=slept.append, what="w")
+    assert (call.count, slept, info.value.__cause__) == (1, [], error)
+
+
+def test_the_runner_builds_its_invoke_policy_from_what_it_is_given() -> None:
+    from lambda_src.chain import ChainRunner
+    from lambda_src.observability import SERVICE, Telemetry
+    from lambda_src.settings import Settings
+
+    runner = ChainRunner(
+        settings=Settings(ledger_table="l"),
+        ledger=None,  # type: ignore[arg-type]
+        s3=None,
+        lambda_client=None,
+        engine=lambda _req: None,  # type: ignore[arg-type,return-value]
+        telemetry=Telemetry(),
+        sleep=lambda _s: None,
+        rng=lambda: 0.5,
+        invoke_attempts=5,
+    )
+    assert runner.invoke_attempts == runner.invoke_retry.max_attempts == 5
+    assert runner.invoke_retry.backoff.delay(1) == pytest.approx(0.5 * 2 * INVOKE_BACKOFF_BASE_S)
+    # its attempt lines go to the function's log, with the keys bound to it (chain, hop)
+    assert runner.t.logger.name == SERVICE
+
+
+# -- statuses are checked when a ledger item is read -----------------------------------------------
+
+
+def _wire(status: str | None) -> dict[str, Any]:
+    raw: dict[str, Any] = {"object": {"S": "s3://b/k"}, "target": {"S": "t#v"}, "hop": {"N": "0"}}
+    if status is not None:
+        raw["status"] = {"S": status}
+    return raw
+
+
+@pytest.mark.parametrize("status", ["RUNNING", "COMPLETED", "FAILED", "STALLED"])
+def test_a_known_status_is_read_as_the_enum(status: str) -> None:
+    item = LedgerItem.from_wire(_wire(status))
+    assert item.status is L.ChainStatus(status)
+    assert item.status == status and item.to_status(0)["status"] == status
+    assert type(item.to_status(0)["status"]) is str
+
+
+@pytest.mark.parametrize("status", ["PAUSED", "running", "", None])
+def test_an_unknown_status_in_the_ledger_is_an_error_that_says_so(status: str | None) -> None:
+    with pytest.raises(L.LedgerError, match="unknown status") as info:
+        LedgerItem.from_wire(_wire(status))
+    message = str(info.value)
+    assert repr(status) in message and "s3://b/k" in message and "t#v" in message
+    assert "RUNNING, COMPLETED, FAILED, STALLED" in message
+
+
+def test_the_statuses_keep_their_wire_strings() -> None:
+    assert [s.value for s in L.ChainStatus] == ["RUNNING", "COMPLETED", "FAILED", "STALLED"]
+    assert (L.RUNNING, L.COMPLETED, L.FAILED, L.STALLED) == ("RUNNING", "COMPLETED", "FAILED", "STALLED")
+    assert f"chain {L.COMPLETED}" == "chain COMPLETED"
+    assert [s for s in L.ChainStatus if s.finished] == [L.COMPLETED, L.FAILED]
