@@ -49,8 +49,7 @@ class _Container:
 
         self.settings = Settings.from_env()
         self.telemetry: Telemetry = Telemetry()
-        session = clients.session()  # one for the clients and the lean sender (see clients.session)
-        self.session = session
+        session = clients.session()  # one for every client (see clients.session)
         self.s3 = clients.s3_client(session)
         self.ddb = clients.dynamodb_client(session)
         self.lambda_client = _lambda_client(session)
