@@ -1,4 +1,5 @@
-"""The low-water mark: the byte offset below which every row is written or rejected.
+"""A run's accounting: its counters, and the low-water mark below which every row is written or
+rejected.
 
 The file is cut into segments, one per batch: a segment is the run of records from the end of the
 previous segment up to the record that opened the next batch, so it holds the batch's rows and the
@@ -13,7 +14,11 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from loader.models import Counters
+from loader.errors import ConfigError
+from loader.models import Checkpoint, Counters
+from loader.source import SourceInfo
+
+__all__ = ["Accounting", "Segment"]
 
 
 @dataclass(slots=True)
@@ -25,30 +30,119 @@ class Segment:
     done: bool = False
 
 
-class LowWaterMark:
-    """Tracks segments in file order. One owner (the pipeline's event loop); no locks."""
+class Accounting:
+    """What one run has counted, and where the next run resumes.
 
-    def __init__(self, *, offset: int, next_row: int, counters: Counters | None = None) -> None:
-        self.offset = offset
-        self.next_row = next_row
-        self.counters = counters.copy() if counters is not None else Counters()
+    The pipeline tells it, in file order, what happens to the rows it reads:
+
+    * ``reject()``: a row of the open segment was rejected before it reached a batch;
+    * ``add_rows(n)``: ``n`` rows joined the open segment;
+    * ``close_segment(...)``: a batch left (or the run ended); the open segment closes with it;
+    * ``finish_batch(seq, outcome)``: batch ``seq`` was written (its rejects found), out of order.
+
+    ``counters`` counts this run (rows read, rejected and collapsed as seen, batches as they end:
+    the pipeline adds every batch outcome there, finished or not). ``offset``, ``next_row`` and
+    ``marked`` are the low-water mark and the counters of every row below it, the resumed
+    checkpoint's included: they are what ``checkpoint()`` hands to the next run.
+
+    A checkpoint at offset 0 (a chain's first hop) starts the object afresh but keeps its hop and
+    chain id. One owner (the pipeline's event loop); no locks.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: SourceInfo,
+        table: str,
+        resume: Checkpoint | None = None,
+        max_rejects: int | None = None,
+    ) -> None:
+        if resume is not None:
+            if resume.table != table:
+                raise ConfigError(
+                    f"checkpoint is for table {resume.table!r}, not {table!r}: use the same --table"
+                )
+            if resume.source != source.uri:
+                raise ConfigError(f"checkpoint is for {resume.source}, not {source.uri}")
+        self._source = source
+        self._table = table
+        self._resume = resume
+        self._max_rejects = max_rejects
+        base = Counters()
+        #: where this run starts reading: a record boundary, its row number, and the header a
+        #: resumed run does not read again (None: read it from the object)
+        self.start_offset = 0
+        self.first_row = 1
+        self.header: list[str] | None = None
+        if resume is not None and resume.offset != 0:
+            self.start_offset = resume.offset
+            self.first_row = resume.next_row
+            self.header = resume.header
+            base = resume.counters
+        self._base_rejected = base.rows_rejected
+        #: this run only
+        self.counters = Counters()
+        # the low-water mark, and the counters of every row below it
+        self.offset = self.start_offset
+        self.next_row = self.first_row
+        self.marked = base.copy()
+        # the open segment: rows and rejects since the last batch left; and how many rows the
+        # batcher had collapsed when it left (the batcher keeps a running total)
+        self._seg_rows = 0
+        self._seg_rejected = 0
+        self._collapsed = 0
         self._pending: deque[Segment] = deque()
         self._by_seq: dict[int, Segment] = {}
 
     @property
     def pending(self) -> int:
+        """Closed segments above the mark (their batches not finished yet)."""
         return len(self._pending)
 
-    def close_segment(self, *, seq: int | None, end: int, next_row: int, counters: Counters) -> None:
-        """The rows up to ``end`` are read; ``seq`` is the batch that holds their items (None: no items)."""
+    @property
+    def rejected_total(self) -> int:
+        """Rows rejected by the whole load: the resumed checkpoint's and this run's."""
+        return self._base_rejected + self.counters.rows_rejected
+
+    def too_many_rejects(self) -> bool:
+        limit = self._max_rejects
+        return limit is not None and self._base_rejected + self.counters.rows_rejected > limit
+
+    # -- the open segment -------------------------------------------------------------------
+
+    def reject(self) -> None:
+        """A row of the open segment was rejected (it joins the segment through ``add_rows`` or
+        ``close_segment``, as every row does)."""
+        self.counters.rows_rejected += 1
+        self._seg_rejected += 1
+
+    def add_rows(self, rows: int) -> None:
+        """``rows`` more rows are in the open segment."""
+        self._seg_rows += rows
+
+    def close_segment(self, seq: int | None, *, end: int, next_row: int, rows: int, collapsed: int) -> None:
+        """The open segment, with ``rows`` more rows, ends at byte ``end``, before row ``next_row``;
+        ``seq`` is the batch that holds its items (None: it has none, and is done at once).
+        ``collapsed`` is the batcher's running total of rows collapsed."""
+        dup = collapsed - self._collapsed
+        self._collapsed = collapsed
+        self.counters.duplicates_collapsed += dup
+        counters = Counters(
+            rows_read=self._seg_rows + rows, rows_rejected=self._seg_rejected, duplicates_collapsed=dup
+        )
+        self._seg_rows = 0
+        self._seg_rejected = 0
         seg = Segment(seq=seq, end=end, next_row=next_row, counters=counters, done=seq is None)
         self._pending.append(seg)
         if seq is not None:
             self._by_seq[seq] = seg
         self._advance()
 
+    # -- batches ----------------------------------------------------------------------------
+
     def finish_batch(self, seq: int, outcome: Counters) -> None:
-        """The batch ``seq`` is finished: its written/rejected/retry counts are added to its segment."""
+        """Batch ``seq`` is finished: its written/rejected/retry counts join its segment's.
+        (A batch that did not finish is never finished here: its segment holds the mark.)"""
         seg = self._by_seq.pop(seq)
         seg.counters.add(outcome)
         seg.done = True
@@ -58,6 +152,29 @@ class LowWaterMark:
         pending = self._pending
         while pending and pending[0].done:
             seg = pending.popleft()
-            self.counters.add(seg.counters)
+            self.marked.add(seg.counters)
             self.offset = seg.end
             self.next_row = seg.next_row
+
+    # -- the checkpoint ---------------------------------------------------------------------
+
+    def checkpoint(self, *, header: list[str] | None, complete: bool) -> Checkpoint:
+        """The mark as a checkpoint; ``header`` is the one read (None: the resumed one, or none)."""
+        info = self._source
+        resume = self._resume
+        if not header:
+            header = resume.header if resume is not None else []
+        return Checkpoint(
+            source=info.uri,
+            table=self._table,
+            version_id=info.version_id,
+            etag=info.etag,
+            size=info.size,
+            header=list(header),
+            offset=self.offset,
+            next_row=self.next_row,
+            counters=self.marked.copy(),
+            complete=complete,
+            hop=resume.hop if resume is not None else 0,
+            chain_id=resume.chain_id if resume is not None else "",
+        )

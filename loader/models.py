@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from itertools import repeat
 from typing import Any, Literal, NamedTuple
 
@@ -275,7 +276,16 @@ class Checkpoint:
         return cls.from_dict(data)
 
 
-StopReason = Literal["complete", "stopped", "failed"]
+class StopReason(StrEnum):
+    """Why a run returned. A ``StrEnum``: it equals, prints and serialises as its value."""
+
+    #: every row of the object is written or rejected (``checkpoint.complete``)
+    COMPLETE = "complete"
+    #: ``should_stop`` said so (a deadline, Ctrl-C): the next run resumes from the checkpoint
+    STOPPED = "stopped"
+    #: the load cannot go on (a write that kept failing, too many rejects, a source error); the
+    #: error that says why carries this result
+    FAILED = "failed"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -284,14 +294,18 @@ class RunResult:
 
     counters: Counters
     checkpoint: Checkpoint
+    #: a ``StopReason``; its value ("complete", ...) is accepted too and checked here
     stopped: StopReason
     seconds: float
     rejects_location: str | None
     error: str | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stopped", StopReason(self.stopped))
+
     @property
     def complete(self) -> bool:
-        return self.stopped == "complete"
+        return self.stopped is StopReason.COMPLETE
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,6 +11,7 @@ the open batch, and at most ``concurrency`` batches in the writer.
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -18,11 +19,10 @@ from typing import BinaryIO
 
 from loader.batching import Batcher
 from loader.blocks import BlockTyper, TypedBlock
-from loader.checkpoint import LowWaterMark
+from loader.checkpoint import Accounting
 from loader.config import CsvSpec, LoadConfig, SchemaSpec
 from loader.csvdecode import CsvDecoder
 from loader.errors import (
-    ConfigError,
     RowError,
     S3ddbError,
     SourceError,
@@ -40,6 +40,7 @@ from loader.models import (
     RecordChunk,
     Reject,
     RunResult,
+    StopReason,
     entries_of,
 )
 from loader.rejects import RejectSink
@@ -62,6 +63,19 @@ _FEED_BYTES = 64 * 1024
 
 def _never(_: Progress) -> bool:
     return False
+
+
+class _Halt(enum.Enum):
+    """Why the read loop ended before the end of the object."""
+
+    #: ``should_stop`` said so (polled between batches and on a timer): the run hands on its checkpoint
+    STOP = enum.auto()
+    #: a batch could not be written (the writer's error): the open batch is not sent
+    WRITE_FAILED = enum.auto()
+    #: more rows rejected than ``max_rejects``: what was read is still written, then the run fails
+    REJECTS = enum.auto()
+    #: the source or the rejects sink raised: the open batch is not sent
+    ERROR = enum.auto()
 
 
 class _DryRunWriter:
@@ -112,8 +126,8 @@ async def run(
 ) -> RunResult:
     """Load ``source`` into ``config.table`` from ``resume`` (or the start).
 
-    Returns when the object is fully accounted for (``stopped="complete"``) or when ``should_stop``
-    returned True (``stopped="stopped"``: in-flight batches were drained first). Raises
+    Returns when the object is fully accounted for (``stopped=StopReason.COMPLETE``) or when
+    ``should_stop`` returned True (``StopReason.STOPPED``: in-flight batches were drained first). Raises
     TooManyRejectsError, WriteFailedError, SourceError or ConfigError when the load cannot go on;
     those carry ``.result`` and the final checkpoint was handed to ``on_checkpoint`` first.
     """
@@ -134,6 +148,9 @@ async def run(
 
 
 class _Run:
+    """One run's orchestration: read, decode, type and batch the rows, drive the writer, poll for a
+    stop. What the run counts, and where the next run resumes, is ``self.accounting``'s."""
+
     def __init__(
         self,
         *,
@@ -150,13 +167,10 @@ class _Run:
         on_progress: Callable[[Progress], None] | None,
         clock: Callable[[], float],
     ) -> None:
-        if resume is not None:
-            if resume.table != config.table:
-                raise ConfigError(
-                    f"checkpoint is for table {resume.table!r}, not {config.table!r}: use the same --table"
-                )
-            if resume.source != source.info.uri:
-                raise ConfigError(f"checkpoint is for {resume.source}, not {source.info.uri}")
+        #: the counters and the low-water mark (checks that ``resume`` is this load's)
+        self.accounting = acc = Accounting(
+            source=source.info, table=config.table, resume=resume, max_rejects=config.max_rejects
+        )
         self.source = source
         self.config = config
         self.csv_spec = csv_spec
@@ -170,37 +184,27 @@ class _Run:
         self.clock = clock
         self.started = clock()
 
-        fresh = resume is None or resume.offset == 0
-        self.offset = 0 if fresh or resume is None else resume.offset
-        self.first_row = 1 if fresh or resume is None else resume.next_row
-        header = None if fresh or resume is None else resume.header
-        base = resume.counters if resume is not None and not fresh else Counters()
-        self.decoder = CsvDecoder(csv_spec, offset=self.offset, first_row=self.first_row, header=header)
-        self.lwm = LowWaterMark(offset=self.offset, next_row=self.first_row, counters=base)
-        self.base_rejected = base.rows_rejected
+        self.offset = acc.start_offset
+        self.first_row = acc.first_row
+        self.decoder = CsvDecoder(csv_spec, offset=self.offset, first_row=self.first_row, header=acc.header)
         self.batcher = Batcher(policy=config.on_duplicate)
-        self.counters = Counters()  # this run only
         self.converter: RowConverter | None = None
         self.typer: BlockTyper | None = None
         self.fatal: BaseException | None = None
         self.last_checkpoint_at = self.started
         self.last_checkpoint_offset = -1
         self.last_number: int | None = None
-        self.stop_reason = ""
+        self.halt: _Halt | None = None
         self.stop_requested = False
         self.pos = self.offset  # the record boundary after the last record taken from the decoder
         self.consumed = self.offset  # decompressed bytes fed to the decoder
-        # the segment being read: rows and rejects since the last batch left
-        self.seg_rows = 0
-        self.seg_rejected = 0
-        self.seg_collapsed_mark = 0
         self.writer: Writer | _DryRunWriter
         #: the sender's item encoder, applied as entries are made (see BatchSender.encode)
         self.encode: Callable[[Item], bytes] | None = None
         if config.dry_run or sender is None:
             self.writer = _DryRunWriter(self._on_done)
         else:
-            self.encode = getattr(sender, "encode", None)
+            self.encode = sender.encode
             self.writer = Writer(
                 sender=sender, table=config.table, config=config, on_done=self._on_done, key_schema=keys
             )
@@ -215,7 +219,8 @@ class _Run:
             throttle_events=outcome.throttle_events,
             write_units=outcome.write_units,
         )
-        self.counters.add(c)
+        acc = self.accounting
+        acc.counters.add(c)
         for rej in outcome.rejected:
             self.rejects.add(rej)
         if isinstance(outcome.error, Abandoned):
@@ -225,18 +230,18 @@ class _Run:
             if self.fatal is None:
                 self.fatal = outcome.error
             return
-        self.lwm.finish_batch(outcome.seq, c)
+        acc.finish_batch(outcome.seq, c)
 
     # -- the read loop ------------------------------------------------------------------------
 
     async def go(self) -> RunResult:
         resume = self.resume
         if resume is not None and resume.complete:
-            return self._result("complete", resume)
+            return self._result(StopReason.COMPLETE, resume)
         if self.should_stop(self.progress()):
             # no time for even one batch (a Lambda hop that starts too late): hand the checkpoint on
             checkpoint = self._checkpoint(complete=False)
-            return self._result("stopped", checkpoint)
+            return self._result(StopReason.STOPPED, checkpoint)
         loop = asyncio.get_running_loop()
         try:
             stream: BinaryIO = await loop.run_in_executor(None, self.source.open, self.offset)
@@ -244,7 +249,7 @@ class _Run:
             raise
         except Exception as exc:
             raise SourceError(f"{self.source.info.uri}: cannot open at byte {self.offset}: {exc}") from exc
-        stop: str | None = None
+        stop: _Halt | None = None
         error: BaseException | None = None
         read = functools.partial(stream.read, self.config.chunk_bytes)
         watcher = asyncio.create_task(self._watch_stop())
@@ -263,17 +268,17 @@ class _Run:
                 if not chunk:
                     if not await self._records(self.decoder.finish()):
                         break
-                    stop = self.stop_reason
+                    stop = self.halt
                     break
                 # read ahead one chunk while this one is parsed
                 pending = loop.run_in_executor(None, read)
                 self.consumed += len(chunk)
                 if await self._feed(chunk) or await self._checkpoint_or_stop():
-                    stop = self.stop_reason
+                    stop = self.halt
                     break
         except S3ddbError as exc:
             error = exc
-            stop = "error"
+            stop = _Halt.ERROR
         finally:
             watcher.cancel()
             if pending is not None:
@@ -292,9 +297,16 @@ class _Run:
             self.writer.stop()
         # everything read so far goes out, then the writer drains
         end = self.consumed if eof else self.pos
-        if stop != "failed" and stop != "error":
+        acc = self.accounting
+        if stop is not _Halt.WRITE_FAILED and stop is not _Halt.ERROR:
             batch = self.batcher.flush()
-            self._close_segment(batch, end=end, next_row=self._next_row())
+            acc.close_segment(
+                None if batch is None else batch.seq,
+                end=end,
+                next_row=self._next_row(),
+                rows=0,
+                collapsed=self.batcher.collapsed,
+            )
             if batch is not None:
                 await self.writer.submit(batch)
         else:
@@ -304,17 +316,16 @@ class _Run:
         if self.fatal is not None and error is None:
             error = self.fatal
 
-        if error is None and self._too_many_rejects():
-            stop = "rejects"
-        complete = eof and error is None and self.lwm.pending == 0
+        if error is None and acc.too_many_rejects():
+            stop = _Halt.REJECTS
+        complete = eof and error is None and acc.pending == 0
         checkpoint = self._checkpoint(complete=complete)
         await self._emit_checkpoint(checkpoint, force=True)
-        if error is not None or stop == "rejects":
-            reason = "failed"
-            result = self._result(reason, checkpoint, error=str(error) if error else None)
-            if stop == "rejects":
+        if error is not None or stop is _Halt.REJECTS:
+            result = self._result(StopReason.FAILED, checkpoint, error=str(error) if error else None)
+            if stop is _Halt.REJECTS:
                 exc_out: S3ddbError = TooManyRejectsError(
-                    f"{self.base_rejected + self.counters.rows_rejected} rows rejected, "
+                    f"{acc.rejected_total} rows rejected, "
                     f"more than --max-rejects {self.config.max_rejects}; see {self.rejects.location}"
                 )
             elif isinstance(error, S3ddbError):
@@ -325,7 +336,7 @@ class _Run:
             if exc_out is error:
                 raise exc_out
             raise exc_out from error
-        return self._result("complete" if complete else "stopped", checkpoint)
+        return self._result(StopReason.COMPLETE if complete else StopReason.STOPPED, checkpoint)
 
     async def _feed(self, chunk: bytes) -> bool:
         """Decode, type and batch ``chunk`` a piece at a time; True when the run must stop."""
@@ -336,7 +347,7 @@ class _Run:
         return False
 
     async def _records(self, rc: RecordChunk) -> bool:
-        """Type and batch a chunk's records; True when the run must stop (``stop_reason`` says why)."""
+        """Type and batch a chunk's records; True when the run must stop (``halt`` says why)."""
         n = len(rc.rows)
         if not n:
             if self.decoder.header_end is not None and self.pos < self.decoder.header_end:
@@ -361,7 +372,7 @@ class _Run:
                     stop = await self._add_block(rc, lo, hi, block, conv)
                 if stop:
                     return True
-        self.counters.rows_read += n
+        self.accounting.counters.rows_read += n
         self.pos = rc.ends[-1]
         self.last_number = rc.first_number + n - 1
         return False
@@ -377,19 +388,19 @@ class _Run:
         batcher = self.batcher
         if not batcher.takes_whole(block.keys, block.sizes):  # a repeated key, or very large items
             return await self._add_rows(rc, lo, hi, conv, entries)
-        base = self.seg_rows  # rows of the open segment before this block
+        acc = self.accounting
+        close = acc.close_segment
         opened = 0  # where in the block the open segment starts
         for j, batch in batcher.add_block(entries, block.keys, block.sizes):
             # entries[j] opened the next batch: as in _add_rows, the segment closes before it
             i = lo + j
-            self.seg_rows = base + j - opened
-            self._close_segment(batch, end=starts[i], next_row=first + i)
-            base, opened = 0, j
+            close(batch.seq, end=starts[i], next_row=first + i, rows=j - opened, collapsed=batcher.collapsed)
+            opened = j
             await self.writer.submit(batch)
             if await self._checkpoint_or_stop():
                 self._stopped_at(rc, i)
                 return True
-        self.seg_rows = base + (hi - lo) - opened
+        acc.add_rows(hi - lo - opened)
         return False
 
     async def _add_rows(
@@ -401,10 +412,11 @@ class _Run:
         encode = self.encode
         batcher = self.batcher
         add = batcher.add
+        acc = self.accounting
+        close = acc.close_segment
         rows, starts, raws = rc.rows, rc.starts, rc.raws
         first = rc.first_number
-        seg_rows = self.seg_rows
-        rejected = 0
+        seg_rows = 0  # rows of the open segment taken here (the accounting holds those before)
         for i in range(lo, hi):
             number = first + i
             if typed is not None:
@@ -413,14 +425,12 @@ class _Run:
                 fields = rows[i]
                 if fields is None:
                     self._reject(number, starts[i], raws[i], rc.errors.get(i, "not valid CSV"))
-                    rejected += 1
                     seg_rows += 1
                     continue
                 try:
                     item, key, size = convert(fields)
                 except RowError as exc:
                     self._reject(number, starts[i], raws[i], exc.reason)
-                    rejected += 1
                     seg_rows += 1
                     continue
                 if encode is not None:
@@ -433,10 +443,7 @@ class _Run:
             batch = add(entry)
             if batch is not None:
                 # the full batch leaves; this row opens the next segment
-                self.seg_rows = seg_rows
-                self.seg_rejected += rejected
-                rejected = 0
-                self._close_segment(batch, end=starts[i], next_row=number)
+                close(batch.seq, end=starts[i], next_row=number, rows=seg_rows, collapsed=batcher.collapsed)
                 seg_rows = 0
                 await self.writer.submit(batch)
                 if await self._checkpoint_or_stop():
@@ -445,18 +452,17 @@ class _Run:
             elif batcher.rejects:
                 for rej in batcher.rejects:
                     self._reject(rej.row, rej.offset, rej.raw, rej.reason)
-                    rejected += 1
                 batcher.rejects.clear()
             seg_rows += 1
-        self.seg_rows = seg_rows
-        self.seg_rejected += rejected
+        acc.add_rows(seg_rows)
         return False
 
     def _stopped_at(self, rc: RecordChunk, i: int) -> None:
         """The run stops just after record ``i`` of ``rc`` opened a batch (the only one in it):
         the rest of the chunk is read again on resume."""
-        self.seg_rows = 1
-        self.counters.rows_read += i + 1
+        acc = self.accounting
+        acc.add_rows(1)  # the open segment: record ``i``, in the open batch
+        acc.counters.rows_read += i + 1
         self.pos = rc.ends[i]
         self.last_number = rc.first_number + i
 
@@ -473,19 +479,19 @@ class _Run:
     async def _checkpoint_or_stop(self) -> bool:
         """Between batches: report progress, take a periodic checkpoint, and say whether to stop."""
         if self.stop_requested:
-            self.stop_reason = "stopped"
+            self.halt = _Halt.STOP
             return True
         if self.fatal is not None:
-            self.stop_reason = "failed"
+            self.halt = _Halt.WRITE_FAILED
             return True
-        if self._too_many_rejects():
-            self.stop_reason = "rejects"
+        if self.accounting.too_many_rejects():
+            self.halt = _Halt.REJECTS
             return True
         progress = self.progress()
         if self.on_progress is not None:
             self.on_progress(progress)
         if self.should_stop(progress):
-            self.stop_reason = "stopped"
+            self.halt = _Halt.STOP
             return True
         await self._maybe_checkpoint()
         return False
@@ -503,50 +509,15 @@ class _Run:
 
     def _reject(self, number: int, offset: int, raw: str, reason: str) -> None:
         self.rejects.add(Reject(row=number, offset=offset, raw=raw, reason=reason))
-        self.counters.rows_rejected += 1
+        self.accounting.reject()
 
     def _next_row(self) -> int:
         return self.first_row if self.last_number is None else self.last_number + 1
 
-    def _close_segment(self, batch: Batch | None, *, end: int, next_row: int) -> None:
-        collapsed = self.batcher.collapsed - self.seg_collapsed_mark
-        self.seg_collapsed_mark = self.batcher.collapsed
-        self.counters.duplicates_collapsed += collapsed
-        seg = Counters(
-            rows_read=self.seg_rows,
-            rows_rejected=self.seg_rejected,
-            duplicates_collapsed=collapsed,
-        )
-        self.seg_rows = 0
-        self.seg_rejected = 0
-        self.lwm.close_segment(
-            seq=None if batch is None else batch.seq, end=end, next_row=next_row, counters=seg
-        )
-
-    def _too_many_rejects(self) -> bool:
-        limit = self.config.max_rejects
-        return limit is not None and self.base_rejected + self.counters.rows_rejected > limit
-
     # -- checkpoints and reporting ------------------------------------------------------------
 
     def _checkpoint(self, *, complete: bool) -> Checkpoint:
-        info = self.source.info
-        resume = self.resume
-        header = self.decoder.header or (resume.header if resume is not None else [])
-        return Checkpoint(
-            source=info.uri,
-            table=self.config.table,
-            version_id=info.version_id,
-            etag=info.etag,
-            size=info.size,
-            header=list(header),
-            offset=self.lwm.offset,
-            next_row=self.lwm.next_row,
-            counters=self.lwm.counters.copy(),
-            complete=complete,
-            hop=resume.hop if resume is not None else 0,
-            chain_id=resume.chain_id if resume is not None else "",
-        )
+        return self.accounting.checkpoint(header=self.decoder.header, complete=complete)
 
     async def _maybe_checkpoint(self) -> None:
         if self.on_checkpoint is None:
@@ -554,7 +525,7 @@ class _Run:
         now = self.clock()
         if now - self.last_checkpoint_at < self.config.checkpoint_interval_s:
             return
-        if self.lwm.offset == self.last_checkpoint_offset:
+        if self.accounting.offset == self.last_checkpoint_offset:
             return
         await self._emit_checkpoint(self._checkpoint(complete=False))
 
@@ -568,7 +539,7 @@ class _Run:
 
     def progress(self) -> Progress:
         elapsed = max(self.clock() - self.started, 1e-9)
-        c = self.counters
+        c = self.accounting.counters
         size = self.source.info.size if self.source.info.compression == "none" else None
         return Progress(
             # rows are counted per chunk; rows already accounted for are a lower bound within one
@@ -584,12 +555,12 @@ class _Run:
             items_per_second=c.items_written / elapsed,
         )
 
-    def _result(self, stopped: str, checkpoint: Checkpoint, *, error: str | None = None) -> RunResult:
+    def _result(self, stopped: StopReason, checkpoint: Checkpoint, *, error: str | None = None) -> RunResult:
         location = self.rejects.location if self.rejects.count else None
         return RunResult(
-            counters=self.counters.copy(),
+            counters=self.accounting.counters.copy(),
             checkpoint=checkpoint,
-            stopped=stopped,  # type: ignore[arg-type]
+            stopped=stopped,
             seconds=self.clock() - self.started,
             rejects_location=location,
             error=error,
