@@ -133,6 +133,8 @@ class Writer:
         #: the first fatal error (a batch gave up, a ConfigError, an on_done failure), if any
         self.failed: BaseException | None = None
         self._stopping = False
+        #: batches whose task has taken its first step (only those may be cancelled by stop())
+        self._started: set[int] = set()
         #: seqs of batches inside a BatchWriteItem call right now (a stop lets those finish)
         self._sending: set[int] = set()
 
@@ -203,7 +205,10 @@ class Writer:
             return
         self._stopping = True
         for seq, task in self._tasks.items():
-            if seq not in self._sending:
+            # a task that has not started yet is not cancelled: a cancel before its first step
+            # would skip _run's handlers (no on_done, drain() waiting for ever); once it starts,
+            # _write sees _stopping and ends it with Abandoned
+            if seq in self._started and seq not in self._sending:
                 task.cancel(_STOP)
         room = self._room
         if room is not None and not room.done():
@@ -213,6 +218,7 @@ class Writer:
 
     async def _run(self, batch: Batch, deps: list[asyncio.Task[None]] | None) -> None:
         outcome = _outcome(batch.seq)
+        self._started.add(batch.seq)
         try:
             if deps:
                 await asyncio.wait(deps)
@@ -255,6 +261,7 @@ class Writer:
         else:
             deque(map(owner.pop, map(_key, batch.entries), repeat(None)), maxlen=0)
         del self._tasks[seq]
+        self._started.discard(seq)
         self._backoffs.pop(seq, None)
         room = self._room
         if room is not None and not room.done():
