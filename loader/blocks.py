@@ -1,15 +1,16 @@
 """Blocks of clean rows typed at once: passes over whole columns in C, no Python code per row.
 
-``RowConverter.convert`` runs generated Python once per row, and the lean sender then encodes the
-item with orjson: ~6 us a row on the benchmark's simple rows (2-core EPYC, data fresh from the
-decoder). :class:`BlockTyper` does the same work a column at a time with ``map`` over ``str``
+``RowConverter.convert`` runs Python once per row, and the lean sender then encodes the item
+with orjson. :class:`BlockTyper` does the same work a column at a time with ``map`` over ``str``
 methods, one ``orjson.dumps`` per string column (JSON-escaping every cell) and one bytes
-``%``-format per row from a template made for this header: ~3 us a row on the same rows. This is
-the measured hot path, hence the maps. String and number sets are split once per column (see
-``_set_cells``); JSON cells still go through their converter one at a time.
+``%``-format per row from a template made for this header, in about half the time (see
+docs/performance.md). This is the measured hot path, hence the maps. String and number sets are
+split once per column (see ``_set_cells``); JSON cells still go through their converter one at a
+time.
 
 Empty non-key cells follow the empty policy a column at a time (see ``BlockTyper``), so sparse
 data stays here (a block with one empty cell used to go row by row: ~30% more instructions a row).
+Sizes are ``loader.limits``' rules in their column forms (``utf8_sizes``, ``decimal_sizes``, ...).
 
 It never guesses: any block it cannot type exactly as ``RowConverter`` + ``orjson.dumps`` would
 (a CSV error, a wrong field count, an empty key, a value RowConverter rejects, an oversized item
@@ -29,15 +30,25 @@ from typing import TypeVar
 
 import orjson
 
-from loader.config import MAX_ITEM_BYTES, MAX_NUMBER_DIGITS
 from loader.errors import RowError
+from loader.limits import (
+    BOOL_BYTES,
+    MAX_ITEM_BYTES,
+    MAX_NUMBER_DIGITS,
+    NULL_BYTES,
+    decimal_sizes,
+    integer_sizes,
+    plain_integers,
+    utf8_size,
+    utf8_sizes,
+)
 from loader.models import Key
-from loader.schema import _BOOLS, ColumnPlan, Converter, _utf8_len
+from loader.schema import BOOL_WORDS, ColumnPlan, Converter
 
 __all__ = ["BlockTyper", "TypedBlock"]
 
-#: lower-cased BOOL spellings -> JSON literal (RowConverter's _BOOLS, as wire bytes)
-_BOOL_JSON = {text: b"true" if value else b"false" for text, value in _BOOLS.items()}
+#: lower-cased BOOL spellings -> JSON literal (``schema.BOOL_WORDS`` as wire bytes)
+_BOOL_JSON = {text: b"true" if value else b"false" for text, value in BOOL_WORDS.items()}
 _ZERO = "0"
 _T = TypeVar("_T")
 
@@ -94,7 +105,7 @@ class BlockTyper:
         self.usable = True
         key_pieces: list[bytes] = []
         for i, name, ktype, _label, limit in plan.keys:
-            self._const += _utf8_len(name)
+            self._const += utf8_size(name)
             if ktype == "B":
                 self.usable = False
             self._keys.append((i, ktype, limit))
@@ -104,11 +115,11 @@ class BlockTyper:
             self._add(i, name, "S", None, b'{"S":"%s"}', nsize, null=plan.empty == "null")
         for i, name, col, typ in plan.typed:
             null = typ == "NULL" or plan.empty == "null"
-            nsize = _utf8_len(name)
+            nsize = utf8_size(name)
             if typ == "N":
                 self._add(i, name, "N", plan.cell_converter(col, typ), b'{"N":"%s"}', nsize, null=null)
             elif typ == "BOOL":
-                self._add(i, name, "BOOL", None, b'{"BOOL":%s}', nsize + 1, null=null)
+                self._add(i, name, "BOOL", None, b'{"BOOL":%s}', nsize + BOOL_BYTES, null=null)
             elif typ in ("SS", "NS") and _set_safe(plan.delimiter):
                 # the elements' JSON-escaped text, the delimiter between them made into '","'
                 wrap = b'{"SS":["%s"]}' if typ == "SS" else b'{"NS":["%s"]}'
@@ -124,9 +135,9 @@ class BlockTyper:
     ) -> None:
         piece = _name(name) + wrap
         absent, absent_size = b"", -fixed  # omitted: neither name nor value
-        if null:  # the name and a 1-byte NULL
+        if null:  # the name and a NULL
             absent = (b"," + _name(name) + b"%s") % b'{"NULL":true}'
-            absent_size = _utf8_len(name) + 1 - fixed
+            absent_size = utf8_size(name) + NULL_BYTES - fixed
         self._const += fixed
         self._columns.append(_Column(i, kind, convert, piece, absent, absent_size))
 
@@ -164,7 +175,7 @@ class BlockTyper:
             if ktype == "S":
                 if "" in col:
                     return None
-                lens = _utf8_lens(col)
+                lens = utf8_sizes(col)
                 if max(lens) > limit:
                     return None
                 key_values.append(col)
@@ -174,12 +185,12 @@ class BlockTyper:
                 if "" in col:
                     return None
                 text = col  # digits have nothing to strip
-                if not _digits_only(text):
+                if not plain_integers(text):
                     text = list(map(str.strip, col))
-                    if "" in text or not _digits_only(text):
+                    if "" in text or not plain_integers(text):
                         return None
                 digits = list(map(str.lstrip, text, repeat(_ZERO)))
-                sizes.append(_number_sizes(digits))
+                sizes.append(integer_sizes(digits))
                 key_values.append([d or _ZERO for d in digits] if "" in digits else digits)
                 fragments.append(_ascii(text))
         sparse: list[bool] = []
@@ -241,11 +252,11 @@ class BlockTyper:
         it (digits, points and the common BOOL spellings have nothing to strip)."""
         kind = column.kind
         if kind == "S":
-            return _escaped(col), _utf8_lens(col)
+            return _escaped(col), utf8_sizes(col)
         if kind == "N":
             text = col
-            number_sizes = _decimal_sizes(text)
-            if number_sizes is None:  # padding, signs, exponents, long or odd text: _number_value
+            number_sizes = decimal_sizes(text)
+            if number_sizes is None:  # padding, signs, exponents, long or odd text: cell by cell
                 text = list(map(str.strip, col))
                 if "" in text:
                     raise _HasEmpty
@@ -283,12 +294,6 @@ def _name(name: str) -> bytes:
     return orjson.dumps(name).replace(b"%", b"%%") + b":"
 
 
-def _utf8_lens(col: list[str]) -> list[int]:
-    if "".join(col).isascii():
-        return list(map(len, col))
-    return list(map(len, map(str.encode, col)))  # UnicodeEncodeError for a lone surrogate
-
-
 _INSIDE = slice(1, -1)
 
 
@@ -309,45 +314,6 @@ def _escaped(col: list[str]) -> list[bytes]:
 def _ascii(col: list[str]) -> list[bytes]:
     """Number text (ASCII, no newline: checked before) as bytes."""
     return "\n".join(col).encode("ascii").split(b"\n")
-
-
-def _digits_only(col: list[str]) -> bool:
-    """Every cell is ASCII digits only and at most 38 of them (a plain non-negative integer)."""
-    joined = "".join(col)
-    return joined.isdigit() and joined.isascii() and max(map(len, col)) <= MAX_NUMBER_DIGITS
-
-
-def _number_sizes(digits: list[str]) -> list[int]:
-    """DynamoDB sizes of plain non-negative integers (``digits``: each without leading zeros).
-
-    RowConverter's digits-only formula, ``(len(d.rstrip("0")) + (len(d) & 1) + 1) // 2 + 1``
-    (1 for zero), one ``map`` at a time, the constants folded: ``(... + 3) // 2``."""
-    significant = map(len, map(str.rstrip, digits, repeat(_ZERO)))
-    odd = map(operator.and_, map(len, digits), repeat(1))
-    return list(map(operator.floordiv, map(add, map(add, significant, odd), repeat(3)), repeat(2)))
-
-
-def _decimal_sizes(text: list[str]) -> list[int] | None:
-    """Sizes of plain unsigned decimals (``12``, ``0.5``, ``99022.77``, at most 38 digits), or None
-    when a cell is anything else.
-
-    ``_number_value``'s formula a column at a time: the adjusted exponent is even exactly when
-    the digits after leading zeros plus the fraction digits are odd in number; zero is 1 byte.
-    """
-    if "." not in "".join(text):
-        return _number_sizes(list(map(str.lstrip, text, repeat(_ZERO)))) if _digits_only(text) else None
-    parts = list(map(str.partition, text, repeat(".")))
-    fractions = list(map(itemgetter(2), parts))
-    plain = list(map(add, map(itemgetter(0), parts), fractions))
-    joined = "".join(plain)
-    if not (joined.isdigit() and joined.isascii()) or "" in plain or max(map(len, plain)) > MAX_NUMBER_DIGITS:
-        return None
-    digits = list(map(str.lstrip, plain, repeat(_ZERO)))
-    lengths = list(map(len, digits))
-    odd = map(operator.and_, map(add, lengths, map(len, fractions)), repeat(1))
-    even = map(operator.and_, odd, map(bool, lengths))  # 0 for zero
-    significant = map(len, map(str.rstrip, digits, repeat(_ZERO)))
-    return list(map(operator.floordiv, map(add, map(add, significant, even), repeat(3)), repeat(2)))
 
 
 def _set_safe(delimiter: str) -> bool:
@@ -397,7 +363,7 @@ def _set_cells(
             map(operator.contains, text, repeat(delimiter + _ZERO)),
         )
         redo = list(map(operator.or_, redo, zero))
-        element_sizes = list(accumulate(_number_sizes(flat), initial=0))
+        element_sizes = list(accumulate(integer_sizes(flat), initial=0))
         ends = list(accumulate(counts))
         sizes = list(
             map(
@@ -409,7 +375,7 @@ def _set_cells(
         encoded = _ascii(text)
     else:
         # no repeats: the elements' sizes are the cell's minus the delimiters (one byte each)
-        sizes = list(map(operator.sub, map(add, _utf8_lens(text), repeat(1)), counts))
+        sizes = list(map(operator.sub, map(add, utf8_sizes(text), repeat(1)), counts))
         encoded = _escaped(text)
     sep = delimiter.encode()
     encoded = list(map(bytes.replace, encoded, repeat(sep), repeat(b'","')))

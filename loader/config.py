@@ -1,4 +1,4 @@
-"""Load settings and the DynamoDB service limits the loader enforces before it sends."""
+"""Load settings, and BatchWriteItem's request limits (an item's own limits are ``loader.limits``)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,13 @@ from typing import Literal
 
 from loader.errors import ConfigError
 
+# An item's limits live with its size rules in loader.limits; this name stays for the callers
+# that import it from here.
+
 #: BatchWriteItem: at most 25 put requests per call.
 MAX_BATCH_ITEMS = 25
 #: BatchWriteItem: at most 16 MB per request.
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
-#: An item is at most 400 KB, measured by DynamoDB's size rules (names + values).
-MAX_ITEM_BYTES = 400 * 1024
-#: A partition key value is at most 2048 bytes, a sort key value at most 1024 bytes.
-MAX_PARTITION_KEY_BYTES = 2048
-MAX_SORT_KEY_BYTES = 1024
-#: Numbers have at most 38 significant digits and magnitude within 1E-130 .. 9.99..E+125.
-MAX_NUMBER_DIGITS = 38
 
 DuplicatePolicy = Literal["last", "first", "error"]
 EmptyPolicy = Literal["omit", "null", "empty-string"]
@@ -96,12 +92,57 @@ class CsvSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class LoadConfig:
-    """One load's settings.
+    """One load's settings; each says what it costs.
 
-    Memory in flight is bounded here: at most ``concurrency`` batches are being sent, plus
-    ``queue_batches`` built batches waiting, each at most 25 items of at most 400 KB (in
-    practice a few KB: 40 + 80 batches of 25 x 1 KB rows is about 3 MB), plus ``read_ahead``
-    source chunks of ``chunk_bytes`` each.
+    ``table``: the table written.
+
+    ``concurrency`` (default 40): batches in flight at once, what bounds memory. The writer
+    takes a batch only while fewer than ``concurrency`` are in flight (sending, backing off after
+    a throttle, or waiting for an earlier batch that holds one of its keys); the reader waits for
+    room, and BatchWriteItem calls never outnumber it (the rate controller opens fewer while
+    throttled). A batch is at most 25 items, and its request body at most 16 MB.
+
+    ``max_wcu``: write units per second, all calls together (None: no ceiling).
+
+    ``on_duplicate``: ``last`` needs no memory beyond the open batch; ``first`` and ``error``
+    remember every key of the run (about 100 bytes each).
+
+    ``max_rejects``: rejected rows after which the load stops (None: no limit).
+
+    ``dry_run``: convert and batch every row, send nothing.
+
+    ``max_attempts``, ``backoff_base_s``, ``backoff_cap_s``: a batch that makes no progress for
+    ``max_attempts`` calls in a row fails the load; before each retry it sleeps a random time up
+    to ``backoff_base_s`` x 2**attempt, at most ``backoff_cap_s`` (full jitter).
+
+    ``checkpoint_interval_s``: the checkpoint is written at most this often while the load
+    advances (and always when it stops). ``stop_poll_s``: how often ``should_stop`` is also asked
+    while the reader waits for the writer (a Lambda deadline is seen within this).
+
+    ``chunk_bytes`` (default 1 MB): the size of each read from the source; one chunk is decoded
+    while the next is read.
+
+    Memory (what a load holds besides the interpreter and its clients, ~50 MB):
+
+    * **in flight**: ``concurrency`` + 1 batches (the writer's and the one being filled), at most
+      25 items each. Each item holds its request JSON (with the lean sender; the aiobotocore
+      sender keeps the item as Python dicts, several times larger), the row's CSV text (kept for
+      a reject record) and its key. A call on the wire also holds its request body.
+    * **reading**: 2 x ``chunk_bytes`` (the chunk being decoded and the one read ahead), the
+      decoded rows of one 64 KB slice of it, one block of up to 512 rows typed at once, and a
+      record still open at a chunk's end (at most 4 MB, the decoder's record limit).
+
+    Typical (the defaults, the benchmark's 250-byte rows): an item holds about 1 KB (0.45 KB of
+    JSON, 0.3 KB of text, its key and entry), 1.5 KB while its call is on the wire, so 41 x 25 x
+    1.5 KB is about 1.5 MB, plus 2 MB of chunks; a load peaks ~20 MB above the interpreter
+    (``python -m benchmarks rss``: 69 MB at 200k rows, 72 MB at 2M).
+
+    Worst case (every item near 400 KB): the batcher keeps a request under 16 MB (it counts 2
+    bytes of JSON per byte of item, so about 20 such items a batch), the rows' text is usually
+    no larger, and a call on the wire holds its 16 MB body too: up to ~48 MB a batch, about 2 GB
+    at ``concurrency`` 40. (Text padded around typed cells can make a row up to 4 MB while its
+    item stays small: 100 MB a batch at worst.) For objects of very large items, lower
+    ``concurrency``: each unit of it costs up to ~48 MB.
     """
 
     table: str
@@ -110,17 +151,12 @@ class LoadConfig:
     on_duplicate: DuplicatePolicy = "last"
     max_rejects: int | None = None
     dry_run: bool = False
-    #: writer retry policy: attempts per batch for throttles/unprocessed/transient errors
     max_attempts: int = 12
     backoff_base_s: float = 0.05
     backoff_cap_s: float = 20.0
-    #: the checkpoint file is rewritten at most this often while the load advances
     checkpoint_interval_s: float = 5.0
-    #: how often ``should_stop`` is also asked while the reader waits on the writer
     stop_poll_s: float = 0.25
     chunk_bytes: int = 1 << 20
-    read_ahead: int = 4
-    queue_batches: int = 80
 
     def __post_init__(self) -> None:
         if not self.table:
@@ -141,8 +177,8 @@ class LoadConfig:
             raise ConfigError("--backoff-base must be positive and at most --backoff-cap")
         _positive("checkpoint_interval_s", self.checkpoint_interval_s, zero=True)
         _positive("stop_poll_s", self.stop_poll_s)
-        if self.chunk_bytes < 4096 or self.read_ahead < 1 or self.queue_batches < 1:
-            raise ConfigError("chunk_bytes >= 4096, read_ahead >= 1 and queue_batches >= 1 are required")
+        if self.chunk_bytes < 4096:
+            raise ConfigError(f"chunk_bytes must be >= 4096, got {self.chunk_bytes}")
 
 
 def _positive(option: str, value: float, *, zero: bool = False) -> None:

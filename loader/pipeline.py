@@ -29,6 +29,7 @@ from loader.errors import (
     TooManyRejectsError,
     WriteFailedError,
 )
+from loader.limits import total_write_units
 from loader.models import (
     Batch,
     Checkpoint,
@@ -44,7 +45,7 @@ from loader.models import (
     entries_of,
 )
 from loader.rejects import RejectSink
-from loader.schema import RowConverter, total_write_units
+from loader.schema import RowConverter
 from loader.sender import BatchSender
 from loader.source import Source
 from loader.writer import Abandoned, BatchOutcome, Writer

@@ -3,8 +3,9 @@
 A :class:`RowConverter` is built once per load from the schema, the CSV header and the table's
 key schema; building it checks everything that can be checked without data (``ConfigError``).
 ``convert()`` then turns one row into ``(item, key, size)`` or raises ``RowError`` with a reason
-that names the column and the problem. It runs once per row, so ``__init__`` compiles it into
-straight-line code for this header: string columns cost a dict and a ``len``, no function call.
+that names the column and the problem. Rows the block typer (``loader.blocks``) declines come here
+(a row with an error, a binary key), and every row when the sender takes items instead of bytes
+(the aiobotocore reference sender, ``validate``).
 
 The canonical key (for duplicate detection) is a tuple of the key values as text: S as is, N
 normalised (``1``, ``1.0``, ``01``, ``1e0`` are all ``"1"``), B as canonical base64 of its bytes.
@@ -29,12 +30,8 @@ Decisions (what a cell becomes):
 For every type except S, surrounding whitespace is stripped first, and a cell that is then empty
 is an empty cell. A non-key empty cell follows ``SchemaSpec.empty``; a key cell may never be empty.
 
-Item size follows https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html
-and was checked byte for byte against DynamoDB Local at the 400 KB boundary: names and S are
-UTF-8 bytes, B the decoded bytes, BOOL/NULL 1, M/L 3 plus 1 per element (plus key names for M),
-sets the sum of their elements. A number is 1 byte for zero, else 1 + its base-100 digits
-(significant digits paired from the decimal point, so ``12`` is one pair and ``1.5`` two) + 1 if
-negative; this never under-counts (a negative 38-digit number may count 22 where DynamoDB says 21).
+Sizes and DynamoDB's limits (400 KB items, key sizes, 38-digit numbers and their range, 32
+nesting levels) are ``loader.limits``' rules; this module applies them and words the reasons.
 """
 
 from __future__ import annotations
@@ -43,28 +40,38 @@ import base64
 import binascii
 import dataclasses
 import json
-import operator
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from itertools import repeat
+from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, cast
 
 import orjson
 
-from loader.config import (
-    COLUMN_TYPES,
+from loader.config import COLUMN_TYPES, ColumnType, SchemaSpec
+from loader.errors import ConfigError, RowError
+from loader.limits import (
+    BOOL_BYTES,
+    CONTAINER_BYTES,
+    ELEMENT_BYTES,
     MAX_ITEM_BYTES,
+    MAX_NESTING,
     MAX_NUMBER_DIGITS,
     MAX_PARTITION_KEY_BYTES,
     MAX_SORT_KEY_BYTES,
-    ColumnType,
-    SchemaSpec,
+    NULL_BYTES,
+    integer_set_size,
+    integer_size,
+    number_parts,
+    number_size,
+    parts_size,
+    utf8_size,
 )
-from loader.errors import ConfigError, RowError
-from loader.models import Entry, Item, Key, KeySchema, KeyType
+from loader.models import Item, Key, KeySchema, KeyType
 
 __all__ = [
+    "BOOL_WORDS",
     "ColumnPlan",
+    "Converted",
+    "Converter",
     "RowConverter",
     "binary_attributes",
     "load_schema_file",
@@ -72,19 +79,20 @@ __all__ = [
     "normalize_number",
     "parse_type_overrides",
     "schema_from_dict",
-    "total_write_units",
-    "write_units",
 ]
 
 _SCHEMA_KEYS = ("columns", "rename", "empty", "set_delimiter")
-#: DynamoDB refuses a 32nd nested list/map inside an attribute (checked against DynamoDB Local).
-_MAX_NESTING = 31
-_MAX_ADJ_EXPONENT = 125
-_MIN_ADJ_EXPONENT = -130
 _QUOTE_CHARS = 80
 
-_NUMBER_RE = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?(?:[eE]([+-]?[0-9]{1,9}))?")
-_BOOLS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+#: What a BOOL cell may say, lower-cased, and what it means; anything else is a RowError.
+BOOL_WORDS: Mapping[str, bool] = {
+    "true": True,
+    "false": False,
+    "1": True,
+    "0": False,
+    "yes": True,
+    "no": False,
+}
 
 #: (attribute value, its size in bytes, name size not included)
 Converted = tuple[dict[str, Any], int]
@@ -183,20 +191,6 @@ def binary_attributes(spec: SchemaSpec, keys: KeySchema) -> frozenset[str]:
     return frozenset(names)
 
 
-def write_units(size: int) -> int:
-    """Write capacity units for one item of ``size`` bytes: ceil(size / 1 KB), at least 1."""
-    return max(1, (size + 1023) // 1024)
-
-
-def total_write_units(entries: Iterable[Entry]) -> int:
-    """``write_units`` summed over entries, in C-level maps (it runs once per batch)."""
-    units = map(operator.floordiv, map(operator.add, map(_SIZE, entries), repeat(1023)), repeat(1024))
-    return sum(map(max, units, repeat(1)))
-
-
-_SIZE = operator.attrgetter("size")
-
-
 def _q(value: str) -> str:
     """A cell quoted for a reject reason, cut to about 80 characters."""
     if len(value) > _QUOTE_CHARS:
@@ -204,80 +198,16 @@ def _q(value: str) -> str:
     return repr(value)
 
 
-def _parse_number(text: str, where: str) -> tuple[bool, str, int]:
-    """``(negative, significant digits, adjusted exponent)`` of a valid DynamoDB number.
-
-    ``text`` is already stripped. Zero is ``(False, "", 0)``. The adjusted exponent is the power
-    of ten of the first significant digit.
-    """
-    m = _NUMBER_RE.fullmatch(text)
-    if m is None:
-        raise RowError(f"{_q(text)} {where} is not a number")
-    sign, ip, fp, ex = m.groups()
-    if fp is None:
-        fp = ""
-    if not ip and not fp:
-        raise RowError(f"{_q(text)} {where} is not a number")
-    digits = (ip + fp).lstrip("0")
-    if not digits:
-        return False, "", 0
-    sig = digits.rstrip("0")
-    if len(sig) > MAX_NUMBER_DIGITS:
-        raise RowError(
-            f"{_q(text)} {where} has {len(sig)} significant digits; "
-            f"DynamoDB allows at most {MAX_NUMBER_DIGITS}"
-        )
-    adj = len(digits) - 1 - len(fp) + (int(ex) if ex else 0)
-    if not _MIN_ADJ_EXPONENT <= adj <= _MAX_ADJ_EXPONENT:
-        raise RowError(
-            f"{_q(text)} {where} is outside DynamoDB's number range "
-            "(magnitude 1E-130 .. 9.9999999999999999999999999999999999999E+125)"
-        )
-    return sign == "-", sig, adj
-
-
-def _number_size(negative: bool, sig: str, adj: int) -> int:
-    if not sig:
-        return 1
-    # base-100 digits: pairs aligned on the decimal point; an even exponent starts a lone digit.
-    return (len(sig) + (adj % 2 == 0) + 1) // 2 + 1 + negative
-
-
-def _number_value(text: str, where: str) -> int:
-    """Size of a stripped, non-empty N cell; RowError if it is not a valid number.
-
-    The hot path for N columns (the generated code handles digits-only cells itself):
-    ``_parse_number`` + ``_number_size`` inlined, and plain decimals (prices) skip the regex.
-    """
-    # a plain decimal, optionally signed: "19.99", "-0.125", ".5", "42"
-    body = text[1:] if text[0] in "+-" else text
-    plain = body.replace(".", "", 1)
-    if plain.isdigit() and plain.isascii() and len(plain) <= MAX_NUMBER_DIGITS:
-        digits = plain.lstrip("0")
-        if not digits:
-            return 1
-        point = body.find(".")
-        adj = len(digits) - 1 - (len(plain) - (point if point >= 0 else len(body)))
-        return (len(digits.rstrip("0")) + (adj & 1 == 0) + 1) // 2 + 1 + (text[0] == "-")
-    m = _NUMBER_RE.fullmatch(text)
-    if m is None:
-        raise RowError(f"{_q(text)} {where} is not a number")
-    sign, ip, fp, ex = m.groups()
-    if fp is None:
-        fp = ""
-    digits = (ip + fp).lstrip("0")
-    if not digits:
-        if not ip and not fp:
-            raise RowError(f"{_q(text)} {where} is not a number")
-        return 1
-    n = len(digits.rstrip("0"))
-    adj = len(digits) - 1 - len(fp) + (int(ex) if ex else 0)
-    if n > MAX_NUMBER_DIGITS or not _MIN_ADJ_EXPONENT <= adj <= _MAX_ADJ_EXPONENT:
-        _parse_number(text, where)  # raises with the reason
-    return (n + (adj & 1 == 0) + 1) // 2 + 1 + (sign == "-")
+def _number(text: str, where: str) -> tuple[bool, str, int]:
+    """``number_parts`` of a stripped cell; a RowError quoting it and saying where, if refused."""
+    try:
+        return number_parts(text)
+    except ValueError as exc:
+        raise RowError(f"{_q(text)} {where} {exc}") from None
 
 
 def _canonical(negative: bool, sig: str, adj: int) -> str:
+    """The text of the number whose ``number_parts`` these are, the same for equal values."""
     if not sig:
         return "0"
     last = adj - len(sig) + 1  # power of ten of the last significant digit
@@ -295,14 +225,10 @@ def normalize_number(text: str) -> str:
 
     Equal values give equal text. Surrounding whitespace is ignored. Raises RowError.
     """
-    return _canonical(*_parse_number(text.strip(), "is not a valid DynamoDB number and"))
+    return _canonical(*_number(text.strip(), "is not a valid DynamoDB number and"))
 
 
 # ----------------------------------------------------------------------------- converters
-
-
-def _utf8_len(s: str) -> int:
-    return len(s) if s.isascii() else len(s.encode())
 
 
 def _make_converter(typ: ColumnType, col: str, delimiter: str) -> Converter:
@@ -312,16 +238,19 @@ def _make_converter(typ: ColumnType, col: str, delimiter: str) -> Converter:
     if typ == "N":
 
         def conv_n(v: str) -> Converted:
-            return {"N": v}, _number_value(v, where)
+            try:
+                return {"N": v}, number_size(v)
+            except ValueError as exc:
+                raise RowError(f"{_q(v)} {where} {exc}") from None
 
         return conv_n
     if typ == "BOOL":
 
         def conv_bool(v: str) -> Converted:
-            b = _BOOLS.get(v.lower())
+            b = BOOL_WORDS.get(v.lower())
             if b is None:
                 raise RowError(f"{_q(v)} {where} is not a boolean (use true/false, 1/0 or yes/no)")
-            return {"BOOL": b}, 1
+            return {"BOOL": b}, BOOL_BYTES
 
         return conv_bool
     if typ == "NULL":
@@ -329,7 +258,7 @@ def _make_converter(typ: ColumnType, col: str, delimiter: str) -> Converter:
         def conv_null(v: str) -> Converted:
             if v.lower() != "null":
                 raise RowError(f"{_q(v)} {where} is not null (a NULL column takes an empty cell or 'null')")
-            return {"NULL": True}, 1
+            return {"NULL": True}, NULL_BYTES
 
         return conv_null
     if typ == "B":
@@ -346,7 +275,7 @@ def _make_converter(typ: ColumnType, col: str, delimiter: str) -> Converter:
 
         return conv_json
     if typ == "SS":
-        dsize = _utf8_len(delimiter)
+        dsize = utf8_size(delimiter)
 
         def conv_ss(v: str) -> Converted:
             parts = v.split(delimiter)
@@ -355,7 +284,7 @@ def _make_converter(typ: ColumnType, col: str, delimiter: str) -> Converter:
             elems = list(dict.fromkeys(parts))
             if len(elems) == len(parts):  # no repeats: the elements' sizes are the cell's minus delimiters
                 return {"SS": elems}, (len(v) if v.isascii() else len(v.encode())) - dsize * (len(parts) - 1)
-            return {"SS": elems}, sum(map(_utf8_len, elems))
+            return {"SS": elems}, sum(map(utf8_size, elems))
 
         return conv_ss
     if typ == "NS":
@@ -365,29 +294,27 @@ def _make_converter(typ: ColumnType, col: str, delimiter: str) -> Converter:
             joined = v.replace(delimiter, "") if len(parts) > 1 else v
             if joined.isdigit() and joined.isascii() and "" not in parts:
                 # plain non-negative integers (most set elements): the canonical text of each is
-                # itself without leading zeros, and its size is _number_value's digits-only formula
+                # itself without leading zeros
                 fast: dict[str, str] = {}
-                size = 0
                 for p in parts:
                     if len(p) > MAX_NUMBER_DIGITS:
                         break
                     d = p.lstrip("0")
                     if d not in fast:
                         fast[d] = p
-                        size += (len(d.rstrip("0")) + (len(d) & 1) + 1) // 2 + 1 if d else 1
                 else:
-                    return {"NS": list(fast.values())}, size
+                    return {"NS": list(fast.values())}, integer_set_size(fast)
             seen: dict[str, str] = {}
             size = 0
             for part in parts:
                 p = part.strip()
                 if not p:
                     raise RowError(f"{_q(v)} {where} has an empty set element (delimiter {delimiter!r})")
-                parsed = _parse_number(p, where)
+                parsed = _number(p, where)
                 canon = _canonical(*parsed)
                 if canon not in seen:
                     seen[canon] = p
-                    size += _number_size(*parsed)
+                    size += parts_size(*parsed)
             return {"NS": list(seen.values())}, size
 
         return conv_ns
@@ -423,31 +350,22 @@ class _NotFast(Exception):
     """The fast JSON path declines; the exact path decides (and explains any error)."""
 
 
-def _int_size(text: str) -> int:
-    """Size of a number whose text is ``repr()`` of an int (``-`` and digits, no leading zeros)."""
-    neg = text[0] == "-"
-    digits = text[1:] if neg else text
-    if digits == "0":
-        return 1
-    # _number_value's formula: the adjusted exponent is len - 1, so "even exponent" is "odd length"
-    return (len(digits.rstrip("0")) + (len(digits) & 1) + 1) // 2 + 1 + neg
-
-
 def _json_fast(obj: Any, depth: int) -> Converted:
     """A parsed JSON container (orjson: dict or list) as DynamoDB M / L, with its size.
 
     Leaves are handled inline in the loops (not by a call per value): a call per node was half of
     this column's cost on the benchmark's JSON column. The two loops repeat the leaf chain on
     purpose: one loop over ``values()`` feeding ``dict(zip(...))``, with a call per container for
-    it, measured 10.8 against 7.4-8.0 us a cell. Numbers come from a float or int that holds
-    the cell's text exactly (see _JSON_SHAPE), so ``repr`` is the same decimal value.
+    it, measured 10.8 against 7.4-8.0 us a cell. For the same reason ``utf8_size`` is written out
+    for names and strings (a call for each was ~15% of this column). Numbers come from a float or
+    int that holds the cell's text exactly (see _JSON_SHAPE), so ``repr`` is the same decimal value.
     """
     depth += 1
-    if depth > _MAX_NESTING:
+    if depth > MAX_NESTING:
         raise _NotFast
+    size = CONTAINER_BYTES + ELEMENT_BYTES * len(obj)
     if type(obj) is dict:
         members: dict[str, dict[str, Any]] = {}
-        size = 3 + len(obj)
         for k, x in obj.items():
             if not k:
                 raise _NotFast
@@ -458,18 +376,18 @@ def _json_fast(obj: Any, depth: int) -> Converted:
                 size += len(x) if x.isascii() else len(x.encode())
             elif t is bool:
                 members[k] = {"BOOL": x}
-                size += 1
+                size += BOOL_BYTES
             elif t is int:
                 text = repr(x)
                 members[k] = {"N": text}
-                size += _int_size(text)
+                size += integer_size(text)
             elif x is None:
                 members[k] = {"NULL": True}
-                size += 1
+                size += NULL_BYTES
             elif t is float:
                 text = repr(x)
                 members[k] = {"N": text}
-                size += _number_value(text, "")
+                size += number_size(text)
             else:
                 value, vsize = _json_fast(x, depth)
                 members[k] = value
@@ -477,7 +395,6 @@ def _json_fast(obj: Any, depth: int) -> Converted:
         return {"M": members}, size
     items: list[dict[str, Any]] = []
     append = items.append
-    size = 3 + len(obj)
     for x in obj:
         t = type(x)
         if t is str:
@@ -485,18 +402,18 @@ def _json_fast(obj: Any, depth: int) -> Converted:
             size += len(x) if x.isascii() else len(x.encode())
         elif t is bool:
             append({"BOOL": x})
-            size += 1
+            size += BOOL_BYTES
         elif t is int:
             text = repr(x)
             append({"N": text})
-            size += _int_size(text)
+            size += integer_size(text)
         elif x is None:
             append({"NULL": True})
-            size += 1
+            size += NULL_BYTES
         elif t is float:
             text = repr(x)
             append({"N": text})
-            size += _number_value(text, "")
+            size += number_size(text)
         else:
             value, vsize = _json_fast(x, depth)
             append(value)
@@ -516,15 +433,15 @@ def _json_cell(v: str, col: str) -> Converted:
             if t is dict or t is list:
                 return _json_fast(obj, 0)
             if t is str:
-                return {"S": obj}, _utf8_len(obj)
+                return {"S": obj}, utf8_size(obj)
             if t is bool:
-                return {"BOOL": obj}, 1
+                return {"BOOL": obj}, BOOL_BYTES
             if obj is None:
-                return {"NULL": True}, 1
+                return {"NULL": True}, NULL_BYTES
             text = repr(obj)  # int or float
-            return {"N": text}, _number_value(text, "")
-        except (orjson.JSONDecodeError, _NotFast, RowError, RecursionError):
-            pass  # the exact path below gives the precise reason
+            return {"N": text}, number_size(text)
+        except (ValueError, _NotFast, RecursionError):
+            pass  # not JSON, a number DynamoDB refuses, ...: the exact path gives the precise reason
     try:
         obj = json.loads(v, parse_int=_JsonNumber, parse_float=_JsonNumber, parse_constant=_json_constant)
     except ValueError as exc:
@@ -540,26 +457,26 @@ def _json_cell(v: str, col: str) -> Converted:
 def _json_value(obj: Any, cell: str, col: str, depth: int) -> Converted:
     if isinstance(obj, str):
         if type(obj) is _JsonNumber:
-            parsed = _parse_number(str(obj), f"in JSON column {col!r}")
-            return {"N": str(obj)}, _number_size(*parsed)
-        return {"S": str(obj)}, _utf8_len(obj)
+            parsed = _number(str(obj), f"in JSON column {col!r}")
+            return {"N": str(obj)}, parts_size(*parsed)
+        return {"S": str(obj)}, utf8_size(obj)
     if obj is True or obj is False:
-        return {"BOOL": obj}, 1
+        return {"BOOL": obj}, BOOL_BYTES
     if obj is None:
-        return {"NULL": True}, 1
+        return {"NULL": True}, NULL_BYTES
     depth += 1
-    if depth > _MAX_NESTING:
+    if depth > MAX_NESTING:
         raise RowError(
-            f"{_q(cell)} in column {col!r} nests more than {_MAX_NESTING} arrays/objects "
+            f"{_q(cell)} in column {col!r} nests more than {MAX_NESTING} arrays/objects "
             "(DynamoDB allows 32 levels)"
         )
-    size = 3
+    size = CONTAINER_BYTES
     if isinstance(obj, list):
         items: list[dict[str, Any]] = []
         for x in obj:
             value, vsize = _json_value(x, cell, col, depth)
             items.append(value)
-            size += 1 + vsize
+            size += ELEMENT_BYTES + vsize
         return {"L": items}, size
     members: dict[str, dict[str, Any]] = {}
     for k, x in cast(dict[str, Any], obj).items():
@@ -567,7 +484,7 @@ def _json_value(obj: Any, cell: str, col: str, depth: int) -> Converted:
             raise RowError(f"{_q(cell)} in column {col!r} has an empty object key (DynamoDB refuses it)")
         value, vsize = _json_value(x, cell, col, depth)
         members[k] = value
-        size += 1 + _utf8_len(k) + vsize
+        size += ELEMENT_BYTES + utf8_size(k) + vsize
     return {"M": members}, size
 
 
@@ -580,9 +497,9 @@ def _key_number(v: str, label: str) -> tuple[str, str, int]:
     if not t:
         raise RowError(f"empty {label}")
     if t.isdigit() and t.isascii() and len(t) <= MAX_NUMBER_DIGITS:
-        return t, t.lstrip("0") or "0", _number_value(t, label)
-    parsed = _parse_number(t, f"in {label}")
-    return t, _canonical(*parsed), _number_size(*parsed)
+        return t, t.lstrip("0") or "0", integer_size(t)
+    parsed = _number(t, f"in {label}")
+    return t, _canonical(*parsed), parts_size(*parsed)
 
 
 def _key_binary(v: str, label: str, limit: int) -> tuple[str, int]:
@@ -596,24 +513,6 @@ def _key_binary(v: str, label: str, limit: int) -> tuple[str, int]:
     if len(data) > limit:
         raise RowError(f"{label} is {len(data)} bytes; DynamoDB allows at most {limit}")
     return base64.b64encode(data).decode("ascii"), len(data)
-
-
-def _empty_s(policy: str, columns: tuple[tuple[int, str, int], ...]) -> Callable[[Item, list[str]], int]:
-    """Applies the empty policy to S cells that are ``""``; returns the size change."""
-
-    def fix(item: Item, fields: list[str]) -> int:
-        delta = 0
-        for i, name, nsize in columns:
-            if not fields[i]:
-                if policy == "omit":
-                    del item[name]
-                    delta -= nsize
-                elif policy == "null":
-                    item[name] = {"NULL": True}
-                    delta += 1
-        return delta
-
-    return fix
 
 
 def _not_unicode(names: list[str], fields: list[str]) -> str:
@@ -650,9 +549,7 @@ class RowConverter:
 
     ``attribute_names`` are the item's attribute names in header order (after ``rename``).
 
-    ``convert`` is generated once per converter as straight-line Python (one block per column,
-    names and sizes as constants): on CPython this is about twice as fast as a loop over column
-    descriptors, and it runs once per row. ``source`` holds the generated text for debugging.
+    ``convert`` is a closure made once per converter over the plan's columns (``_row_function``).
     """
 
     def __init__(self, spec: SchemaSpec, header: Sequence[str], keys: KeySchema) -> None:
@@ -720,7 +617,7 @@ class RowConverter:
                 continue
             typ = spec.columns.get(col, "S")
             if typ == "S":
-                s_cols.append((i, attr, _utf8_len(attr)))
+                s_cols.append((i, attr, utf8_size(attr)))
             else:
                 typed_cols.append((i, attr, col, typ))
         self.plan = ColumnPlan(
@@ -731,9 +628,7 @@ class RowConverter:
             empty=spec.empty,
             delimiter=spec.set_delimiter,
         )
-        self.source, self._convert = _generate(
-            len(header), key_cols, tuple(s_cols), typed_cols, spec.empty, spec.set_delimiter
-        )
+        self._convert = _row_function(self.plan)
 
     def convert(self, fields: list[str]) -> tuple[Item, Key, int]:
         """One row as ``(wire-JSON item, canonical key, item size in bytes)``; RowError if it can't be."""
@@ -781,108 +676,127 @@ def _check_index_keys(spec: SchemaSpec, header: list[str], first: Mapping[str, i
         raise ConfigError("; ".join(problems))
 
 
-def _generate(
-    width: int,
-    key_cols: list[tuple[int, str, KeyType, str, int]],
-    s_cols: tuple[tuple[int, str, int], ...],
-    typed_cols: list[tuple[int, str, str, ColumnType]],
-    empty: str,
-    delimiter: str,
-) -> tuple[str, Callable[[list[str]], tuple[Item, Key, int]]]:
-    """The source of a row converter and the function itself.
+def _row_function(plan: ColumnPlan) -> Callable[[list[str]], tuple[Item, Key, int]]:
+    """The row conversion ``RowConverter.convert`` runs for ``plan``: keys, then strings, then the
+    typed columns, each in header order (the order ``loader.blocks`` writes them in too).
 
-    Only ``repr()`` of strings and integers computed here reach the source, so a column or
-    attribute name can never become code.
+    Plain closures over the plan, no generated code: a string cell costs no call, a typed cell
+    at most one or two. It runs for every row on the reference path and in ``validate``, and for
+    the rows the block typer declines.
     """
-    env: dict[str, Any] = {
-        "RowError": RowError,
-        "MAX_ITEM_BYTES": MAX_ITEM_BYTES,
-        "_key_number": _key_number,
-        "_key_binary": _key_binary,
-        "_number_value": _number_value,
-        "_BOOLS": _BOOLS,
-        "_json_cell": _json_cell,
-    }
-    out = [
-        "def convert(fields):",
-        f"    if len(fields) != {width}:",
-        f"        raise RowError(f'expected {width} fields, got {{len(fields)}}')",
-        "    " + "".join(f"v{i}, " for i in range(width)) + "= fields",
-        "    size = " + repr(sum(_utf8_len(k[1]) for k in key_cols) + sum(c[2] for c in s_cols)),
-    ]
-    display: list[str] = []
-    key_vars: list[str] = []
-    for j, (i, name, ktype, label, limit) in enumerate(key_cols):
-        if ktype == "S":
-            out += [
-                f"    if not v{i}:",
-                f"        raise RowError({'empty ' + label!r})",
-                f"    n = len(v{i}) if v{i}.isascii() else len(v{i}.encode())",
-                f"    if n > {limit}:",
-                f"        raise RowError({label!r} f' is {{n}} bytes; DynamoDB allows at most {limit}')",
-                "    size += n",
-            ]
-            display.append(f"{name!r}: {{'S': v{i}}}")
-            key_vars.append(f"v{i}")
-        elif ktype == "N":
-            out += [f"    t{j}, k{j}, n = _key_number(v{i}, {label!r})", "    size += n"]
-            display.append(f"{name!r}: {{'N': t{j}}}")
-            key_vars.append(f"k{j}")
-        else:
-            out += [f"    k{j}, n = _key_binary(v{i}, {label!r}, {limit})", "    size += n"]
-            display.append(f"{name!r}: {{'B': k{j}}}")
-            key_vars.append(f"k{j}")
-    display += [f"{name!r}: {{'S': v{i}}}" for i, name, _ in s_cols]
-    out.append("    item = {" + ", ".join(display) + "}")
-    if s_cols:
-        joined = (
-            f"v{s_cols[0][0]}"
-            if len(s_cols) == 1
-            else "''.join((" + "".join(f"v{c[0]}, " for c in s_cols) + "))"
+    width = plan.width
+    wrong_width = f"expected {width} fields, got "
+    keys = plan.keys
+    # names of the keys and string columns are in every item
+    fixed = sum(utf8_size(k[1]) for k in keys) + sum(c[2] for c in plan.strings)
+    single_s_key = len(keys) == 1 and keys[0][2] == "S"
+    k_index, k_name, _, k_label, k_limit = keys[0]
+    k_empty = "empty " + k_label
+    strings = plan.strings
+    s_names = [c[1] for c in strings]
+    # a tuple of the string cells, in C
+    s_cells = itemgetter(*(c[0] for c in strings)) if len(strings) > 1 else None
+    s_index = strings[0][0] if len(strings) == 1 else -1
+    omit = plan.empty == "omit"
+    fix_empty = bool(strings) and plan.empty != "empty-string"
+    n_kind, bool_kind, other_kind = 0, 1, 2
+    typed = [
+        (
+            i,
+            name,
+            utf8_size(name),
+            n_kind if typ == "N" else bool_kind if typ == "BOOL" else other_kind,
+            plan.cell_converter(col, typ),
+            f"in column {col!r}",
+            utf8_size(name) + NULL_BYTES if typ == "NULL" or plan.empty == "null" else 0,
         )
-        out += [f"    j = {joined}", "    size += len(j) if j.isascii() else len(j.encode())"]
-        if empty != "empty-string":
-            env["_fix_empty"] = _empty_s(empty, s_cols)
-            out += ["    if '' in fields:", "        size += _fix_empty(item, fields)"]
-    for i, name, col, typ in typed_cols:
-        nsize = _utf8_len(name)
-        where = f"in column {col!r}"
-        out.append(f"    t = v{i}.strip()")
-        out.append("    if t:")
-        if typ == "N":
-            out += [  # digits-only cells inline, the rest through _number_value
-                f"        item[{name!r}] = {{'N': t}}",
-                f"        if t.isdigit() and t.isascii() and len(t) <= {MAX_NUMBER_DIGITS}:",
-                "            d = t.lstrip('0')",
-                f"            size += {nsize + 1}"
-                " + ((len(d.rstrip('0')) + (len(d) & 1) + 1) // 2 if d else 0)",
-                "        else:",
-                f"            size += {nsize} + _number_value(t, {where!r})",
-            ]
-        elif typ == "BOOL":  # the common spellings without a call; the rest (and errors) by _c{i}
-            env[f"_c{i}"] = _make_converter(typ, col, delimiter)
-            out += [
-                "        b = _BOOLS.get(t)",
-                "        if b is None:",
-                f"            item[{name!r}], n = _c{i}(t)",
-                f"            size += {nsize} + n",
-                "        else:",
-                f"            item[{name!r}] = {{'BOOL': b}}",
-                f"            size += {nsize + 1}",
-            ]
-        elif typ == "JSON":
-            out += [f"        item[{name!r}], n = _json_cell(t, {col!r})", f"        size += {nsize} + n"]
-        else:
-            env[f"_c{i}"] = _make_converter(typ, col, delimiter)
-            out += [f"        item[{name!r}], n = _c{i}(t)", f"        size += {nsize} + n"]
-        if typ == "NULL" or empty == "null":
-            out += ["    else:", f"        item[{name!r}] = {{'NULL': True}}", f"        size += {nsize + 1}"]
-    out += [
-        "    if size > MAX_ITEM_BYTES:",
-        '        raise RowError(f"item is {size} bytes by DynamoDB\'s size rules; the limit is "',
-        f"                       '{MAX_ITEM_BYTES} (400 KB)')",
-        "    return item, (" + "".join(f"{k}, " for k in key_vars) + "), size",
+        for i, name, col, typ in plan.typed
     ]
-    source = "\n".join(out) + "\n"
-    exec(compile(source, "<s3ddb RowConverter>", "exec"), env)
-    return source, cast(Callable[[list[str]], tuple[Item, Key, int]], env["convert"])
+
+    def convert(fields: list[str]) -> tuple[Item, Key, int]:
+        if len(fields) != width:
+            raise RowError(wrong_width + str(len(fields)))
+        size = fixed
+        if single_s_key:
+            v = fields[k_index]
+            if not v:
+                raise RowError(k_empty)
+            n = len(v) if v.isascii() else len(v.encode())  # utf8_size, written out: once per row
+            if n > k_limit:
+                raise RowError(f"{k_label} is {n} bytes; DynamoDB allows at most {k_limit}")
+            item: Item = {k_name: {"S": v}}
+            key: Key = (v,)
+            size += n
+        else:
+            item, key, n = _keys(keys, fields)
+            size += n
+        if strings:
+            values: Sequence[str] = s_cells(fields) if s_cells is not None else (fields[s_index],)
+            for name, v in zip(s_names, values, strict=True):
+                item[name] = {"S": v}
+            joined = "".join(values)
+            size += len(joined) if joined.isascii() else len(joined.encode())
+            if fix_empty and "" in values:
+                for (_, name, nsize), v in zip(strings, values, strict=True):
+                    if not v:
+                        if omit:
+                            del item[name]
+                            size -= nsize
+                        else:  # null
+                            item[name] = {"NULL": True}
+                            size += NULL_BYTES
+        for i, name, nsize, kind, cell, where, absent in typed:
+            t = fields[i].strip()
+            if t:
+                if kind == n_kind:
+                    item[name] = {"N": t}
+                    if t.isdigit() and t.isascii() and len(t) <= MAX_NUMBER_DIGITS:
+                        size += nsize + integer_size(t)
+                    else:
+                        try:
+                            size += nsize + number_size(t)
+                        except ValueError as exc:
+                            raise RowError(f"{_q(t)} {where} {exc}") from None
+                elif kind == bool_kind and (b := BOOL_WORDS.get(t)) is not None:
+                    item[name] = {"BOOL": b}
+                    size += nsize + BOOL_BYTES
+                else:  # the other types, and BOOL cells in other spellings (or wrong)
+                    item[name], n = cell(t)
+                    size += nsize + n
+            elif absent:
+                item[name] = {"NULL": True}
+                size += absent
+        if size > MAX_ITEM_BYTES:
+            raise RowError(
+                f"item is {size} bytes by DynamoDB's size rules; the limit is {MAX_ITEM_BYTES} (400 KB)"
+            )
+        return item, key, size
+
+    return convert
+
+
+def _keys(keys: tuple[tuple[int, str, KeyType, str, int], ...], fields: list[str]) -> tuple[Item, Key, int]:
+    """The key attributes of a row: ``(item holding them, canonical key, their values' size)``."""
+    item: Item = {}
+    canonical: list[str] = []
+    size = 0
+    for i, name, ktype, label, limit in keys:
+        v = fields[i]
+        if ktype == "S":
+            if not v:
+                raise RowError("empty " + label)
+            n = utf8_size(v)
+            if n > limit:
+                raise RowError(f"{label} is {n} bytes; DynamoDB allows at most {limit}")
+            item[name] = {"S": v}
+            canonical.append(v)
+        elif ktype == "N":
+            text, k, n = _key_number(v, label)
+            item[name] = {"N": text}
+            canonical.append(k)
+        else:
+            k, n = _key_binary(v, label, limit)
+            item[name] = {"B": k}
+            canonical.append(k)
+        size += n
+    return item, tuple(canonical), size

@@ -44,9 +44,9 @@ from loader.errors import (
     TransientSendError,
     WriteFailedError,
 )
+from loader.limits import total_write_units
 from loader.models import Batch, Entry, Item, Key, KeySchema, Reject
 from loader.retry import Backoff, RateController, RetryPolicy, UnprocessedItemsError
-from loader.schema import total_write_units
 from loader.sender import BatchSender
 
 _key = attrgetter("key")

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from loader.config import MAX_ITEM_BYTES, SchemaSpec
+from loader.config import SchemaSpec
 from loader.errors import RowError
+from loader.limits import MAX_ITEM_BYTES
 from loader.models import Item, KeySchema
 from loader.schema import RowConverter, normalize_number
 

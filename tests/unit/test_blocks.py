@@ -229,24 +229,6 @@ def test_entries_of_makes_the_entries_entry_would() -> None:
     assert made[1].key == ("b", "1") and made[1].item_of() == {"b": 1}
 
 
-def test_decimal_sizes_match_number_value_on_random_decimals() -> None:
-    from loader.blocks import _decimal_sizes
-    from loader.schema import _number_value
-
-    rnd = random.Random(3)
-    values = []
-    while len(values) < 5000:
-        whole = "".join(rnd.choices("0123456789", k=rnd.randrange(0, 20)))
-        frac = "".join(rnd.choices("0000123456789", k=rnd.randrange(0, 19)))
-        value = whole + ("." + frac if rnd.random() < 0.7 else "")
-        if value.replace(".", ""):
-            values.append(value)
-    assert _decimal_sizes(values) == [_number_value(v, "") for v in values]
-    assert _decimal_sizes(["1.2.3"]) is None
-    assert _decimal_sizes(["-1.5"]) is None
-    assert _decimal_sizes(["."]) is None
-
-
 SET_WORDS = ["a", "b", "zoë", "日本", 'say "hi"', "\\", "tab\there", "%s", "x,y", "p ad", "a\u2028b"]
 
 
