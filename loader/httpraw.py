@@ -170,6 +170,8 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = False
         self._want = 0
         self._chunks: list[bytes] = []
+        #: done once the transport is gone (a TLS close ends only after its close_notify exchange)
+        self.lost: asyncio.Future[None] = loop.create_future()
 
     # asyncio callbacks
 
@@ -194,6 +196,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._ended(exc)
+        if not self.lost.done():
+            self.lost.set_result(None)
 
     # driving an exchange
 
@@ -387,6 +391,8 @@ class _Pool:
         self._client = client
         self.host, self.port, self.tls = origin
         self._idle: list[_Connection] = []
+        #: every connection whose transport is not gone yet, idle, busy or closing
+        self.live: set[_Connection] = set()
         self._slots = asyncio.Semaphore(client.max_connections)
         self.opened = 0  # connections ever made (tests and diagnostics)
 
@@ -452,12 +458,30 @@ class _Pool:
                 f"cannot connect to {_bracketed(self.host)}:{self.port}: {type(exc).__name__}: {exc}"
             ) from exc
         self.opened += 1
+        self.live.add(conn)
+        conn.lost.add_done_callback(lambda _f: self.live.discard(conn))
         return conn
 
     def close(self) -> None:
         for conn in self._idle:
             conn.close()
         self._idle.clear()
+
+    async def closed(self, timeout_s: float) -> None:
+        """Wait until every connection's transport is gone; abort what is still closing after
+        ``timeout_s``. A loop closed while a TLS transport shuts down fails (uvloop: EBUSY) and
+        leaves the socket unclosed."""
+        live = [c for c in self.live if not c.lost.done()]
+        if not live:
+            return
+        for conn in live:
+            conn.close()
+        _, pending = await asyncio.wait([c.lost for c in live], timeout=timeout_s)
+        if pending:
+            for conn in live:
+                if not conn.lost.done():
+                    conn.abort()
+            await asyncio.wait([c.lost for c in live], timeout=timeout_s)
 
 
 class RawHttpClient:
@@ -518,7 +542,11 @@ class RawHttpClient:
         return await self.pool(origin).request("".join(lines).encode("latin-1") + body)
 
     async def aclose(self) -> None:
+        """Close every connection and wait for their transports to be gone (bounded)."""
         self.closed = True
-        for pool in self._pools.values():
+        pools = list(self._pools.values())
+        for pool in pools:
             pool.close()
         self._pools.clear()
+        for pool in pools:
+            await pool.closed(self.connect_timeout_s)
