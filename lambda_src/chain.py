@@ -541,12 +541,7 @@ class ChainRunner:
         self, item: LedgerItem, ref: ObjectRef, *, table: str, options: LoadOptions
     ) -> list[str]:
         """How the spec a reload will pin differs from the one the last load of ``item`` ran."""
-        try:
-            pinned = LoadSpec.from_dict(item.spec or {})
-        except ConfigError:
-            return []
-        new = self._spec_for(ref, table=table, options=options)
-        return pinned.differences(dataclasses.replace(new, version_id=pinned.version_id, etag=pinned.etag))
+        return _pinned_differences(item, self._spec_for(ref, table=table, options=options))
 
     def _head(self, bucket: str, key: str, version_id: str | None) -> ObjectRef:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
@@ -777,11 +772,7 @@ class ChainRunner:
     def _note_spec_drift(self, item: LedgerItem, spec: LoadSpec) -> None:
         """A chain resumed by an event whose options differ from the pinned ones runs the pinned
         ones; say so (a reload starts over with the new ones)."""
-        try:
-            pinned = LoadSpec.from_dict(item.spec or {})
-        except ConfigError:
-            return  # _run_hop fails the chain with the reason
-        diffs = pinned.differences(dataclasses.replace(spec, version_id=pinned.version_id, etag=pinned.etag))
+        diffs = _pinned_differences(item, spec)
         if diffs:
             self.t.log.warning(
                 "the event's load options differ from the chain's pinned spec; resuming with the pinned "
@@ -1127,6 +1118,16 @@ def _invoke_error_code(exc: BaseException) -> str:
     if not isinstance(response, dict):
         return ""
     return str(response.get("Error", {}).get("Code", ""))
+
+
+def _pinned_differences(item: LedgerItem, spec: LoadSpec) -> list[str]:
+    """How ``spec`` differs from the chain's pinned spec in what lands in the table (the object
+    version aside); none when the pinned spec is unreadable (``_run_hop`` fails the chain then)."""
+    try:
+        pinned = LoadSpec.from_dict(item.spec or {})
+    except ConfigError:
+        return []
+    return pinned.differences(dataclasses.replace(spec, version_id=pinned.version_id, etag=pinned.etag))
 
 
 def _state_too_large(item: LedgerItem, cp: Checkpoint) -> str | None:

@@ -334,14 +334,12 @@ async def run(
     on_checkpoint: Callable[[Checkpoint], Awaitable[None]] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     pin_into_checkpoints: bool = True,
-    on_pinned: Callable[[LoadSpec], None] | None = None,
 ) -> RunResult:
     """Open the spec's source (pinning its version), its rejects sink, and run the pipeline.
 
     Every checkpoint handed to ``on_checkpoint``, the result's and an error's carry the pinned
     spec (``Checkpoint.spec``) unless ``pin_into_checkpoints`` is False (the Lambda keeps it in the
-    ledger item instead). ``on_pinned`` receives the spec with the version the source resolved.
-    Raises like ``loader.pipeline.run``.
+    ledger item instead). Raises like ``loader.pipeline.run``.
     """
     from loader import pipeline
     from loader.rejects import open_rejects
@@ -351,44 +349,37 @@ async def run(
     source = open_source(
         spec.source, s3_client=s3_client, spec=spec.csv, version_id=spec.version_id, etag=spec.etag
     )
+    pinned = dataclasses.replace(spec, version_id=source.info.version_id, etag=source.info.etag)
+    stamp = pinned.to_dict() if pin_into_checkpoints else None
+
+    def stamped(cp: Checkpoint) -> Checkpoint:
+        return cp if stamp is None else dataclasses.replace(cp, spec=stamp)
+
+    async def checkpoint(cp: Checkpoint) -> None:
+        if on_checkpoint is not None:
+            await on_checkpoint(stamped(cp))
+
+    rejects = open_rejects(spec.rejects, run_id=run_id, s3_client=s3_client)
     try:
-        pinned = dataclasses.replace(spec, version_id=source.info.version_id, etag=source.info.etag)
-        if on_pinned is not None:
-            on_pinned(pinned)
-        stamp = pinned.to_dict() if pin_into_checkpoints else None
-
-        def stamped(cp: Checkpoint) -> Checkpoint:
-            return cp if stamp is None else dataclasses.replace(cp, spec=stamp)
-
-        async def checkpoint(cp: Checkpoint) -> None:
-            if on_checkpoint is not None:
-                await on_checkpoint(stamped(cp))
-
-        rejects = open_rejects(spec.rejects, run_id=run_id, s3_client=s3_client)
-        try:
-            result = await pipeline.run(
-                source=source,
-                config=config,
-                csv_spec=spec.csv,
-                schema=spec.schema,
-                keys=keys,
-                sender=sender,
-                rejects=rejects,
-                should_stop=should_stop or (lambda _p: False),
-                resume=resume,
-                on_checkpoint=checkpoint,
-                on_progress=on_progress,
-            )
-        except S3ddbError as exc:
-            if isinstance(exc.result, RunResult):
-                exc.result = dataclasses.replace(exc.result, checkpoint=stamped(exc.result.checkpoint))
-            raise
-        finally:
-            rejects.close()
-        return dataclasses.replace(result, checkpoint=stamped(result.checkpoint))
+        result = await pipeline.run(
+            source=source,
+            config=config,
+            csv_spec=spec.csv,
+            schema=spec.schema,
+            keys=keys,
+            sender=sender,
+            rejects=rejects,
+            should_stop=should_stop or (lambda _p: False),
+            resume=resume,
+            on_checkpoint=checkpoint,
+            on_progress=on_progress,
+        )
+    except S3ddbError as exc:
+        if isinstance(exc.result, RunResult):
+            exc.result = dataclasses.replace(exc.result, checkpoint=stamped(exc.result.checkpoint))
+        raise
     finally:
-        close = getattr(source, "close", None)
-        if callable(close):
-            close()
+        rejects.close()
+    return dataclasses.replace(result, checkpoint=stamped(result.checkpoint))
 
 

@@ -205,8 +205,7 @@ def _spec_from_args(args: argparse.Namespace, *, pinned: LoadSpec | None = None)
         csv_changes["encoding"] = args.encoding
     if args.compression is not None:
         csv_changes["compression"] = args.compression
-    fields = {f.name: getattr(base_csv, f.name) for f in dataclasses.fields(CsvSpec)}
-    csv_spec = CsvSpec(**{**fields, **csv_changes})
+    csv_spec = dataclasses.replace(base_csv, **csv_changes)
 
     def knob(name: str, default: Any) -> Any:
         given = getattr(args, name, None)
