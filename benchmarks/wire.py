@@ -22,6 +22,26 @@ What it does per call:
 * ``GET /stats`` returns the counters and the server's own CPU seconds; ``POST /reset`` zeroes
   them; ``POST /config?latency_ms=..&unprocessed=..&throttle=..&errors=..`` changes the faults live.
 
+Capacity mode (``--table-wcu W``, off at 0) enforces write capacity as DynamoDB does, per table:
+a table bucket of W write units per second and ``--partitions P`` partition buckets of
+``--partition-wcu`` units per second each (1,000 by default, the service's per-partition limit).
+An item goes to partition ``partition_of(partition key value)`` (a stable hash, mod P) and costs
+``write_cost(item)`` = one unit per started KB of its size by ``loader.limits`` (a DeleteRequest:
+its key's size), at least 1. Items are taken in request order; one is accepted when its
+partition bucket and the table bucket both hold its units (or are full: an item larger than a
+bucket still gets through, leaving the bucket in debt). Within a BatchWriteItem the items that do
+not fit come back in ``UnprocessedItems`` exactly as sent; when no item fits, the whole call is
+answered 400 ``ProvisionedThroughputExceededException`` with the service's message and
+``ThrottlingReasons`` (``TableWriteKeyRangeThroughputExceeded`` for a partition,
+``TableWriteProvisionedThroughputExceeded`` for the table). Buckets refill continuously and hold
+at most ``--burst-s`` seconds of their rate (default 1 s; DynamoDB keeps up to 300 s of unused
+capacity as burst, so a small burst makes a benchmark stricter than the service). They start
+full, and ``POST /reset`` or a capacity change in ``POST /config`` (``table_wcu``, ``partitions``,
+``partition_wcu``, ``burst_s``) refills them. ``GET /stats`` then carries a ``capacity`` block:
+consumed units per table and per partition, items refused by each kind of bucket, and accepted
+units per second since the last reset (``units_per_second``; its last entry is the second in
+progress, ``elapsed_s`` says how far into it).
+
 Every answer carries ``x-amz-crc32`` like the real service, so botocore's CRC check passes.
 """
 
@@ -30,6 +50,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import math
+import operator
 import os
 import random
 import resource
@@ -38,17 +61,329 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from loader.limits import (
+    BOOL_BYTES,
+    CONTAINER_BYTES,
+    ELEMENT_BYTES,
+    NULL_BYTES,
+    WRITE_UNIT_BYTES,
+    number_parts,
+    number_size,
+    utf8_size,
+    write_units,
+)
+
 _TARGET_PREFIX = "DynamoDB_20120810."
 _JSON_CT = b"application/x-amz-json-1.0"
 _MAX_BATCH = 25
 _KEY_TYPES = ("S", "N", "B")
+
+# ----------------------------------------------------------------------------- capacity
+
+#: The service's words for a write over a provisioned table's capacity.
+THROTTLE_MESSAGE = (
+    "The level of configured provisioned throughput for the table was exceeded. "
+    "Consider increasing your provisioning level with the UpdateTable API."
+)
+PARTITION_REASON = "TableWriteKeyRangeThroughputExceeded"
+TABLE_REASON = "TableWriteProvisionedThroughputExceeded"
+
+
+def _b64_size(text: str) -> int:
+    """The decoded size of padded base64 text (as botocore sends B), without decoding it."""
+    return len(text) // 4 * 3 - (2 if text.endswith("==") else text.endswith("="))
+
+
+def _value_size(value: dict[str, Any]) -> int:
+    ((typ, x),) = value.items()
+    if typ == "S":
+        return utf8_size(x)
+    if typ == "N":
+        return number_size(x)
+    if typ == "M":
+        return CONTAINER_BYTES + sum(ELEMENT_BYTES + utf8_size(k) + _value_size(v) for k, v in x.items())
+    if typ == "L":
+        return CONTAINER_BYTES + sum(ELEMENT_BYTES + _value_size(v) for v in x)
+    if typ == "BOOL":
+        return BOOL_BYTES
+    if typ == "NULL":
+        return NULL_BYTES
+    if typ == "B":
+        return _b64_size(x)
+    if typ == "SS":
+        return sum(map(utf8_size, x))
+    if typ == "NS":
+        return sum(map(number_size, x))
+    if typ == "BS":
+        return sum(map(_b64_size, x))
+    raise ValueError(f"unknown attribute type {typ!r}")
+
+
+def item_size(item: dict[str, Any]) -> int:
+    """An item's size (wire JSON, binary as base64) by DynamoDB's rules in ``loader.limits``;
+    ValueError for a value DynamoDB refuses."""
+    return sum(utf8_size(name) + _value_size(value) for name, value in item.items())
+
+
+def write_cost(item: dict[str, Any]) -> int:
+    """Write units for putting ``item`` (or deleting by this key): one per started KB, at least 1."""
+    return write_costs([item])[0]
+
+
+def write_costs(items: list[dict[str, Any]]) -> list[int]:
+    """``write_cost`` of each item; most are priced without being walked.
+
+    An item's JSON is at least its size + 9 bytes per attribute + 1 (a name is quoted and followed
+    by a colon, a value wrapped in its type is at least 5 bytes longer than its size, attributes
+    are separated by commas): that bounds the size from above, and an item under 1 KB by that
+    bound costs 1. Otherwise its names, strings and binaries, measured cheaply, bound the size from
+    below; when both bounds give the same units that is the cost, else the item is sized exactly.
+    """
+    # each item's JSON length - 9 per attribute, in C-level maps: this runs for every item
+    bounds = list(map(operator.sub, map(len, map(orjson.dumps, items)), map((9).__mul__, map(len, items))))
+    if max(bounds) <= WRITE_UNIT_BYTES + 1:
+        return [1] * len(items)
+    return [
+        1 if b <= WRITE_UNIT_BYTES + 1 else _bounded_cost(it, b - 1)
+        for it, b in zip(items, bounds, strict=True)
+    ]
+
+
+def _bounded_cost(item: dict[str, Any], hi: int) -> int:
+    lo = 0
+    for name, value in item.items():
+        lo += utf8_size(name)
+        text = value.get("S")
+        if text is not None:
+            lo += utf8_size(text)
+        elif (data := value.get("B")) is not None:
+            lo += _b64_size(data)
+    units = write_units(hi)
+    return units if write_units(lo) == units else write_units(item_size(item))
+
+
+_MIX = 0x9E3779B1  # Fibonacci hashing: spreads CRC32's bits before the range is cut to P
+
+
+def partition_of(value: str, key_type: str, partitions: int) -> int:
+    """The partition (0 .. partitions-1) of a partition key value as sent (S text, N text, B
+    base64). Stable across processes, unlike ``hash()``; equal numbers written differently
+    ("1", "1.0", "01") land together. ValueError for a number DynamoDB refuses."""
+    if key_type == "N":
+        negative, digits, exponent = number_parts(value.strip())
+        value = f"{'-' if negative else ''}{digits}E{exponent}"
+    mixed = (zlib.crc32(value.encode()) * _MIX) & 0xFFFFFFFF
+    return (mixed * partitions) >> 32
+
+
+class TokenBucket:
+    """``rate`` units per second, refilled continuously from the clock readings ``refill`` is
+    given, holding at most ``capacity`` (it starts full). Units ``fit`` when the bucket holds them
+    or is full: an item larger than the whole bucket must still get through some time (the bucket
+    then goes into debt)."""
+
+    __slots__ = ("capacity", "rate", "stamp", "tokens")
+
+    def __init__(self, *, rate: float, capacity: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.tokens = capacity
+        self.stamp = now
+
+    def refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def fits(self, units: int) -> bool:
+        return self.tokens >= units or self.tokens >= self.capacity
+
+
+@dataclass(frozen=True, kw_only=True)
+class CapacitySettings:
+    """Capacity mode's knobs; ``table_wcu == 0`` turns the mode off."""
+
+    #: write units per second for each table, all partitions together (0: unlimited)
+    table_wcu: float = 0.0
+    #: partitions per table; an item's partition is ``partition_of`` its partition key
+    partitions: int = 4
+    #: write units per second for each partition (the service's limit is 1,000)
+    partition_wcu: float = 1000.0
+    #: seconds of unused capacity a bucket keeps (the service keeps up to 300 s)
+    burst_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        # nan compares false with everything and inf * 0 is nan: either would switch a bucket off
+        for name, value, positive in (
+            ("table_wcu", self.table_wcu, False),
+            ("partition_wcu", self.partition_wcu, True),
+            ("burst_s", self.burst_s, False),
+        ):
+            if not math.isfinite(value) or value < 0 or (positive and value == 0):
+                raise ValueError(
+                    f"{name} must be a finite number {'> 0' if positive else '>= 0'}, not {value}"
+                )
+        if self.partitions < 1:
+            raise ValueError(f"partitions must be >= 1, not {self.partitions}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.table_wcu > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "table_wcu": self.table_wcu,
+            "partitions": self.partitions,
+            "partition_wcu": self.partition_wcu,
+            "burst_s": self.burst_s,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What one table's share of a call got: the indexes of the refused items, in request order,
+    and how many were refused by a partition bucket and by the table bucket."""
+
+    refused: list[int]
+    by_partition: int
+    by_table: int
+    units: int
+
+
+class TableCapacity:
+    """One table's buckets and what went through them."""
+
+    def __init__(self, settings: CapacitySettings, now: float) -> None:
+        burst = settings.burst_s
+        self.table = TokenBucket(rate=settings.table_wcu, capacity=settings.table_wcu * burst, now=now)
+        self.partitions = [
+            TokenBucket(rate=settings.partition_wcu, capacity=settings.partition_wcu * burst, now=now)
+            for _ in range(settings.partitions)
+        ]
+        #: accepted write units, in all and per partition
+        self.write_units = 0
+        self.partition_units = [0] * settings.partitions
+        #: items refused because their partition's bucket, or the table's, was short
+        self.refused_by_partition = 0
+        self.refused_by_table = 0
+        #: calls refused whole (nothing fitted) and the items they carried
+        self.throttled_calls = 0
+        self.throttled_items = 0
+        #: items handed back in UnprocessedItems (the rest of their call went through)
+        self.unprocessed_items = 0
+
+    def admit(self, costs: list[int], parts: list[int], now: float) -> Admission:
+        """Take the items (their costs and partitions) in order; each one goes through when its
+        partition bucket and the table bucket both have its units."""
+        table = self.table
+        table.refill(now)
+        buckets = self.partitions
+        for p in set(parts):
+            buckets[p].refill(now)
+        refused: list[int] = []
+        by_partition = by_table = units = 0
+        used = self.partition_units
+        tokens, full = table.tokens, table.capacity
+        for i, (cost, p) in enumerate(zip(costs, parts, strict=True)):
+            bucket = buckets[p]  # TokenBucket.fits, inlined for both buckets: it runs per item
+            if bucket.tokens < cost and bucket.tokens < bucket.capacity:
+                refused.append(i)
+                by_partition += 1
+            elif tokens < cost and tokens < full:
+                refused.append(i)
+                by_table += 1
+            else:
+                bucket.tokens -= cost
+                tokens -= cost
+                used[p] += cost
+                units += cost
+        table.tokens = tokens
+        self.write_units += units
+        self.refused_by_partition += by_partition
+        self.refused_by_table += by_table
+        return Admission(refused=refused, by_partition=by_partition, by_table=by_table, units=units)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "write_units": self.write_units,
+            "partition_units": list(self.partition_units),
+            "refused_by_partition": self.refused_by_partition,
+            "refused_by_table": self.refused_by_table,
+            "throttled_calls": self.throttled_calls,
+            "throttled_items": self.throttled_items,
+            "unprocessed_items": self.unprocessed_items,
+        }
+
+
+class Capacity:
+    """Capacity mode for every table of the endpoint, on ``clock`` (a monotonic clock in seconds;
+    a test passes its own). Tables get their buckets, full, on their first write."""
+
+    def __init__(self, settings: CapacitySettings, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.epoch = clock()
+        self.tables: dict[str, TableCapacity] = {}
+        #: accepted write units in each second since ``epoch``, all tables together
+        self.units_per_second: list[int] = []
+
+    def table(self, name: str) -> TableCapacity:
+        cap = self.tables.get(name)
+        if cap is None:
+            cap = self.tables[name] = TableCapacity(self.settings, self.clock())
+        return cap
+
+    def price(self, key_type: str, key_name: str, items: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
+        """Each item's write units and partition (put items, or delete keys, of one table).
+
+        ValueError when a value cannot be sized or a number key hashed (DynamoDB refuses those).
+        """
+        n = self.settings.partitions
+        try:
+            values = [it[key_name][key_type] for it in items]
+        except (KeyError, TypeError):
+            raise ValueError("One of the required keys was not given a value") from None
+        try:
+            if key_type == "N":
+                parts = [partition_of(v, key_type, n) for v in values]
+            else:  # partition_of's hash, inlined: it runs for every item
+                crcs = map(zlib.crc32, map(str.encode, values))
+                parts = [((c * _MIX) & 0xFFFFFFFF) * n >> 32 for c in crcs]
+            return write_costs(items), parts
+        except (AttributeError, TypeError, ValueError) as exc:  # a value of the wrong shape
+            raise ValueError(f"an attribute value cannot be sized: {exc}") from None
+
+    def admit(self, table: str, costs: list[int], parts: list[int]) -> Admission:
+        """Admit one table's items of one call (``price`` gave their costs and partitions)."""
+        now = self.clock()
+        got = self.table(table).admit(costs, parts, now)
+        if got.units:
+            second = int(now - self.epoch)
+            series = self.units_per_second
+            if len(series) <= second:
+                series.extend([0] * (second + 1 - len(series)))
+            series[second] += got.units
+        return got
+
+    def to_dict(self) -> dict[str, Any]:
+        elapsed = self.clock() - self.epoch
+        series = self.units_per_second
+        if len(series) <= int(elapsed):
+            series.extend([0] * (int(elapsed) + 1 - len(series)))
+        return {
+            **self.settings.to_dict(),
+            "elapsed_s": elapsed,
+            "write_units": sum(t.write_units for t in self.tables.values()),
+            "units_per_second": list(series),
+            "tables": {name: t.to_dict() for name, t in self.tables.items()},
+        }
 
 
 @dataclass
@@ -57,7 +392,10 @@ class WireStats:
     items: int = 0
     unprocessed_items: int = 0
     throttled_calls: int = 0
+    #: items in calls refused whole (injected throttles and capacity mode's)
+    throttled_items: int = 0
     error_calls: int = 0
+    error_items: int = 0
     invalid_calls: int = 0
     unauthorized_calls: int = 0
     other_calls: int = 0
@@ -75,6 +413,7 @@ class WireConfig:
     throttle: float = 0.0
     errors: float = 0.0
     default_key: tuple[tuple[str, str], ...] | None = None
+    capacity: CapacitySettings = field(default_factory=CapacitySettings)
 
 
 @dataclass
@@ -84,17 +423,30 @@ class WireState:
     stats: WireStats = field(default_factory=WireStats)
     #: table name -> ((attr, type), ...) partition first
     tables: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+    #: capacity mode's buckets, None when it is off (``config.capacity.table_wcu == 0``)
+    capacity: Capacity | None = None
+
+    def __post_init__(self) -> None:
+        self.reset_capacity()
 
     def key_of(self, table: str) -> tuple[tuple[str, str], ...] | None:
         return self.tables.get(table) or self.config.default_key
 
+    def reset_capacity(self) -> None:
+        """Full buckets and no history, under the current settings (None when the mode is off)."""
+        settings = self.config.capacity
+        self.capacity = Capacity(settings, clock=self.clock) if settings.enabled else None
+
 
 class _Refusal(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        #: more members of the error body (``ThrottlingReasons``)
+        self.extra = extra
 
 
 _OK_EMPTY = b'{"UnprocessedItems":{}}'
@@ -117,13 +469,20 @@ _OK_EMPTY_RESPONSE = _response(200, _OK_EMPTY)
 _VALIDATION = "ValidationException"
 
 
-def _error(status: int, code: str, message: str) -> bytes:
+def _error(status: int, code: str, message: str, extra: dict[str, Any] | None = None) -> bytes:
     prefix = (
         "com.amazon.coral.service#"
         if code.startswith(("Missing", "Unrecognized", "Unknown"))
         else ("com.amazonaws.dynamodb.v20120810#")
     )
-    return _response(status, orjson.dumps({"__type": prefix + code, "message": message}))
+    body: dict[str, Any] = {"__type": prefix + code, "message": message}
+    if extra:
+        body.update(extra)
+    return _response(status, orjson.dumps(body))
+
+
+def _table_arn(name: str) -> str:
+    return f"arn:aws:dynamodb:us-east-1:000000000000:table/{name}"
 
 
 def _table_description(name: str, key: tuple[tuple[str, str], ...]) -> dict[str, Any]:
@@ -138,7 +497,7 @@ def _table_description(name: str, key: tuple[tuple[str, str], ...]) -> dict[str,
         "ItemCount": 0,
         "TableSizeBytes": 0,
         "CreationDateTime": 0,
-        "TableArn": f"arn:aws:dynamodb:us-east-1:000000000000:table/{name}",
+        "TableArn": _table_arn(name),
         "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"},
         "ProvisionedThroughput": {
             "ReadCapacityUnits": 0,
@@ -185,6 +544,7 @@ def _batch_write(state: WireState, body: bytes) -> bytes:
     stats = state.stats
     stats.calls += 1
     stats.request_bytes += len(body)
+    tables: list[tuple[str, list[Any], tuple[tuple[str, str], ...]]] = []
     try:
         req = orjson.loads(body)
         request_items = req["RequestItems"]
@@ -201,6 +561,7 @@ def _batch_write(state: WireState, body: bytes) -> bytes:
             keys = _keys_of(reqs, key)
             if len(set(keys)) != len(keys):
                 raise _Refusal(400, _VALIDATION, "Provided list of item keys contains duplicates")
+            tables.append((tname, reqs, key))
         if total > _MAX_BATCH:
             raise _Refusal(400, "ValidationException", "Member must have length less than or equal to 25")
     except _Refusal:
@@ -212,28 +573,92 @@ def _batch_write(state: WireState, body: bytes) -> bytes:
     cfg = state.config
     if cfg.throttle and state.rng.random() < cfg.throttle:
         stats.throttled_calls += 1
-        raise _Refusal(
-            400,
-            "ProvisionedThroughputExceededException",
-            "The level of configured provisioned throughput was exceeded",
-        )
+        stats.throttled_items += total
+        raise _Refusal(400, "ProvisionedThroughputExceededException", THROTTLE_MESSAGE)
     if cfg.errors and state.rng.random() < cfg.errors:
         stats.error_calls += 1
+        stats.error_items += total
         raise _Refusal(500, "InternalServerError", "Internal server error (injected by the wire endpoint)")
-    if not cfg.unprocessed:
+    capacity = state.capacity
+    if not cfg.unprocessed and capacity is None:
         stats.items += total
         return _OK_EMPTY_RESPONSE
     rnd = state.rng.random
     frac = cfg.unprocessed
+    # per table: its requests, and True for each one the fault injection hands back
+    handed: list[tuple[str, list[Any], list[bool] | None]] = [
+        (tname, reqs, [rnd() < frac for _ in reqs] if frac else None) for tname, reqs, _ in tables
+    ]
     unprocessed: dict[str, list[Any]] = {}
-    for tname, reqs in request_items.items():
-        back = [r for r in reqs if rnd() < frac]
-        if back:
-            unprocessed[tname] = back
+    #: the tables capacity mode refused items of: name, buckets, what the call got
+    refusals: list[tuple[str, TableCapacity, Admission]] = []
+    admitted = refused = 0
+    if capacity is not None:
+        # every table's items are sized before any bucket is touched: a call refused as
+        # invalid must not spend capacity
+        offers: list[tuple[list[int], list[int], list[int]]] = []
+        try:
+            for (_, reqs, injected), (_, _, key) in zip(handed, tables, strict=True):
+                # an item handed back by the fault injection never reaches the buckets
+                if injected:
+                    idx = [i for i, out in enumerate(injected) if not out]
+                    offered = [reqs[i] for i in idx]
+                else:
+                    idx, offered = list(range(len(reqs))), reqs
+                try:
+                    items = [r["PutRequest"]["Item"] for r in offered]
+                except KeyError:  # deletes among them
+                    items = list(map(_item_of, offered))
+                offers.append((idx, *capacity.price(key[0][1], key[0][0], items)))
+        except ValueError as exc:
+            stats.invalid_calls += 1
+            raise _Refusal(400, _VALIDATION, str(exc)) from None
+        for i, (tname, reqs, injected) in enumerate(handed):
+            idx, costs, parts = offers[i]
+            got = capacity.admit(tname, costs, parts)
+            admitted += len(idx) - len(got.refused)
+            refused += len(got.refused)
+            if got.refused:
+                refusals.append((tname, capacity.table(tname), got))
+                out = injected[:] if injected is not None else [False] * len(reqs)
+                for j in got.refused:
+                    out[idx[j]] = True
+                handed[i] = (tname, reqs, out)
+    for tname, reqs, back_flags in handed:
+        if back_flags is not None:
+            back = [r for r, out in zip(reqs, back_flags, strict=True) if out]
+            if back:
+                unprocessed[tname] = back
+    if capacity is not None and refused and not admitted:
+        stats.throttled_calls += 1
+        stats.throttled_items += total
+        reasons: list[dict[str, str]] = []
+        for tname, tcap, got in refusals:
+            tcap.throttled_calls += 1
+            tcap.throttled_items += len(got.refused)
+            arn = _table_arn(tname)
+            if got.by_partition:
+                reasons.append({"reason": PARTITION_REASON, "resource": arn})
+            if got.by_table:
+                reasons.append({"reason": TABLE_REASON, "resource": arn})
+        raise _Refusal(
+            400, "ProvisionedThroughputExceededException", THROTTLE_MESSAGE, {"ThrottlingReasons": reasons}
+        )
+    for _, tcap, got in refusals:
+        tcap.unprocessed_items += len(got.refused)
     n_back = sum(len(v) for v in unprocessed.values())
     stats.items += total - n_back
     stats.unprocessed_items += n_back
+    if not n_back:
+        return _OK_EMPTY_RESPONSE
     return _response(200, orjson.dumps({"UnprocessedItems": unprocessed}))
+
+
+def _item_of(request: dict[str, Any]) -> dict[str, Any]:
+    """The item a write request carries: a put's item, or a delete's key (what it is charged on)."""
+    put = request.get("PutRequest")
+    item: dict[str, Any] = put["Item"] if put is not None else request["DeleteRequest"]["Key"]
+    return item
 
 
 def _key_from_create(req: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -283,24 +708,35 @@ def _dynamodb(state: WireState, op: str, body: bytes) -> bytes:
     raise _Refusal(400, "UnknownOperationException", f"the wire endpoint does not implement {op}")
 
 
+_CAPACITY_PARAMS = {"table_wcu": float, "partitions": int, "partition_wcu": float, "burst_s": float}
+
+
 def _control(state: WireState, method: bytes, target: str) -> bytes:
     parts = urlsplit(target)
     if method == b"GET" and parts.path == "/stats":
-        return _response(200, orjson.dumps(state.stats.to_dict()), b"application/json")
+        out = state.stats.to_dict()
+        out["capacity"] = state.capacity.to_dict() if state.capacity is not None else None
+        return _response(200, orjson.dumps(out), b"application/json")
     if method == b"POST" and parts.path == "/reset":
         state.stats = WireStats()
+        state.reset_capacity()
         return _response(200, b"{}", b"application/json")
     if method == b"POST" and parts.path == "/config":
         q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         cfg = state.config
-        if "latency_ms" in q:
-            cfg.latency_s = float(q["latency_ms"]) / 1000.0
-        if "unprocessed" in q:
-            cfg.unprocessed = float(q["unprocessed"])
-        if "throttle" in q:
-            cfg.throttle = float(q["throttle"])
-        if "errors" in q:
-            cfg.errors = float(q["errors"])
+        try:
+            latency_s = float(q["latency_ms"]) / 1000.0 if "latency_ms" in q else cfg.latency_s
+            unprocessed = float(q.get("unprocessed", cfg.unprocessed))
+            throttle = float(q.get("throttle", cfg.throttle))
+            errors = float(q.get("errors", cfg.errors))
+            changed = {k: conv(q[k]) for k, conv in _CAPACITY_PARAMS.items() if k in q}
+            capacity = dataclasses.replace(cfg.capacity, **changed) if changed else cfg.capacity
+        except ValueError as exc:
+            return _response(400, orjson.dumps({"message": f"bad /config value: {exc}"}), b"application/json")
+        cfg.latency_s, cfg.unprocessed, cfg.throttle, cfg.errors = latency_s, unprocessed, throttle, errors
+        if changed:
+            cfg.capacity = capacity
+            state.reset_capacity()
         return _response(
             200,
             orjson.dumps(
@@ -309,6 +745,7 @@ def _control(state: WireState, method: bytes, target: str) -> bytes:
                     "unprocessed": cfg.unprocessed,
                     "throttle": cfg.throttle,
                     "errors": cfg.errors,
+                    **cfg.capacity.to_dict(),
                 }
             ),
             b"application/json",
@@ -373,7 +810,7 @@ class _Conn(asyncio.Protocol):
             try:
                 out = _dynamodb(state, op, body)
             except _Refusal as exc:
-                out = _error(exc.status, exc.code, exc.message)
+                out = _error(exc.status, exc.code, exc.message, exc.extra)
         delay = state.config.latency_s
         if delay > 0:
             self.busy = True
@@ -424,10 +861,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--throttle", type=float, default=0.0, help="fraction of calls throttled whole")
     p.add_argument("--errors", type=float, default=0.0, help="fraction of calls answered 500")
     p.add_argument("--default-key", type=_parse_key, default=None, help="e.g. pk:S or pk:S,sk:N")
+    p.add_argument(
+        "--table-wcu",
+        type=float,
+        default=0.0,
+        help="capacity mode: write units/s per table (0: unlimited, off)",
+    )
+    p.add_argument("--partitions", type=int, default=4, help="capacity mode: partitions per table")
+    p.add_argument(
+        "--partition-wcu", type=float, default=1000.0, help="capacity mode: write units/s per partition"
+    )
+    p.add_argument(
+        "--burst-s",
+        type=float,
+        default=1.0,
+        help="capacity mode: seconds of unused capacity a bucket keeps (the service keeps up to 300)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-uvloop", action="store_true")
     p.add_argument("--profile", default=None, help="write cProfile stats (CPU time) here on exit")
     a = p.parse_args(argv)
+    try:
+        capacity = CapacitySettings(
+            table_wcu=a.table_wcu, partitions=a.partitions, partition_wcu=a.partition_wcu, burst_s=a.burst_s
+        )
+    except ValueError as exc:
+        p.error(str(exc))  # exit 2, one line
     state = WireState(
         config=WireConfig(
             latency_s=a.latency_ms / 1000.0,
@@ -435,6 +894,7 @@ def main(argv: list[str] | None = None) -> int:
             throttle=a.throttle,
             errors=a.errors,
             default_key=a.default_key,
+            capacity=capacity,
         ),
         rng=random.Random(a.seed),
     )
