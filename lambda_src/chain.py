@@ -872,6 +872,7 @@ class ChainRunner:
                 oversize.append(too_large)  # the hop stops, and the chain fails with the reason
                 lost.append(True)
                 return
+            self.t.throttles_marked(cp.counters.throttle_events)
             t0 = time.monotonic()
             ok = self.ledger.commit_progress(
                 item,
@@ -903,6 +904,9 @@ class ChainRunner:
             "hop started",
             extra={"offset": item.offset, "rows_read": item.counters.rows_read, **deadline.summary()},
         )
+        # a checkpoint's counters include those it resumed from (none when it restarts at offset 0)
+        before = resume.counters.throttle_events if resume is not None and resume.offset != 0 else 0
+        self.t.hop_started(throttles_before=before)
         try:
             result = self.engine(request)
         except (ConfigError, SourceError, TooManyRejectsError) as exc:

@@ -34,20 +34,39 @@ from typing import cast
 from loader.config import CsvSpec, DuplicatePolicy
 from loader.errors import ConfigError
 
-__all__ = ["Settings"]
+__all__ = ["BOUNDS", "Settings"]
+
+#: The integer settings and the range each accepts, inclusive, keyed by variable. The one table of
+#: them: ``Settings`` checks its fields against it, and infra/template.yaml gives each parameter that
+#: feeds one of these variables the same MinValue/MaxValue (tests/unit/test_template.py), so a stack
+#: parameter the function would refuse at its first event is refused by CloudFormation instead.
+BOUNDS: dict[str, tuple[int, int]] = {
+    "S3DDB_CONCURRENCY": (1, 1024),
+    "S3DDB_MAX_HOPS": (1, 100_000),
+    "S3DDB_SAFETY_MARGIN_MS": (0, 900_000),
+    "S3DDB_MAX_CHAINS": (1, 1000),
+    "S3DDB_CHUNK_BYTES": (4096, 64 << 20),
+}
+
+#: the Settings field each bounded variable sets
+_BOUNDED_FIELDS: dict[str, str] = {
+    "concurrency": "S3DDB_CONCURRENCY",
+    "max_hops": "S3DDB_MAX_HOPS",
+    "safety_margin_ms": "S3DDB_SAFETY_MARGIN_MS",
+    "max_chains": "S3DDB_MAX_CHAINS",
+    "chunk_bytes": "S3DDB_CHUNK_BYTES",
+}
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    """The variable as an integer (its range is checked by ``Settings``, against ``BOUNDS``)."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        return int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={value} must be in {low}..{high}")
-    return value
 
 
 def _float(env: Mapping[str, str], name: str, default: float | None) -> float | None:
@@ -119,14 +138,11 @@ class Settings:
             raise ConfigError(f"S3DDB_SENDER must be lean or botocore, got {self.sender!r}")
         if not self.ledger_table:
             raise ConfigError("S3DDB_LEDGER_TABLE is required: the table that fences each chain")
-        if not 1 <= self.concurrency <= 1024:
-            raise ConfigError(f"S3DDB_CONCURRENCY must be 1..1024, got {self.concurrency}")
-        if self.max_hops < 1:
-            raise ConfigError(f"S3DDB_MAX_HOPS must be >= 1, got {self.max_hops}")
-        if self.safety_margin_ms < 0:
-            raise ConfigError(f"S3DDB_SAFETY_MARGIN_MS must be >= 0, got {self.safety_margin_ms}")
-        if self.max_chains < 1:
-            raise ConfigError(f"S3DDB_MAX_CHAINS must be >= 1, got {self.max_chains}")
+        for name, var in _BOUNDED_FIELDS.items():
+            value = getattr(self, name)
+            low, high = BOUNDS[var]
+            if not low <= value <= high:
+                raise ConfigError(f"{var}={value} must be in {low}..{high}")
         if self.checkpoint_interval_s <= 0:
             raise ConfigError("S3DDB_CHECKPOINT_INTERVAL must be positive")
 
@@ -140,16 +156,16 @@ class Settings:
             schema=env.get("S3DDB_SCHEMA", "").strip() or None,
             csv=_csv(env.get("S3DDB_CSV", "").strip()),
             on_duplicate=_duplicate(env.get("S3DDB_ON_DUPLICATE", "").strip() or "last"),
-            concurrency=_int(env, "S3DDB_CONCURRENCY", 40, low=1, high=1024),
+            concurrency=_int(env, "S3DDB_CONCURRENCY", 40),
             max_wcu=_float(env, "S3DDB_MAX_WCU", None),
             rejects=env.get("S3DDB_REJECTS", "").strip() or None,
-            max_hops=_int(env, "S3DDB_MAX_HOPS", 50, low=1, high=100_000),
-            safety_margin_ms=_int(env, "S3DDB_SAFETY_MARGIN_MS", 10_000, low=0, high=900_000),
+            max_hops=_int(env, "S3DDB_MAX_HOPS", 50),
+            safety_margin_ms=_int(env, "S3DDB_SAFETY_MARGIN_MS", 10_000),
             allowed_buckets=_names(env, "S3DDB_ALLOWED_BUCKETS"),
             allowed_tables=_names(env, "S3DDB_ALLOWED_TABLES"),
-            max_chains=_int(env, "S3DDB_MAX_CHAINS", 4, low=1, high=1000),
+            max_chains=_int(env, "S3DDB_MAX_CHAINS", 4),
             checkpoint_interval_s=_float(env, "S3DDB_CHECKPOINT_INTERVAL", 5.0) or 5.0,
-            chunk_bytes=_int(env, "S3DDB_CHUNK_BYTES", 1 << 20, low=4096, high=64 << 20),
+            chunk_bytes=_int(env, "S3DDB_CHUNK_BYTES", 1 << 20),
             sender=env.get("S3DDB_SENDER", "").strip().lower() or "lean",
         )
 

@@ -21,6 +21,11 @@ done
 say "mypy ${typed[*]}"
 "$ROOT/.venv/bin/mypy" "${typed[@]}"
 
+# the template lints, the function builds, and its artifact imports (exports the build dirs for pytest)
+say "check_deploy.sh"
+deploy_env="$(bash scripts/check_deploy.sh)"
+eval "$deploy_env"
+
 # Own state dir and free ports: never touches a developer's `s3ddb local up` (~/.s3ddb/local, 8000/4566/9001).
 STATE="$ROOT/.s3ddb/ci"
 stop_services() { "$PY" -m infra.local down --dir "$STATE" || true; }
