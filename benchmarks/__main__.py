@@ -1,4 +1,4 @@
-"""``python -m benchmarks SUBCOMMAND``: gen, run, sendbench, rss, import-time (see each --help)."""
+"""``python -m benchmarks SUBCOMMAND``: gen, run, sendbench, rss, import-time, model (see each --help)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ("gen", "run", "sendbench", "rss", "import-time")
+    commands = ("gen", "run", "sendbench", "rss", "import-time", "model")
     if not argv or argv[0] not in commands:
         print(f"usage: python -m benchmarks {{{','.join(commands)}}} [--help]", file=sys.stderr)
         return 2
@@ -16,6 +16,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.gen import main as gen_main
 
         return gen_main(rest)
+    if cmd == "model":
+        from benchmarks.model import main as model_main
+
+        return model_main(rest)
     if cmd == "sendbench":
         from benchmarks.sendbench import main as send_main
 

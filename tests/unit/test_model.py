@@ -1,0 +1,64 @@
+"""The deployment model (``benchmarks/model.py``): its arithmetic, and the README's tuning tables
+being exactly what it prints from the committed results file (so the two cannot drift)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_items_per_second_follow_the_cpu_share_up_to_one_vcpu_then_stay_flat() -> None:
+    rows = model.lambda_rows(20.0, (512, 1024, model.FULL_VCPU_MB, 3008, 10240))
+    by_mb = {r.memory_mb: r for r in rows}
+    assert by_mb[1024].items_per_s == pytest.approx(2 * by_mb[512].items_per_s)
+    assert by_mb[model.FULL_VCPU_MB].items_per_s == pytest.approx(50_000)  # 1e6 / 20 µs
+    assert by_mb[3008].items_per_s == by_mb[model.FULL_VCPU_MB].items_per_s
+    assert by_mb[10240].items_per_s == by_mb[model.FULL_VCPU_MB].items_per_s
+
+
+def test_lambda_cost_per_row_is_flat_below_one_vcpu_and_grows_above() -> None:
+    rows = model.lambda_rows(20.0, (512, 1024, model.FULL_VCPU_MB, 3008))
+    flat = [r.lambda_usd_per_million for r in rows[:3]]
+    assert flat[0] == pytest.approx(flat[1]) == pytest.approx(flat[2])
+    # 20 s of one vCPU at 1,769 MB: 20 * 1769/1024 GB-s at the arm64 price
+    assert flat[2] == pytest.approx(20 * 1769 / 1024 * model.PRICES.lambda_gb_s_arm64)
+    assert rows[3].lambda_usd_per_million == pytest.approx(flat[2] * 3008 / model.FULL_VCPU_MB)
+    assert all(r.writes_usd_per_million == model.PRICES.ddb_on_demand_per_million_wru for r in rows)
+
+
+def test_a_hop_is_capped_by_its_calls_in_flight_or_its_cpu() -> None:
+    rows = model.write_rows(30_000.0, (10, 40), (10.0,))
+    low, high = rows
+    assert low.wire_items_per_s == pytest.approx(25_000) and low.items_per_s == pytest.approx(25_000)
+    assert high.wire_items_per_s == pytest.approx(100_000) and high.items_per_s == pytest.approx(30_000)
+    assert low.chains_for_table == 2 and high.chains_for_table == 2  # ceil(40,000 / rate)
+    assert low.partitions_needed == 25 and high.partitions_needed == 30
+
+
+def test_the_measured_input_is_the_median_of_the_s3ddb_runs_at_the_latency(tmp_path: Path) -> None:
+    cases = [
+        {"name": "s3ddb", "latency_ms": 10.0, "client_cpu_us_per_item": v, "ok": True}
+        for v in (30.0, 10.0, 20.0)
+    ]
+    cases += [
+        {"name": "s3ddb", "latency_ms": 0.0, "client_cpu_us_per_item": 99.0, "ok": True},
+        {"name": "batch_writer", "latency_ms": 10.0, "client_cpu_us_per_item": 250.0, "ok": True},
+    ]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"cases": cases}))
+    assert model.measured_us_per_item(path, latency_ms=10.0) == 20.0
+    with pytest.raises(ValueError, match="no s3ddb run at 5 ms"):
+        model.measured_us_per_item(path, latency_ms=5.0)
+
+
+def test_the_readme_tuning_tables_are_the_models_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert model.main([]) == 0
+    printed = capsys.readouterr().out
+    readme = (ROOT / "README.md").read_text()
+    assert printed.strip() in readme, "README's tuning tables differ from `python -m benchmarks model`"
