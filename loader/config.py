@@ -6,9 +6,12 @@ import codecs
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from loader.errors import ConfigError
+
+if TYPE_CHECKING:
+    from loader.retry import WriteBudget
 
 # An item's limits live with its size rules in loader.limits; this name stays for the callers
 # that import it from here.
@@ -103,6 +106,8 @@ class LoadConfig:
     throttled). A batch is at most 25 items, and its request body at most 16 MB.
 
     ``max_wcu``: write units per second, all calls together (None: no ceiling).
+    ``write_budget``: instead of ``max_wcu``, a ceiling that may change while the load runs (one
+    worker's share of a sharded load's ``--max-wcu``: ``loader.retry.WriteBudget``).
 
     ``on_duplicate``: ``last`` needs no memory beyond the open batch; ``first`` and ``error``
     remember every key of the run (about 100 bytes each).
@@ -157,6 +162,7 @@ class LoadConfig:
     checkpoint_interval_s: float = 5.0
     stop_poll_s: float = 0.25
     chunk_bytes: int = 1 << 20
+    write_budget: WriteBudget | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.table:

@@ -27,6 +27,7 @@ __all__ = [
     "RetryPolicy",
     "Slot",
     "UnprocessedItemsError",
+    "WriteBudget",
 ]
 
 
@@ -133,6 +134,25 @@ class Slot:
     started: float
 
 
+class WriteBudget:
+    """A write-unit ceiling that may change while a load runs: the share of one load's
+    ``--max-wcu`` that one of its workers may spend, raised when another worker finishes and hands
+    its share on. ``wcu`` is read by the worker's ``RateController`` at every refill and set by one
+    other thread (a float assignment; no lock needed). None: no ceiling."""
+
+    def __init__(self, wcu: float | None) -> None:
+        self.wcu = _check_wcu(wcu)
+
+    def set(self, wcu: float | None) -> None:
+        self.wcu = _check_wcu(wcu)
+
+
+def _check_wcu(wcu: float | None) -> float | None:
+    if wcu is not None and not 0 < wcu < math.inf:  # also refuses nan
+        raise ValueError(f"max_wcu must be a finite positive number, got {wcu}")
+    return wcu
+
+
 class RateController:
     """Adaptive concurrency (AIMD) on BatchWriteItem calls, plus an optional write-unit token bucket.
 
@@ -144,7 +164,8 @@ class RateController:
     congestion avoidance) until it is back at ``max_concurrency``.
 
     Token bucket (only with ``max_wcu``): ``acquire_units(n)`` waits until ``n`` write units are
-    available; it refills at ``max_wcu`` per second and holds at most one second of them.
+    available; it refills at ``max_wcu`` per second and holds at most one second of them. With a
+    ``budget`` the ceiling is the budget's current ``wcu`` (read at every refill), not ``max_wcu``.
     A request larger than the bucket waits for a full bucket and leaves it in debt.
 
     Each halving, and the window's return to ``max_concurrency``, is logged at INFO (``-v``).
@@ -160,13 +181,12 @@ class RateController:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         cooldown_s: float = 0.05,
+        budget: WriteBudget | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
-        if max_wcu is not None and not 0 < max_wcu < math.inf:  # also refuses nan
-            raise ValueError(f"max_wcu must be a finite positive number, got {max_wcu}")
+        self._budget = budget if budget is not None else WriteBudget(max_wcu)
         self.max_concurrency = max_concurrency
-        self.max_wcu = max_wcu
         self._clock = clock
         self._sleep = sleep
         self._cooldown_s = cooldown_s
@@ -179,10 +199,14 @@ class RateController:
         self.throttle_events = 0
         #: how many of them halved the window
         self.decreases = 0
-        self._capacity = max_wcu if max_wcu is not None else 0.0
         self._tokens = 0.0  # no burst at start: the ceiling holds from the first second
         self._refilled = clock()
         self._bucket_lock = asyncio.Lock()
+
+    @property
+    def max_wcu(self) -> float | None:
+        """The write-unit ceiling now (None: none)."""
+        return self._budget.wcu
 
     # -- concurrency window -------------------------------------------------------------
 
@@ -261,21 +285,24 @@ class RateController:
 
     # -- write-unit token bucket --------------------------------------------------------
 
-    def _refill(self) -> None:
+    def _refill(self, rate: float) -> None:
         now = self._clock()
-        assert self.max_wcu is not None
-        self._tokens = min(self._capacity, self._tokens + (now - self._refilled) * self.max_wcu)
+        self._tokens = min(rate, self._tokens + (now - self._refilled) * rate)  # holds one second
         self._refilled = now
 
     async def acquire_units(self, n: float) -> None:
-        """Wait until ``n`` write units may be spent (no wait without ``max_wcu``)."""
-        if self.max_wcu is None or n <= 0:
+        """Wait until ``n`` write units may be spent (no wait without a ceiling)."""
+        if self._budget.wcu is None or n <= 0:
             return
-        rate = self.max_wcu
         async with self._bucket_lock:  # FIFO: a big request is not starved by small ones
-            self._refill()
-            need = min(float(n), self._capacity)
-            while self._tokens < need - 1e-9:
-                await self._sleep((need - self._tokens) / rate)
-                self._refill()
+            rate = self._budget.wcu
+            if rate is None:  # the ceiling was lifted while this call waited for the lock
+                return
+            self._refill(rate)
+            while self._tokens < min(float(n), rate) - 1e-9:
+                await self._sleep((min(float(n), rate) - self._tokens) / rate)
+                rate = self._budget.wcu
+                if rate is None:
+                    return
+                self._refill(rate)
             self._tokens -= n

@@ -114,7 +114,11 @@ class Writer:
         self._on_done = on_done
         self._limit = config.concurrency
         self.rate = rate or RateController(
-            max_concurrency=config.concurrency, max_wcu=config.max_wcu, clock=clock, sleep=sleep
+            max_concurrency=config.concurrency,
+            max_wcu=config.max_wcu,
+            clock=clock,
+            sleep=sleep,
+            budget=config.write_budget,
         )
         self.policy = RetryPolicy(
             max_attempts=config.max_attempts,
