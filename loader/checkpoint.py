@@ -47,6 +47,11 @@ class Accounting:
 
     A checkpoint at offset 0 (a chain's first hop) starts the object afresh but keeps its hop and
     chain id. One owner (the pipeline's event loop); no locks.
+
+    A shard (``source.byte_range`` is ``(start, end)``) starts at ``start`` with row 1 and the
+    planner's ``header`` (when ``start`` is past the header row, which it cannot read); its marks
+    are absolute offsets in the range. A resume must be a checkpoint of the same range, at an offset
+    inside it: a checkpoint of another shard (or of the whole object) would skip or repeat rows.
     """
 
     def __init__(
@@ -56,7 +61,9 @@ class Accounting:
         table: str,
         resume: Checkpoint | None = None,
         max_rejects: int | None = None,
+        header: list[str] | None = None,
     ) -> None:
+        rng = source.byte_range
         if resume is not None:
             if resume.table != table:
                 raise ConfigError(
@@ -64,17 +71,18 @@ class Accounting:
                 )
             if resume.source != source.uri:
                 raise ConfigError(f"checkpoint is for {resume.source}, not {source.uri}")
+            _check_range(resume, rng)
         self._source = source
         self._table = table
         self._resume = resume
         self._max_rejects = max_rejects
         base = Counters()
         #: where this run starts reading: a record boundary, its row number, and the header a
-        #: resumed run does not read again (None: read it from the object)
-        self.start_offset = 0
+        #: resumed run (or a shard past the header row) does not read (None: read it from the object)
+        self.start_offset = 0 if rng is None else rng[0]
         self.first_row = 1
-        self.header: list[str] | None = None
-        if resume is not None and resume.offset != 0:
+        self.header: list[str] | None = header
+        if resume is not None and resume.offset != self.start_offset:
             self.start_offset = resume.offset
             self.first_row = resume.next_row
             self.header = resume.header
@@ -177,4 +185,22 @@ class Accounting:
             complete=complete,
             hop=resume.hop if resume is not None else 0,
             chain_id=resume.chain_id if resume is not None else "",
+            byte_range=info.byte_range,
+        )
+
+
+def _show_range(rng: tuple[int, int] | None) -> str:
+    return "the whole object" if rng is None else f"byte range [{rng[0]}, {rng[1]})"
+
+
+def _check_range(resume: Checkpoint, rng: tuple[int, int] | None) -> None:
+    """A ConfigError unless ``resume`` is a checkpoint of this range, at an offset inside it."""
+    if (None if resume.byte_range is None else tuple(resume.byte_range)) != rng:
+        raise ConfigError(
+            f"checkpoint is of {_show_range(resume.byte_range)}, not of {_show_range(rng)}: "
+            "resume each shard from its own checkpoint"
+        )
+    if rng is not None and not rng[0] <= resume.offset <= rng[1]:
+        raise ConfigError(
+            f"checkpoint offset {resume.offset} is outside its {_show_range(rng)}: the file is damaged"
         )

@@ -116,15 +116,26 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class Reject:
-    """A row that was not written, and why. Written as one JSON line to the rejects sink."""
+    """A row that was not written, and why. Written as one JSON line to the rejects sink.
+
+    ``offset`` is the record's first byte in the (decompressed) object, always absolute. ``row``
+    is its row number counted from the first data row of the run's range: of the object for a
+    whole-object load (``shard_start`` None); of the shard for a shard, whose range starts at byte
+    ``shard_start`` (a shard cannot know how many rows come before it without reading them:
+    ``loader.spec.renumber`` turns the row into the object's once the earlier shards are counted).
+    """
 
     row: int
     offset: int
     raw: str
     reason: str
+    shard_start: int | None = None
 
     def to_json(self) -> bytes:
-        return orjson.dumps({"row": self.row, "offset": self.offset, "raw": self.raw, "reason": self.reason})
+        out: dict[str, Any] = {"row": self.row, "offset": self.offset, "raw": self.raw, "reason": self.reason}
+        if self.shard_start is not None:
+            out["shard_start"] = self.shard_start
+        return orjson.dumps(out)
 
 
 @dataclass(slots=True)
@@ -170,7 +181,10 @@ class Checkpoint:
     """The low-water mark of a load: every row before ``offset`` is written or rejected.
 
     ``offset`` is a record boundary in the decompressed object, ``next_row`` the row number of the
-    record that starts there, ``counters`` count exactly the rows before ``offset``. ``version_id``
+    record that starts there, ``counters`` count exactly the rows before ``offset``. A shard's
+    checkpoint carries its ``byte_range`` (``[start, end)`` of the object): its ``offset`` is still
+    absolute and lies in the range, while ``next_row`` and the counters count from the range's
+    start (row 1 is the shard's first record). ``version_id``
     / ``etag`` pin the object so a resume never reads a newer object. ``spec`` is the load's pinned
     ``LoadSpec`` as a dict (``loader.spec``): a resume runs it, never the options of the moment
     (None in a format-1 checkpoint, and where the spec is kept beside it, as in the Lambda's ledger).
@@ -190,6 +204,7 @@ class Checkpoint:
     hop: int = 0
     chain_id: str = ""
     spec: dict[str, Any] | None = None
+    byte_range: tuple[int, int] | None = None
     format_version: int = CHECKPOINT_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,6 +225,8 @@ class Checkpoint:
         }
         if self.spec is not None:
             out["spec"] = self.spec
+        if self.byte_range is not None:  # a whole-object checkpoint keeps the shape it always had
+            out["byte_range"] = list(self.byte_range)
         return out
 
     def dumps(self) -> bytes:
@@ -241,6 +258,7 @@ class Checkpoint:
                 hop=int(data.get("hop", 0)),
                 chain_id=str(data.get("chain_id", "")),
                 spec=spec,
+                byte_range=_byte_range(data.get("byte_range")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"checkpoint is malformed: {exc!r}") from exc
@@ -254,6 +272,12 @@ class Checkpoint:
             raise ConfigError(
                 f"checkpoint is malformed: offset {self.offset}, next_row {self.next_row}, size "
                 f"{self.size} (offset >= 0, next_row >= 1 and size >= 0 are required)"
+            )
+        rng = self.byte_range
+        if rng is not None and not rng[0] <= self.offset <= rng[1]:
+            raise ConfigError(
+                f"checkpoint is malformed: offset {self.offset} is outside its byte range "
+                f"[{rng[0]}, {rng[1]})"
             )
         negative = [k for k, v in c.to_dict().items() if v < 0]
         if negative:
@@ -274,6 +298,22 @@ class Checkpoint:
         if not isinstance(data, dict):
             raise ConfigError("checkpoint is not a JSON object")
         return cls.from_dict(data)
+
+
+def _byte_range(value: Any) -> tuple[int, int] | None:
+    """A checkpoint's ``byte_range``: None, or ``[start, end]`` with 0 <= start <= end."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        or not 0 <= value[0] <= value[1]
+    ):
+        raise ConfigError(
+            f"checkpoint is malformed: byte_range {value!r} is not [start, end] with 0 <= start <= end"
+        )
+    return value[0], value[1]
 
 
 class StopReason(StrEnum):

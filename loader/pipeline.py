@@ -6,11 +6,18 @@ run resumes. It never reads the environment or builds clients; the CLI and the L
 
 Memory is bounded by the config: one chunk being parsed plus one read ahead (``chunk_bytes``),
 the open batch, and at most ``concurrency`` batches in the writer.
+
+A shard (the source has a ``byte_range``) runs the same way over bytes ``[start, end)``: ``end`` is
+the end of its data, row numbers count from 1 at ``start``, and its rejects carry ``shard_start``.
+The range is trusted to start at a record boundary; its end is checked once, at the end of the
+data: a record still open there (no newline before ``end``, or a quoted field left open) when
+``end`` is not the end of the object is a SourceError, never a record joined to the next shard's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import functools
 import time
@@ -124,6 +131,7 @@ async def run(
     on_checkpoint: Callable[[Checkpoint], Awaitable[None]] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    header: list[str] | None = None,
 ) -> RunResult:
     """Load ``source`` into ``config.table`` from ``resume`` (or the start).
 
@@ -131,6 +139,9 @@ async def run(
     ``should_stop`` returned True (``StopReason.STOPPED``: in-flight batches were drained first). Raises
     TooManyRejectsError, WriteFailedError, SourceError or ConfigError when the load cannot go on;
     those carry ``.result`` and the final checkpoint was handed to ``on_checkpoint`` first.
+
+    ``header``: the header row a shard uses (``source.info.byte_range`` starts past it), or checks
+    the header row against (its range starts at byte 0).
     """
     return await _Run(
         source=source,
@@ -145,6 +156,7 @@ async def run(
         on_checkpoint=on_checkpoint,
         on_progress=on_progress,
         clock=clock,
+        header=header,
     ).go()
 
 
@@ -167,10 +179,22 @@ class _Run:
         on_checkpoint: Callable[[Checkpoint], Awaitable[None]] | None,
         on_progress: Callable[[Progress], None] | None,
         clock: Callable[[], float],
+        header: list[str] | None = None,
     ) -> None:
+        rng = source.info.byte_range
+        #: where a shard starts (its rejects carry it); None for the whole object
+        self.shard_start = None if rng is None else rng[0]
+        #: a shard that ends before the object does: every record must end at its end (see _check_end)
+        self.cut = rng is not None and rng[1] != source.info.size
+        #: the header the planner read: a shard past the header row uses it, one at byte 0 checks it
+        self.expected_header = header
         #: the counters and the low-water mark (checks that ``resume`` is this load's)
         self.accounting = acc = Accounting(
-            source=source.info, table=config.table, resume=resume, max_rejects=config.max_rejects
+            source=source.info,
+            table=config.table,
+            resume=resume,
+            max_rejects=config.max_rejects,
+            header=header if self.shard_start else None,
         )
         self.source = source
         self.config = config
@@ -222,8 +246,9 @@ class _Run:
         )
         acc = self.accounting
         acc.counters.add(c)
+        shard = self.shard_start
         for rej in outcome.rejected:
-            self.rejects.add(rej)
+            self.rejects.add(rej if shard is None else dataclasses.replace(rej, shard_start=shard))
         if isinstance(outcome.error, Abandoned):
             return  # left for the next run: its segment holds the low-water mark
         if outcome.error is not None:
@@ -255,6 +280,7 @@ class _Run:
         read = functools.partial(stream.read, self.config.chunk_bytes)
         watcher = asyncio.create_task(self._watch_stop())
         pending: asyncio.Future[bytes] | None = None
+        last = b""  # the last chunk read: whether the data ends with a newline
         try:
             pending = loop.run_in_executor(None, read)
             while True:
@@ -267,10 +293,14 @@ class _Run:
                     ) from exc
                 pending = None
                 if not chunk:
-                    if not await self._records(self.decoder.finish()):
+                    tail = self.decoder.finish()
+                    if self.cut:
+                        self._check_end(tail, last)
+                    if not await self._records(tail):
                         break
                     stop = self.halt
                     break
+                last = chunk
                 # read ahead one chunk while this one is parsed
                 pending = loop.run_in_executor(None, read)
                 self.consumed += len(chunk)
@@ -497,10 +527,29 @@ class _Run:
         await self._maybe_checkpoint()
         return False
 
+    def _check_end(self, tail: RecordChunk, last: bytes) -> None:
+        """At the end of a shard's range, which is not the end of the object: a record left open
+        there (no newline before ``end``, or a quoted field still open) would be cut in two, its
+        rest read by the next shard. A planner bug: stop loudly instead."""
+        if tail.rows or (last and not last.endswith(b"\n")):
+            start, end = self.source.info.byte_range or (0, 0)
+            at = tail.starts[0] if tail.starts else self.pos
+            raise SourceError(
+                f"{self.source.info.uri}: the record at byte {at} does not end by byte {end}, the end "
+                f"of this shard's byte range [{start}, {end}): a shard must end at a record boundary "
+                "(the split is wrong)"
+            )
+
     def _make_converter(self) -> RowConverter:
         header = self.decoder.header
         if header is None:
             raise SourceError(f"{self.source.info.uri}: the object is empty: no header row")
+        expected = self.expected_header
+        if expected is not None and header != expected:
+            raise SourceError(
+                f"{self.source.info.uri}: the header row is {header} but the shard was planned with "
+                f"header_names {expected}: the split was planned on another object"
+            )
         self.converter = RowConverter(self.schema, header, self.keys)
         if self.encode is not None:
             # the lean sender takes wire bytes: clean blocks of rows are typed at once
@@ -509,7 +558,9 @@ class _Run:
         return self.converter
 
     def _reject(self, number: int, offset: int, raw: str, reason: str) -> None:
-        self.rejects.add(Reject(row=number, offset=offset, raw=raw, reason=reason))
+        self.rejects.add(
+            Reject(row=number, offset=offset, raw=raw, reason=reason, shard_start=self.shard_start)
+        )
         self.accounting.reject()
 
     def _next_row(self) -> int:

@@ -14,16 +14,25 @@ loudly instead of mixing two versions. ``Source.open(offset)`` returns a stream 
 
 Local paths get the same ``open(offset)`` contract (they are not pinned: a local file has no
 version).
+
+A shard opens only ``byte_range = (start, end)`` of an uncompressed object (``open_source(byte_range=
+...)``): ``open(offset)`` (``start <= offset <= end``) is a stream of bytes ``[offset, end)`` and then
+end of stream, so the reader downstream treats ``end`` as the end of the object. On S3 it is one GET
+with ``Range: bytes=offset-(end-1)`` on the pinned version; a broken read reopens at the byte it
+stopped at with the same bounded range (``_RangeReader``), never past ``end``. A local file seeks and
+reads no further than ``end``. A compressed object cannot be cut by bytes: a range on one is refused.
 """
 
 from __future__ import annotations
 
 import bz2
+import dataclasses
 import gzip
 import io
 import os
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal, cast
 from urllib.parse import unquote
@@ -50,6 +59,8 @@ _DENIED = {"403", "AccessDenied", "Forbidden", "AllAccessDisabled", "InvalidObje
 _CHANGED = {"412", "PreconditionFailed"}
 _READ_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError, BotoCoreError, ClientError)
 _SKIP_BYTES = 1 << 20
+#: A ranged read that breaks is reopened after each of these pauses (seconds), then it fails.
+_REOPEN_DELAYS_S = (0.0, 1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +75,8 @@ class SourceInfo:
     etag: str | None
     size: int | None  # stored size (the compressed size for compressed objects)
     compression: Compression
+    #: ``(start, end)``: only bytes ``[start, end)`` are read (a shard); None for the whole object
+    byte_range: tuple[int, int] | None = None
 
 
 def parse_uri(uri: str) -> tuple[str | None, str | None, None, str | None]:
@@ -99,13 +112,15 @@ def open_source(
     spec: CsvSpec,
     version_id: str | None = None,
     etag: str | None = None,
+    byte_range: tuple[int, int] | None = None,
 ) -> Source:
     """Resolve and pin the object. ``uri``'s key is taken literally (see ``parse_uri``);
     ``version_id`` names an S3 object version (``--version-id``, or a checkpoint's pin when
-    resuming), ``etag`` a checkpoint's ETag.
+    resuming), ``etag`` a checkpoint's ETag. ``byte_range`` ``(start, end)`` limits every read to
+    bytes ``[start, end)`` of the object (a shard).
 
-    Raises SourceError when the bucket or object is missing, not readable, or no longer the
-    checkpoint's.
+    Raises SourceError when the bucket or object is missing, not readable, no longer the
+    checkpoint's, or shorter than ``byte_range``; ConfigError for a range of a compressed object.
     """
     bucket, key, _, path = parse_uri(uri)
     if path is not None:
@@ -117,7 +132,7 @@ def open_source(
                 f"{path}: the file changed since the checkpoint (size and modification time differ); "
                 "start a new load instead of resuming"
             )
-        return Source(info, s3_client=None)
+        return Source(_ranged(info, byte_range), s3_client=None)
     assert bucket is not None and key is not None
     if s3_client is None:
         raise ConfigError(f"s3://{bucket}/{key}: an S3 client is required for an s3:// source")
@@ -127,15 +142,38 @@ def open_source(
             f"{info.uri}: object changed since the checkpoint (ETag {info.etag} now, {etag} then); "
             "start a new load instead of resuming"
         )
-    return Source(info, s3_client=s3_client)
+    return Source(_ranged(info, byte_range), s3_client=s3_client)
+
+
+def _ranged(info: SourceInfo, byte_range: tuple[int, int] | None) -> SourceInfo:
+    """``info`` limited to ``byte_range``, checked against the object it was planned on."""
+    if byte_range is None:
+        return info
+    start, end = byte_range
+    if not 0 <= start <= end:
+        raise ConfigError(f"{info.uri}: byte range [{start}, {end}) needs 0 <= start <= end")
+    if info.compression != "none":
+        raise ConfigError(
+            f"{info.uri}: a {info.compression}-compressed object cannot be split by bytes: "
+            "load it as one shard (no byte range)"
+        )
+    if info.size is not None and end > info.size:
+        raise SourceError(
+            f"{info.uri}: byte range [{start}, {end}) ends past the end of the object ({info.size} "
+            "bytes): the range was planned on another object or version"
+        )
+    return dataclasses.replace(info, byte_range=(start, end))
 
 
 class Source:
     """An opened, pinned source; ``open`` may be called any number of times."""
 
-    def __init__(self, info: SourceInfo, *, s3_client: Any | None) -> None:
+    def __init__(
+        self, info: SourceInfo, *, s3_client: Any | None, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.info = info
         self._client = s3_client
+        self._sleep = sleep
 
     def open(self, offset: int = 0) -> BinaryIO:
         """A stream positioned at ``offset`` of the DECOMPRESSED bytes.
@@ -143,10 +181,13 @@ class Source:
         Uncompressed: one ranged GET starting at ``offset`` (or a seek, for a local file).
         Compressed: read from byte 0 and discard ``offset`` decompressed bytes (a full re-read
         up to the offset; there is no way to seek in a gzip, zstd or bz2 stream).
+        With a byte range: bytes ``[offset, end)`` only (see the module's docstring).
         """
         info = self.info
         if offset < 0:
             raise ValueError(f"offset must be >= 0, got {offset}")
+        if info.byte_range is not None:
+            return self._open_range(offset, *info.byte_range)
         compressed = info.compression != "none"
         if not compressed and info.size is not None and offset > info.size:
             raise SourceError(
@@ -169,6 +210,26 @@ class Source:
         except BaseException:
             raw.close()
             raise
+
+    def _open_range(self, offset: int, start: int, end: int) -> BinaryIO:
+        info = self.info
+        if info.compression != "none":  # open_source refuses it; a hand-built SourceInfo must too
+            raise ConfigError(f"{info.uri}: a compressed object cannot be read by byte range")
+        if not start <= offset <= end:
+            raise SourceError(f"{info.uri}: offset {offset} is outside the byte range [{start}, {end})")
+        inner: Any
+        if info.path is None:
+            assert info.bucket is not None and info.key is not None
+            inner = _RangeReader(self._client, info, offset, end, sleep=self._sleep)
+        else:
+            raw = self._open_raw()
+            try:
+                raw.seek(offset)
+            except OSError as exc:
+                raw.close()
+                raise _read_error(exc, info, offset) from exc
+            inner = _Limit(raw, offset, end)
+        return cast(BinaryIO, _Stream(inner, info=info, position=offset))
 
     def _open_raw(self) -> io.BufferedIOBase:
         info = self.info
@@ -206,6 +267,126 @@ def iter_chunks(stream: BinaryIO, chunk_bytes: int) -> Iterator[bytes]:
     read = stream.read
     while chunk := read(chunk_bytes):
         yield chunk
+
+
+class _Limit:
+    """Bytes up to ``end`` of a local file positioned at ``position``; a file that ends sooner (cut
+    short after it was opened) is an error, never a short range read as if it were complete."""
+
+    def __init__(self, inner: io.BufferedIOBase, position: int, end: int) -> None:
+        self._inner = inner
+        self._position = position
+        self._end = end
+
+    def read(self, size: int = -1) -> bytes:
+        left = self._end - self._position
+        if left <= 0:
+            return b""
+        data = self._inner.read(left if size < 0 else min(size, left))
+        if not data:
+            raise EOFError(f"the file ends at byte {self._position}, before its range ends at {self._end}")
+        self._position += len(data)
+        return data
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _RangeReader:
+    """Bytes ``[position, end)`` of one pinned S3 object, read with ``Range: bytes=position-(end-1)``.
+
+    A body that breaks mid-read (a reset or timed-out connection, a response cut short) is reopened
+    at the byte it stopped at, with the same bounded range on the same version (or ``If-Match`` the
+    pinned ETag), so no byte is skipped or read twice and nothing past ``end`` is ever requested
+    (the next shard's bytes are not this one's to read). Gives up after ``_REOPEN_DELAYS_S``.
+    An overwritten object (412), a missing or forbidden one raise the GET's ClientError.
+    """
+
+    def __init__(
+        self, client: Any, info: SourceInfo, position: int, end: int, *, sleep: Callable[[float], None]
+    ) -> None:
+        self._client = client
+        self._info = info
+        self._position = position
+        self._end = end
+        self._sleep = sleep
+        self._body: Any = None
+        # imported here, as smart_open is: only an S3 shard needs it
+        import urllib3.exceptions
+
+        #: what a broken response body raises: a reset or timed-out connection, a body cut short
+        self._broken: tuple[type[BaseException], ...] = (
+            BotoCoreError,
+            OSError,
+            EOFError,
+            urllib3.exceptions.HTTPError,
+        )
+
+    def read(self, size: int = -1) -> bytes:
+        left = self._end - self._position
+        if left <= 0:
+            return b""
+        want = left if size < 0 else min(size, left)
+        parts: list[bytes] = []
+        got = 0
+        delays = iter(_REOPEN_DELAYS_S)
+        while got < want:
+            if self._body is None:
+                self._open()
+            try:
+                data: bytes = self._body.read(want - got)
+                if not data:  # the body ended before its range did: a response cut short
+                    raise EOFError(f"the response ended at byte {self._position}, before {self._end}")
+            except self._broken as exc:
+                self.close()
+                delay = next(delays, None)
+                if delay is None:
+                    raise OSError(
+                        f"the read broke {len(_REOPEN_DELAYS_S) + 1} times at byte {self._position}: {exc}"
+                    ) from exc
+                self._sleep(delay)
+                continue
+            parts.append(data)
+            got += len(data)
+            self._position += len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _open(self) -> None:
+        info = self._info
+        params: dict[str, Any] = {
+            "Bucket": info.bucket,
+            "Key": info.key,
+            "Range": f"bytes={self._position}-{self._end - 1}",
+        }
+        if info.version_id is not None:
+            params["VersionId"] = info.version_id
+        elif info.etag is not None:
+            params["IfMatch"] = info.etag
+        response = self._client.get_object(**params)
+        body = response["Body"]
+        if response["ResponseMetadata"]["HTTPStatusCode"] == 200:
+            # the server ignored Range and sent the whole object: skip to the position
+            skip = self._position
+            while skip:
+                chunk = body.read(min(skip, _SKIP_BYTES))
+                if not chunk:
+                    body.close()
+                    raise EOFError(f"the object ends at byte {self._position - skip}")
+                skip -= len(chunk)
+        else:
+            first = str(response.get("ContentRange", "")).removeprefix("bytes ").partition("-")[0]
+            if first != str(self._position):
+                body.close()
+                raise SourceError(
+                    f"{info.uri}: asked for bytes from {self._position}, got Content-Range "
+                    f"{response.get('ContentRange')!r}"
+                )
+        self._body = body
+
+    def close(self) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            body.close()
 
 
 class _Stream(io.BufferedIOBase):

@@ -12,12 +12,34 @@ fields that differ between two specs (a resume that would change them stops with
 
 ``run`` is the one place a load is assembled: the CLI and the Lambda both call it with their
 clients and sender, so the two cannot drift.
+
+A shard is a load spec with a byte range: ``byte_range = (start, end)`` of the (uncompressed)
+object, planned to start at a record boundary and to end where the next shard starts. The shard
+reads only those bytes and is complete when every record before ``end`` is written or rejected; a
+last record that is not terminated before ``end`` (when ``end`` is not the object's size) stops it
+with a SourceError instead of being joined to the next shard's bytes. A shard past the header row
+cannot read it: ``header_names`` is the header the planner read once (checked against the header
+row by a shard that starts at byte 0). A compressed object cannot be cut by bytes: a range on one
+is refused (run it as one shard).
+
+Row numbers: a shard cannot know how many rows come before it without reading them, so its rows
+are numbered from 1 at its first record (its checkpoint's ``next_row`` too). Every reject keeps the
+exact absolute byte ``offset`` and carries ``shard_start``; once the earlier shards are counted,
+``row_bases`` and ``renumber`` give each reject the row number the whole-object load gives it.
+A shard's counters count its rows only; the counters of the shards of an object add up to a
+whole-object load's when the shards tile it (rows read and rejected always; written and collapsed
+too unless a repeated key straddles a shard boundary). Duplicates collapse only inside the batch
+being built, so a key repeated in two shards is counted as a key repeated in two batches of one
+load: both rows are written, neither is collapsed. Which write wins is different, though: one
+load's writer orders the writes of a key in file order, shards do not share a writer, so the later
+row wins only if its shard writes after the earlier one's (shards run in file order, or the
+orchestrator orders them). ``first`` and ``error`` remember keys for one run, as across a resume.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -25,7 +47,8 @@ import orjson
 
 from loader.config import CsvSpec, DuplicatePolicy, LoadConfig, SchemaSpec
 from loader.errors import ConfigError, S3ddbError
-from loader.models import Checkpoint, KeySchema, Progress, RunResult
+from loader.models import Checkpoint, KeySchema, Progress, Reject, RunResult
+from loader.retry import WriteBudget
 
 __all__ = [
     "MAX_SPEC_BYTES",
@@ -35,6 +58,8 @@ __all__ = [
     "check_depth",
     "csv_from_dict",
     "csv_to_dict",
+    "renumber",
+    "row_bases",
     "run",
     "schema_to_dict",
 ]
@@ -61,9 +86,21 @@ _SPEC_KEYS = (
     "rejects",
     "concurrency",
     "max_wcu",
+    "byte_range",
+    "header_names",
 )
 #: the fields a resume may not change (a different value would change what lands in the table)
-DATA_FIELDS = ("source", "version_id", "etag", "table", "schema", "csv", "on_duplicate")
+DATA_FIELDS = (
+    "source",
+    "version_id",
+    "etag",
+    "table",
+    "schema",
+    "csv",
+    "on_duplicate",
+    "byte_range",
+    "header_names",
+)
 
 
 def check_depth(value: Any, what: str, *, limit: int = MAX_DEPTH) -> None:
@@ -138,10 +175,12 @@ class LoadSpec:
     """One load, pinned. ``source`` is ``s3://bucket/key`` (the key literal, never URL-decoded) or an
     absolute local path; ``version_id`` / ``etag`` pin the object once the load has opened it.
 
-    Data-affecting (see ``DATA_FIELDS``): source and pin, table, schema, csv, on_duplicate.
-    Where rejects go, ``concurrency`` (BatchWriteItem calls in flight: each holds one batch of at
-    most 25 items) and ``max_wcu`` (write units per second, None for no ceiling) may change
-    between runs of the same load.
+    Data-affecting (see ``DATA_FIELDS``): source and pin, table, schema, csv, on_duplicate, and a
+    shard's ``byte_range`` (``(start, end)``: bytes ``[start, end)`` of the object, None for all of
+    it) and ``header_names`` (the object's header row as the planner read it; required when
+    ``start`` is past byte 0 of an object with a header row). Where rejects go, ``concurrency``
+    (BatchWriteItem calls in flight: each holds one batch of at most 25 items) and ``max_wcu``
+    (write units per second, None for no ceiling) may change between runs of the same load.
     """
 
     source: str
@@ -154,6 +193,8 @@ class LoadSpec:
     rejects: str | None = None
     concurrency: int = 40
     max_wcu: float | None = None
+    byte_range: tuple[int, int] | None = None
+    header_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source:
@@ -162,8 +203,45 @@ class LoadSpec:
             raise ConfigError("the load spec has no table")
         if self.on_duplicate not in _DUPLICATES:
             raise ConfigError(f"on_duplicate must be last, first or error, got {self.on_duplicate!r}")
+        self._check_shard()
         # the knobs are checked where they are used, with the same messages
         self.config()
+
+    def _check_shard(self) -> None:
+        rng, names = self.byte_range, self.header_names
+        if names is not None:
+            if not isinstance(names, tuple) or not names or not all(isinstance(n, str) and n for n in names):
+                raise ConfigError("header_names must be the header row's column names (non-empty strings)")
+            if rng is None:
+                raise ConfigError("header_names is the header of a shard: it goes with byte_range")
+            if not self.csv.header:
+                raise ConfigError(
+                    "header_names is for an object with a header row; this csv has 'header': false"
+                )
+        if rng is None:
+            return
+        if (
+            not isinstance(rng, tuple)
+            or len(rng) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in rng)
+        ):
+            raise ConfigError(f"byte_range must be [start, end], two integers, got {_show(rng)}")
+        start, end = rng
+        if not 0 <= start <= end:
+            raise ConfigError(f"byte_range [{start}, {end}) needs 0 <= start <= end")
+        if self.source.endswith("/"):
+            raise ConfigError("byte_range names part of one object; this source is a prefix")
+        compression = _inferred(self.source, self.csv)
+        if compression != "none":
+            raise ConfigError(
+                f"byte_range: a {compression}-compressed object cannot be split by bytes; "
+                "load it as one shard (no byte_range)"
+            )
+        if start > 0 and self.csv.header and names is None:
+            raise ConfigError(
+                f"byte_range starts at byte {start}, past the header row it cannot read: "
+                "give header_names (the planner reads the header once)"
+            )
 
     @property
     def bucket(self) -> str | None:
@@ -203,6 +281,8 @@ class LoadSpec:
             "rejects": self.rejects,
             "concurrency": self.concurrency,
             "max_wcu": self.max_wcu,
+            "byte_range": None if self.byte_range is None else list(self.byte_range),
+            "header_names": None if self.header_names is None else list(self.header_names),
         }
 
     def dumps(self) -> bytes:
@@ -243,6 +323,17 @@ class LoadSpec:
         max_wcu = data.get("max_wcu")
         if max_wcu is not None and (isinstance(max_wcu, bool) or not isinstance(max_wcu, int | float)):
             raise ConfigError(f"{where}: 'max_wcu' must be a number")
+        # a spec written before shards existed has neither: the whole object, as it always was
+        byte_range = data.get("byte_range")
+        if byte_range is not None:
+            if not isinstance(byte_range, list):
+                raise ConfigError(f"{where}: 'byte_range' must be [start, end], two integers")
+            byte_range = tuple(byte_range)
+        names = data.get("header_names")
+        if names is not None:
+            if not isinstance(names, list):
+                raise ConfigError(f"{where}: 'header_names' must be a list of column names")
+            names = tuple(names)
         return cls(
             source=opt_str("source") or "",
             table=opt_str("table") or "",
@@ -254,6 +345,8 @@ class LoadSpec:
             rejects=opt_str("rejects"),
             concurrency=concurrency,
             max_wcu=None if max_wcu is None else float(max_wcu),
+            byte_range=byte_range,
+            header_names=names,
         )
 
     @classmethod
@@ -316,9 +409,13 @@ class RunKnobs:
     backoff_cap_s: float = 20.0
     checkpoint_interval_s: float = 5.0
     chunk_bytes: int = 1 << 20
+    #: a write-unit ceiling that may change while the run goes (a worker's share of a sharded
+    #: load's ``max_wcu``); None: the spec's ``max_wcu``
+    write_budget: WriteBudget | None = None
 
     def as_config(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # not dataclasses.asdict: it would deep-copy the budget, which must stay shared
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 async def run(
@@ -339,7 +436,9 @@ async def run(
 
     Every checkpoint handed to ``on_checkpoint``, the result's and an error's carry the pinned
     spec (``Checkpoint.spec``) unless ``pin_into_checkpoints`` is False (the Lambda keeps it in the
-    ledger item instead). Raises like ``loader.pipeline.run``.
+    ledger item instead). A shard's checkpoints carry its byte range too, and ``resume`` must be
+    one of them (a checkpoint of another range, or of the whole object, is a ConfigError).
+    Raises like ``loader.pipeline.run``.
     """
     from loader import pipeline
     from loader.rejects import open_rejects
@@ -347,7 +446,12 @@ async def run(
 
     config = spec.config(**knobs.as_config())
     source = open_source(
-        spec.source, s3_client=s3_client, spec=spec.csv, version_id=spec.version_id, etag=spec.etag
+        spec.source,
+        s3_client=s3_client,
+        spec=spec.csv,
+        version_id=spec.version_id,
+        etag=spec.etag,
+        byte_range=spec.byte_range,
     )
     pinned = dataclasses.replace(spec, version_id=source.info.version_id, etag=source.info.etag)
     stamp = pinned.to_dict() if pin_into_checkpoints else None
@@ -373,6 +477,7 @@ async def run(
             resume=resume,
             on_checkpoint=checkpoint,
             on_progress=on_progress,
+            header=None if spec.header_names is None else list(spec.header_names),
         )
     except S3ddbError as exc:
         if isinstance(exc.result, RunResult):
@@ -383,3 +488,34 @@ async def run(
     return dataclasses.replace(result, checkpoint=stamped(result.checkpoint))
 
 
+def row_bases(shards: Iterable[tuple[tuple[int, int], int]]) -> dict[int, int]:
+    """How many rows of the object come before each shard: ``{start: rows}``, from every shard's
+    ``(byte_range, rows_read)`` (its complete checkpoint's counters), in any order.
+
+    The shards must tile one stretch of the object: each starting where the one before it ends
+    (the first may start after the header row). A ValueError names a gap or an overlap.
+    """
+    bases: dict[int, int] = {}
+    rows_before = 0
+    previous_end: int | None = None
+    for (start, end), rows in sorted(shards):
+        if previous_end is not None and start != previous_end:
+            what = "a gap" if start > previous_end else "an overlap"
+            raise ValueError(f"the shards do not tile the object: {what} at bytes {previous_end}-{start}")
+        if rows < 0 or end < start:
+            raise ValueError(f"shard [{start}, {end}) with {rows} rows is not a shard")
+        bases[start] = rows_before
+        rows_before += rows
+        previous_end = end
+    return bases
+
+
+def renumber(reject: Reject, bases: Mapping[int, int]) -> Reject:
+    """``reject`` with the row number the whole-object load gives it (``bases`` from ``row_bases``);
+    a reject of a whole-object load (``shard_start`` None) is returned as it is."""
+    start = reject.shard_start
+    if start is None:
+        return reject
+    if start not in bases:
+        raise ValueError(f"no shard starts at byte {start}")
+    return dataclasses.replace(reject, row=bases[start] + reject.row, shard_start=None)
