@@ -230,14 +230,51 @@ def count_items(ddb: Any, table: str) -> int:
 # ----------------------------------------------------------------------------- cases
 
 
-def case_argv(case: str, *, source: str, table: str, schema: str, workdir: str, sender: str) -> list[str]:
+def case_argv(
+    case: str,
+    *,
+    source: str,
+    table: str,
+    schema: str,
+    workdir: str,
+    sender: str,
+    workers: int | None = None,
+    max_wcu: float | None = None,
+) -> list[str]:
     py = sys.executable
     if case == "s3ddb":
-        return [
+        argv = [
             py, "-m", "s3ddb.cli", "load", source, "--table", table, "--schema", schema,
             "--json", "--quiet", "--rejects", os.path.join(workdir, "rejects"), "--sender", sender,
         ]  # fmt: skip
+        if workers is not None:
+            argv += ["--workers", str(workers)]
+        if max_wcu is not None:
+            argv += ["--max-wcu", f"{max_wcu:g}"]
+        return argv
     return [py, "-m", "benchmarks.baselines", case, source, "--table", table, "--schema", schema]
+
+
+def capacity_summary(stats: dict[str, Any]) -> dict[str, Any] | None:
+    """What the capacity-enforcing endpoint saw: the sustained rate of accepted write units (the
+    mean over the whole seconds after the first, which carries the starting burst), and the share
+    of calls refused whole or handed items back."""
+    cap = stats.get("capacity")
+    if not cap:
+        return None
+    series = cap["units_per_second"][1:-1]  # not the burst's second, not the one in progress
+    calls = max(1, int(stats["calls"]))
+    partial = sum(t["unprocessed_items"] > 0 for t in cap["tables"].values())
+    return {
+        "budget_wcu": cap["settings"]["table_wcu"],
+        "partitions": cap["settings"]["partitions"],
+        "sustained_wcu": round(sum(series) / len(series), 1) if series else None,
+        "throttled_calls": int(stats["throttled_calls"]),
+        "throttled_call_share": round(int(stats["throttled_calls"]) / calls, 4),
+        "unprocessed_items": int(stats["unprocessed_items"]),
+        "tables_with_unprocessed": partial,
+        "calls": calls,
+    }
 
 
 def _child_summary(stdout: str) -> dict[str, Any]:
@@ -265,6 +302,8 @@ def run_case(
     workdir: str,
     sender: str,
     timeout_s: float,
+    workers: int | None = None,
+    max_wcu: float | None = None,
 ) -> dict[str, Any]:
     table = f"bench-{case}-{uuid.uuid4().hex[:8]}"
     create_table(ddb, table, key)
@@ -276,13 +315,19 @@ def run_case(
     child_env["PYTHONPATH"] = str(ROOT) + (
         os.pathsep + child_env["PYTHONPATH"] if child_env.get("PYTHONPATH") else ""
     )
-    argv = case_argv(case, source=source, table=table, schema=schema, workdir=workdir, sender=sender)
+    argv = case_argv(
+        case, source=source, table=table, schema=schema, workdir=workdir, sender=sender,
+        workers=workers, max_wcu=max_wcu,
+    )  # fmt: skip
     print(f"benchmarks: {case} -> {target} @ {latency_ms:g} ms ...", file=sys.stderr, flush=True)
     res = run_child(argv, env=child_env, timeout_s=timeout_s)
     summary = _child_summary(res.stdout)
     reported = int(summary.get("items_written", summary.get("items", 0)) or 0)
+    capacity = None
     if wire is not None:
-        landed = int(wire.stats()["items"])
+        stats = wire.stats()
+        landed = int(stats["items"])
+        capacity = capacity_summary(stats)
     else:
         landed = count_items(ddb, table)
         with contextlib.suppress(Exception):
@@ -306,6 +351,12 @@ def run_case(
     }
     if case == "s3ddb":
         out["sender"] = sender
+        if workers is not None:
+            out["workers"] = workers
+        if max_wcu is not None:
+            out["max_wcu"] = max_wcu
+    if capacity is not None:
+        out["capacity"] = capacity
     if not ok:
         out["error"] = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1][:300]
         if res.returncode != 0:
@@ -329,6 +380,9 @@ def run_matrix(
     timeout_s: float = 3600.0,
     repeat: int = 1,
     data: dict[str, Any] | None = None,
+    workers: Sequence[int | None] = (None,),
+    max_wcu: float | None = None,
+    wire_capacity: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every case on every target; with ``repeat`` > 1 each case runs that many times in turn
     (case A, B, C, then A, B, C again), so a shared machine's drift falls on all of them alike.
@@ -373,6 +427,8 @@ def run_matrix(
                 wire = None
                 if target == "wire":
                     wire = start_wire("--latency-ms", str(lat))
+                    if wire_capacity:
+                        wire.post(f"/config?{wire_capacity}")
                     endpoint = wire.url
                 else:
                     assert env.dynamodb_local is not None
@@ -381,18 +437,29 @@ def run_matrix(
                 try:
                     for run in range(repeat):
                         for case in cases:
-                            res = run_case(
-                                case=case, target=target, latency_ms=lat, endpoint=endpoint, ddb=ddb,
-                                wire=wire, source=source, schema=g.schema_path, key=g.key, rows=rows,
-                                env=env, workdir=workdir, sender=sender, timeout_s=timeout_s,
-                            )  # fmt: skip
-                            if repeat > 1:
-                                res["run"] = run + 1
-                            results.append(res)
+                            for n in workers if case == "s3ddb" else (None,):
+                                res = run_case(
+                                    case=case, target=target, latency_ms=lat, endpoint=endpoint, ddb=ddb,
+                                    wire=wire, source=source, schema=g.schema_path, key=g.key, rows=rows,
+                                    env=env, workdir=workdir, sender=sender, timeout_s=timeout_s,
+                                    workers=n, max_wcu=max_wcu if case == "s3ddb" else None,
+                                )  # fmt: skip
+                                if repeat > 1:
+                                    res["run"] = run + 1
+                                results.append(res)
                 finally:
                     if wire is not None:
                         wire.stop()
     return results
+
+
+def _label(c: dict[str, Any]) -> str:
+    label = str(c["name"])
+    if c.get("workers") is not None:
+        label += f" --workers {c['workers']}"
+    if c.get("max_wcu") is not None:
+        label += f" --max-wcu {c['max_wcu']:g}"
+    return label
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -417,14 +484,14 @@ def markdown(report: dict[str, Any]) -> str:
     for c in report["cases"]:
         lat = f"{c['latency_ms']:g}" if c["target"] == "wire" else "n/a (0)"
         lines.append(
-            f"| {c['name']} | {c['target']} | {lat} | {c['rows']:,} | {c['items_per_second'] or 0:,.0f} | "
+            f"| {_label(c)} | {c['target']} | {lat} | {c['rows']:,} | {c['items_per_second'] or 0:,.0f} | "
             f"{c['client_cpu_us_per_item'] if c['client_cpu_us_per_item'] is not None else '-'} | "
             f"{c['peak_rss_mb']} | {'yes' if c['ok'] else 'NO: ' + c.get('error', '')} |"
         )
     groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
     for c in report["cases"]:
         if "run" in c:
-            groups.setdefault((c["name"], c["target"], c["latency_ms"]), []).append(c)
+            groups.setdefault((_label(c), c["target"], c["latency_ms"]), []).append(c)
     if groups:
         lines += [
             "",
@@ -442,10 +509,31 @@ def markdown(report: dict[str, Any]) -> str:
                 f"({min(ips):,.0f}-{max(ips):,.0f}) | {statistics.median(cpu):.1f} "
                 f"({min(cpu):.1f}-{max(cpu):.1f}) |"
             )
+    capped = [c for c in report["cases"] if c.get("capacity")]
+    if capped:
+        lines += [
+            "",
+            "Against the capacity-enforcing endpoint (`benchmarks/wire.py` capacity mode):",
+            "",
+            "| case | budget WCU/s | partitions | sustained WCU/s | of budget | calls | throttled calls "
+            "| items handed back |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for c in capped:
+            k = c["capacity"]
+            sustained = k["sustained_wcu"] or 0.0
+            share = sustained / k["budget_wcu"] if k["budget_wcu"] else 0.0
+            lines.append(
+                f"| {_label(c)} | {k['budget_wcu']:,.0f} | {k['partitions']} | {sustained:,.0f} "
+                f"| {share:.1%} "
+                f"| {k['calls']:,} | {k['throttled_calls']:,} ({k['throttled_call_share']:.2%}) "
+                f"| {k['unprocessed_items']:,} |"
+            )
     lines += [
         "",
         "Client CPU is the loader process's own user+sys time (interpreter start and imports included) "
-        "divided by items written; items/s is the loader's own timing of the load. DynamoDB Local cannot "
+        "divided by items written (with --workers, its workers' time too; peak RSS is the parent's only); "
+        "items/s is the loader's own timing of the load. DynamoDB Local cannot "
         "add latency, so it is measured at 0 ms only. The wire endpoint runs in its own process and its CPU "
         "is not counted.",
     ]
@@ -473,6 +561,18 @@ def run_main(argv: list[str]) -> int:
     p.add_argument("--sender", default="lean", choices=("lean", "botocore"), help="s3ddb's write path")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per case")
     p.add_argument("--repeat", type=int, default=1, help="runs of each case (each one is recorded)")
+    p.add_argument(
+        "--workers",
+        type=_csv_list,
+        default=[],
+        help="s3ddb's --workers, one run per value (e.g. 1,2); default: s3ddb's own default",
+    )
+    p.add_argument("--max-wcu", type=float, help="s3ddb's --max-wcu (the load's write budget)")
+    p.add_argument(
+        "--wire-capacity",
+        metavar="QUERY",
+        help="turn the wire endpoint's capacity mode on, e.g. table_wcu=20000&partitions=8&burst_s=1",
+    )
     a = p.parse_args(argv)
     for t in a.targets:
         if t not in TARGETS:
@@ -497,6 +597,9 @@ def run_main(argv: list[str]) -> int:
         timeout_s=a.timeout,
         repeat=max(1, a.repeat),
         data=data,
+        workers=[int(w) for w in a.workers] or [None],
+        max_wcu=a.max_wcu,
+        wire_capacity=a.wire_capacity,
     )
     machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report = {"machine": machine, "data": data, "cases": cases}
