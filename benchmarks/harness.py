@@ -113,6 +113,19 @@ def _vm_hwm_kib(pid: int) -> int:
     return 0
 
 
+def machine_busy_s() -> float:
+    """CPU seconds every process of this machine has spent (``/proc/stat``, all cores, not idle or
+    iowait): around a case, what the loader and the stand-ins it talks to (the wire endpoint, moto)
+    cost together, and anything else the machine ran meanwhile."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def run_child(argv: Sequence[str], *, env: dict[str, str], timeout_s: float) -> ChildResult:
     """Run ``argv``; measure its own CPU (``wait4`` rusage) and its own peak RSS (``VmHWM``).
 
@@ -320,7 +333,9 @@ def run_case(
         workers=workers, max_wcu=max_wcu,
     )  # fmt: skip
     print(f"benchmarks: {case} -> {target} @ {latency_ms:g} ms ...", file=sys.stderr, flush=True)
+    busy0 = machine_busy_s()
     res = run_child(argv, env=child_env, timeout_s=timeout_s)
+    machine_cpu_s = machine_busy_s() - busy0
     summary = _child_summary(res.stdout)
     reported = int(summary.get("items_written", summary.get("items", 0)) or 0)
     capacity = None
@@ -345,6 +360,7 @@ def run_case(
         "wall_s": round(res.wall_s, 2),
         "load_s": round(load_s, 2),
         "client_cpu_s": round(res.cpu_s, 2),
+        "machine_cpu_us_per_item": round(machine_cpu_s / landed * 1e6, 2) if landed else None,
         "items_landed": landed,
         "items_reported": reported,
         "ok": ok,
@@ -478,14 +494,16 @@ def markdown(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| case | target | latency ms | rows | items/s | client CPU µs/item | peak RSS MB | ok |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| case | target | latency ms | rows | items/s | client CPU µs/item | machine CPU µs/item "
+        "| peak RSS MB | ok |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in report["cases"]:
         lat = f"{c['latency_ms']:g}" if c["target"] == "wire" else "n/a (0)"
         lines.append(
             f"| {_label(c)} | {c['target']} | {lat} | {c['rows']:,} | {c['items_per_second'] or 0:,.0f} | "
             f"{c['client_cpu_us_per_item'] if c['client_cpu_us_per_item'] is not None else '-'} | "
+            f"{c.get('machine_cpu_us_per_item') or '-'} | "
             f"{c['peak_rss_mb']} | {'yes' if c['ok'] else 'NO: ' + c.get('error', '')} |"
         )
     groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
@@ -533,7 +551,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "Client CPU is the loader process's own user+sys time (interpreter start and imports included) "
         "divided by items written (with --workers, its workers' time too; peak RSS is the parent's only); "
-        "items/s is the loader's own timing of the load. DynamoDB Local cannot "
+        "machine CPU is every process of the machine over the case (the loader, the stand-ins it talks to, "
+        "and whatever else ran); items/s is the loader's own timing of the load. DynamoDB Local cannot "
         "add latency, so it is measured at 0 ms only. The wire endpoint runs in its own process and its CPU "
         "is not counted.",
     ]

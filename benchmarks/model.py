@@ -28,7 +28,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PRICES", "Prices", "lambda_rows", "main", "measured_us_per_item", "render", "write_rows"]
+__all__ = [
+    "PRICES",
+    "Prices",
+    "fleet_rows",
+    "lambda_rows",
+    "local_ceiling",
+    "main",
+    "measured_us_per_item",
+    "render",
+    "write_rows",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "s3ddb-repeat.json"
@@ -149,6 +159,61 @@ def write_rows(
     return rows
 
 
+@dataclass(frozen=True, kw_only=True)
+class FleetRow:
+    shards: int
+    items_per_s: float
+    limited_by: str
+    minutes_per_100m: float
+    usd_per_100m: float
+
+
+def fleet_rows(
+    per_shard_items_per_s: float,
+    us_per_item: float,
+    shard_counts: tuple[int, ...],
+    *,
+    table_wcu: float = ON_DEMAND_TABLE_WCU,
+    partitions: int | None = None,
+    lambda_concurrency: int = 1000,
+    budget_share: float = 0.9,
+    prices: Prices = PRICES,
+) -> list[FleetRow]:
+    """One object loaded by N shard chains (``"parallel": N``): each shard is one hop at a time
+    at ``per_shard_items_per_s``; together they go no faster than the write budget (``budget_share``
+    of the table's write units, ``S3DDB_MAX_WCU``), than the partitions the keys spread over
+    (1,000 write units/s each) or than the Lambda concurrency allows. Items ≤ 1 KB. Cost: the
+    shards' CPU time (which does not depend on N) plus the write units."""
+    rows = []
+    for n in shard_counts:
+        limits = {
+            "shards": n * per_shard_items_per_s,
+            "write budget": table_wcu * budget_share,
+            "Lambda concurrency": min(n, lambda_concurrency) * per_shard_items_per_s,
+        }
+        if partitions is not None:
+            limits["partitions"] = partitions * PARTITION_WCU
+        limited_by = min(limits, key=lambda k: limits[k])
+        rate = limits[limited_by]
+        gb_s = FULL_VCPU_MB / 1024 * 1e8 * us_per_item / 1e6
+        rows.append(
+            FleetRow(
+                shards=n,
+                items_per_s=rate,
+                limited_by=limited_by,
+                minutes_per_100m=1e8 / rate / 60,
+                usd_per_100m=gb_s * prices.lambda_gb_s_arm64 + 100 * prices.ddb_on_demand_per_million_wru,
+            )
+        )
+    return rows
+
+
+def local_ceiling(*, cores: int, machine_us_per_item: float) -> float:
+    """Items/s a machine can reach when the loader and the stand-ins it talks to share its
+    ``cores``: every item costs ``machine_us_per_item`` of CPU across all of them."""
+    return cores * 1e6 / machine_us_per_item
+
+
 def _n(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -183,6 +248,31 @@ def render(us_per_item: float, *, source: str, prices: Prices = PRICES) -> str:
             f"| {w.concurrency} | {w.latency_ms:g} ms | {_n(w.wire_items_per_s)} | {_n(w.items_per_s)} "
             f"| {w.chains_for_table} | {w.partitions_needed} |"
         )
+    counts = (1, 2, 4, 8, 16)
+    out += [
+        "",
+        "Minutes to load one object of 100 million rows (≤ 1 KB) over N shard chains "
+        '(`"parallel": N`), by what one shard sustains, with `S3DDB_MAX_WCU` at 90% of an on-demand '
+        "table's default 40,000 write units/s (36,000 items/s); in brackets what limits it:",
+        "",
+        "| one shard's items/s | " + " | ".join(f"{n} shard{'s' if n > 1 else ''}" for n in counts) + " |",
+        "|---:|" + "---:|" * len(counts),
+    ]
+    for per_shard in (5_000.0, 10_000.0, 25_000.0, cpu_rate):
+        cells = [
+            f"{f.minutes_per_100m:,.0f} ({f.limited_by})"
+            if f.limited_by != "shards"
+            else f"{f.minutes_per_100m:,.0f}"
+            for f in fleet_rows(per_shard, us_per_item, counts, prices=prices)
+        ]
+        out.append(f"| {_n(per_shard)} | " + " | ".join(cells) + " |")
+    cost = fleet_rows(cpu_rate, us_per_item, (1,), prices=prices)[0].usd_per_100m
+    out += [
+        "",
+        f"100 million rows cost ${cost:,.2f} whatever the shards: "
+        f"${100 * prices.ddb_on_demand_per_million_wru:,.2f} of on-demand write units and "
+        f"${cost - 100 * prices.ddb_on_demand_per_million_wru:,.2f} of Lambda time.",
+    ]
     return "\n".join(out) + "\n"
 
 

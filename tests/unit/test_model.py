@@ -62,3 +62,24 @@ def test_the_readme_tuning_tables_are_the_models_output(capsys: pytest.CaptureFi
     printed = capsys.readouterr().out
     readme = (ROOT / "README.md").read_text()
     assert printed.strip() in readme, "README's tuning tables differ from `python -m benchmarks model`"
+
+
+def test_shards_add_up_until_the_write_budget_or_the_partitions_hold_them() -> None:
+    rows = model.fleet_rows(10_000.0, 20.0, (1, 2, 4, 8), table_wcu=40_000, budget_share=0.9)
+    assert [r.items_per_s for r in rows] == [10_000, 20_000, 36_000, 36_000]
+    assert [r.limited_by for r in rows] == ["shards", "shards", "write budget", "write budget"]
+    assert rows[0].minutes_per_100m == pytest.approx(1e8 / 10_000 / 60)
+    hot = model.fleet_rows(10_000.0, 20.0, (8,), partitions=4)[0]
+    assert (hot.items_per_s, hot.limited_by) == (4_000, "partitions")
+    few = model.fleet_rows(10_000.0, 20.0, (8,), lambda_concurrency=2, table_wcu=1e9)[0]
+    assert (few.items_per_s, few.limited_by) == (20_000, "Lambda concurrency")
+    # the cost does not depend on the shards: the same CPU time and the same write units
+    assert len({r.usd_per_100m for r in rows}) == 1
+    assert rows[0].usd_per_100m == pytest.approx(
+        100 * model.PRICES.ddb_on_demand_per_million_wru
+        + 1769 / 1024 * 1e8 * 20e-6 * model.PRICES.lambda_gb_s_arm64
+    )
+
+
+def test_a_machine_shared_with_its_stand_ins_is_capped_by_their_cpu_per_item() -> None:
+    assert model.local_ceiling(cores=2, machine_us_per_item=25.0) == pytest.approx(80_000)
