@@ -270,22 +270,27 @@ def case_argv(
 
 def capacity_summary(stats: dict[str, Any]) -> dict[str, Any] | None:
     """What the capacity-enforcing endpoint saw: the sustained rate of accepted write units (the
-    mean over the whole seconds after the first, which carries the starting burst), and the share
-    of calls refused whole or handed items back."""
+    mean over the whole seconds of the load: from its first second with writes, which carries the
+    starting burst and is left out, to its last, which is partial and left out too), and the share
+    of calls refused whole."""
     cap = stats.get("capacity")
     if not cap:
         return None
-    series = cap["units_per_second"][1:-1]  # not the burst's second, not the one in progress
+    series = list(cap["units_per_second"])
+    while series and series[-1] == 0:
+        series.pop()
+    while series and series[0] == 0:
+        series.pop(0)
+    steady = series[1:-1]
     calls = max(1, int(stats["calls"]))
-    partial = sum(t["unprocessed_items"] > 0 for t in cap["tables"].values())
     return {
-        "budget_wcu": cap["settings"]["table_wcu"],
-        "partitions": cap["settings"]["partitions"],
-        "sustained_wcu": round(sum(series) / len(series), 1) if series else None,
+        "budget_wcu": cap["table_wcu"],
+        "partitions": cap["partitions"],
+        "sustained_wcu": round(sum(steady) / len(steady), 1) if steady else None,
+        "seconds_measured": len(steady),
         "throttled_calls": int(stats["throttled_calls"]),
         "throttled_call_share": round(int(stats["throttled_calls"]) / calls, 4),
         "unprocessed_items": int(stats["unprocessed_items"]),
-        "tables_with_unprocessed": partial,
         "calls": calls,
     }
 
