@@ -281,6 +281,7 @@ class _Run:
         watcher = asyncio.create_task(self._watch_stop())
         pending: asyncio.Future[bytes] | None = None
         last = b""  # the last chunk read: whether the data ends with a newline
+        at_end = False
         try:
             pending = loop.run_in_executor(None, read)
             while True:
@@ -293,6 +294,7 @@ class _Run:
                     ) from exc
                 pending = None
                 if not chunk:
+                    at_end = True
                     tail = self.decoder.finish()
                     if self.cut:
                         self._check_end(tail, last)
@@ -311,7 +313,11 @@ class _Run:
             error = exc
             stop = _Halt.ERROR
         finally:
-            watcher.cancel()
+            if stop is not None or not at_end:
+                # at the end of the data the watcher stays: the final drain of up to
+                # ``concurrency`` batches can outlast a Lambda hop under a low --max-wcu, and a
+                # deadline must still stop it (the batches left are resumed from the checkpoint)
+                watcher.cancel()
             if pending is not None:
                 try:
                     await pending
@@ -344,6 +350,7 @@ class _Run:
             # no more submissions; the open batch's rows stay above the low-water mark
             pass
         await self.writer.drain()
+        watcher.cancel()
         if self.fatal is not None and error is None:
             error = self.fatal
 

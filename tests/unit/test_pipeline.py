@@ -638,3 +638,22 @@ def test_stop_reasons_are_their_strings() -> None:
     bogus: Any = "done"
     with pytest.raises(ValueError, match="'done' is not a valid StopReason"):
         RunResult(counters=Counters(), checkpoint=cp, stopped=bogus, seconds=0.0, rejects_location=None)
+
+
+async def test_a_stop_during_the_final_drain_is_seen_and_the_rest_resumes_exactly() -> None:
+    """At the end of the data the writer may still hold up to ``concurrency`` batches (here each
+    waits a second for write units under a low --max-wcu): a deadline in that drain must stop the
+    run (a Lambda hop would otherwise run past its timeout, every attempt), not wait it out."""
+    lines = rows(100)
+    data = csv_of(lines)
+    source = MemorySource(data)
+    sender = FakeSender()
+    cfg = config(concurrency=4, max_wcu=25.0, stop_poll_s=0.01)  # 4 batches of 25: one a second
+    one, _, _ = await load(source, sender=sender, cfg=cfg, should_stop=lambda _p: len(sender.calls) >= 1)
+    assert one.stopped is StopReason.STOPPED and not one.checkpoint.complete
+    assert len(sender.calls) < 4  # it did not wait for every batch's write units
+    cp = one.checkpoint
+    assert cp.counters.items_written == sum(map(len, sender.calls))
+    two, _, _ = await load(source, sender=FakeSender(landed=sender.landed), resume=cp)
+    assert two.complete and two.checkpoint.counters.items_written == 100
+    assert sorted(FakeSender(landed=sender.landed).landed) == [f"k{i:03d}" for i in range(1, 101)]
