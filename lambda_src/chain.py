@@ -6,6 +6,23 @@ claim, commits only while it still holds that claim, and hands over by moving ``
 before it invokes the next one. So a duplicate event, a duplicate continuation or a Lambda retry
 can never run two hops of one chain at once nor count a row twice (rows written again by a
 hop that lost its claim are idempotent puts; counters come only from committed checkpoints).
+
+A load with ``parallel`` N > 1 (a backfill's option) is cut into up to N record-aligned byte ranges
+once, against the pinned object version (``loader.workers.plan``); the load's ledger item becomes a
+parent that holds the plan, and each range is a shard chain of its own (its own ledger item, token,
+hops and checkpoint) running the parent's pinned spec with its ``byte_range``. The shards' first
+hops are invoked as continuations pointing at their ledger items. Whichever shard finishes last
+settles the parent (``Ledger.settle``: COMPLETED with the counters summed, or FAILED naming the
+failed shard) and moves its backfill lane on. A shard that fails does not stop the others (their
+rows are good): the parent stays RUNNING until every shard is finished (``s3ddb status`` names the
+failed shard meanwhile), so its status tells when nothing runs any more, and a lane moves on only
+then. A backfill sent again resumes the failed (or stalled) shards alone, each from its own
+checkpoint. ``S3DDB_MAX_CHAINS`` bounds the chains of a backfill at once, shards included:
+``parallel`` may not exceed it, and a prefix backfill runs ``S3DDB_MAX_CHAINS // parallel`` objects
+at once. A compressed object, or one the planner cannot cut in two, loads as one chain (the answer
+says why). The write-unit ceiling (S3DDB_MAX_WCU, or the backfill's ``max_wcu`` when lower) is the
+whole load's: each shard hop gets the ceiling divided by the shards RUNNING, read when the hop
+starts and again at each committed checkpoint, so a shard that finishes hands its share on.
 """
 
 from __future__ import annotations
@@ -33,13 +50,22 @@ from lambda_src.events import (
     LoadOptions,
     ObjectRef,
     ObjectsEvent,
+    RunOptions,
     S3TestEvent,
     continue_payload,
     object_uri,
     parse_event,
     split_s3_uri,
 )
-from lambda_src.ledger import ChainStatus, Ledger, LedgerItem, target_key, version_key
+from lambda_src.ledger import (
+    SHARD_REJECTS_NOTE,
+    ChainStatus,
+    Ledger,
+    LedgerItem,
+    shard_target,
+    target_key,
+    version_key,
+)
 from lambda_src.outcome import (
     Accepted,
     AlreadyLoaded,
@@ -53,13 +79,14 @@ from lambda_src.outcome import (
     ObjectsHandled,
     OutcomeStatus,
     Refused,
+    ShardsStarted,
     Skipped,
     Superseded,
 )
 from lambda_src.settings import Settings
 from loader.errors import ConfigError, S3ddbError, SourceError, TooManyRejectsError
-from loader.models import Checkpoint, Progress, RunResult
-from loader.retry import Backoff, RetryPolicy
+from loader.models import Checkpoint, Counters, Progress, RunResult
+from loader.retry import Backoff, RetryPolicy, WriteBudget
 from loader.spec import LoadSpec
 
 if TYPE_CHECKING:
@@ -98,6 +125,8 @@ PENDING_LEASE_S = 1800.0
 INVOKE_ATTEMPTS = 3
 INVOKE_BACKOFF_BASE_S = 0.5
 INVOKE_BACKOFF_CAP_S = 2.0
+#: The run options of an event that gives none: one chain per object, the function's knobs.
+ONE_CHAIN = RunOptions()
 #: Error codes of Invoke that no retry can change (the request itself is wrong): given up at once.
 #: Everything else (throttling, 5xx, timeouts, a connection refused, a status other than 202) is
 #: retried.
@@ -259,14 +288,23 @@ def lane_of(key: str, lanes: int) -> int:
 
 
 def backfill_id(
-    bucket: str, prefix: str, table: str, lanes: int, options: LoadOptions, reload: str = ""
+    bucket: str,
+    prefix: str,
+    table: str,
+    lanes: int,
+    options: LoadOptions,
+    reload: str = "",
+    parallel: int = 1,
 ) -> str:
     """A backfill's id, derived from what it loads: the same backfill sent again (a retry, or a
     second ``s3ddb invoke``) gets the same lanes, which find each other's running objects and stop
-    instead of running alongside (so never more than S3DDB_MAX_CHAINS chains per backfill)."""
-    raw = orjson.dumps(
-        [bucket, prefix, table, lanes, options.to_payload(), reload], option=orjson.OPT_SORT_KEYS
-    )
+    instead of running alongside (so never more than S3DDB_MAX_CHAINS chains per backfill). The run
+    knobs (``max_wcu``, ``max_rejects``) are not part of it: sent again with other knobs, it is the
+    same backfill."""
+    parts: list[Any] = [bucket, prefix, table, lanes, options.to_payload(), reload]
+    if parallel != 1:
+        parts.append({"parallel": parallel})
+    raw = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
@@ -292,6 +330,11 @@ class HopRequest:
     should_stop: Callable[[Progress], bool]
     on_checkpoint: Callable[[Checkpoint], None]
     on_progress: Callable[[Progress], None]
+    #: rejected rows (the chain's, or the shard's, in all) after which it is FAILED; None: no limit
+    max_rejects: int | None = None
+    #: a shard's share of its load's write-unit ceiling, changed while the hop runs; None: the
+    #: spec's ``max_wcu``
+    write_budget: WriteBudget | None = None
 
 
 class ChainRunner:
@@ -461,13 +504,20 @@ class ChainRunner:
             self._spec_for(probe, table=table, options=event.options)
         except ConfigError as exc:
             return self._refusal(Refused(reason=str(exc), source=event.source, table=table))
+        run = event.run
+        too_many = self._parallel_refusal(run.parallel)
+        if too_many:
+            return self._refusal(Refused(reason=too_many, source=event.source, table=table))
         reload = f"reload-{ctx.request_id}" if event.reload else ""
         changes: list[str] = []
+        shards: int | None = None
+        note: str | None = None
         if event.is_prefix:
             count = self._count_objects(event.bucket, event.key, limit=self.settings.max_chains)
             if count == 0:
                 return Empty(source=event.source, reason="no objects under the prefix")
-            lanes = min(count, self.settings.max_chains)
+            # every shard chain is one concurrent execution: the objects at once share the bound
+            lanes = min(count, max(1, self.settings.max_chains // run.parallel))
         else:
             try:
                 ref = self._head(event.bucket, event.key, event.version_id)
@@ -501,7 +551,28 @@ class ChainRunner:
             if item is not None and event.reload:
                 changes = self._spec_changes(item, ref, table=table, options=event.options)
             lanes = 1
-        bid = backfill_id(event.bucket, event.key, table, lanes, event.options, reload)
+            if item is not None and item.is_parent and not event.reload:
+                # a sharded load: its failed or stalled shards start again, alone
+                return self._backfill_shards(event, item, table=table, ctx=ctx)
+            if run.parallel > 1 and (item is None or event.reload):
+                sharded = self._backfill_sharded(event, ref, table=table, reload=reload, ctx=ctx)
+                if isinstance(sharded, HopOutcome):
+                    return sharded
+                note = sharded  # one chain: the lane runs it, as without parallel
+            elif run.parallel > 1:
+                assert item is not None
+                note = (
+                    f"its load (chain {item.chain_id}, {item.status}) runs as one chain and goes on as "
+                    "one; parallel applies to a new load (reload)"
+                )
+            if note is not None:
+                shards = 1
+                run = dataclasses.replace(run, parallel=1)
+        bid = backfill_id(event.bucket, event.key, table, lanes, event.options, reload, event.run.parallel)
+        if event.is_prefix:
+            self.ledger.start_backfill(
+                event.source, table=table, backfill_id=bid, lanes=lanes, parallel=run.parallel
+            )
         for lane in range(lanes):
             # raises after its retries: the caller (or Lambda's retry) sends the backfill again, and
             # the lanes already running recognise the repeat by its id
@@ -519,12 +590,21 @@ class ChainRunner:
                     backfill_id=bid,
                     version_id=event.version_id,
                     reload=reload,
+                    run=run,
                 ).to_payload(),
             )
         self.t.log.info(
             "backfill accepted",
-            extra={"source": event.source, "table": table, "lanes": lanes, "backfill_id": bid},
+            extra={
+                "source": event.source,
+                "table": table,
+                "lanes": lanes,
+                "backfill_id": bid,
+                "parallel": event.run.parallel,
+            },
         )
+        if note:
+            self.t.log.info(f"parallel {event.run.parallel}: {note}")
         if changes:
             # options left out are the function's settings: say what the reload changes
             self.t.log.warning(f"reload with other load options than the last load: {'; '.join(changes)}")
@@ -535,6 +615,78 @@ class ChainRunner:
             lanes=lanes,
             reload=event.reload,
             changes=tuple(changes),
+            parallel=event.run.parallel if event.run.parallel != 1 else None,
+            shards=shards,
+            note=note,
+        )
+
+    def _parallel_refusal(self, parallel: int) -> str | None:
+        if parallel <= self.settings.max_chains:
+            return None
+        return (
+            f"parallel {parallel} is more than S3DDB_MAX_CHAINS={self.settings.max_chains}: a backfill "
+            "runs at most that many chains at once, and each shard is one"
+        )
+
+    def _backfill_sharded(
+        self, event: BackfillEvent, ref: ObjectRef, *, table: str, reload: str, ctx: InvocationContext
+    ) -> HopOutcome | str:
+        """A backfill of one object with ``parallel``: plan its shards now (the answer says how
+        many) and start them; or the reason it loads as one chain (its lane then runs it)."""
+        spec = self._spec_for(ref, table=table, options=event.options)
+        plan, note = self._plan(ref, spec, event.run.parallel)
+        if plan is None:
+            return note or "it loads as one chain"
+        out = self._start(
+            ref,
+            table=table,
+            options=event.options,
+            lane=None,
+            reload=reload,
+            ctx=ctx,
+            run=event.run,
+            plan=(plan, note),
+        )
+        if not isinstance(out, ShardsStarted):
+            return out
+        bid = backfill_id(event.bucket, event.key, table, 0, event.options, reload, event.run.parallel)
+        self.t.log.info(
+            "backfill accepted",
+            extra={"source": event.source, "table": table, "shards": out.shards, "backfill_id": bid},
+        )
+        return Accepted(
+            backfill_id=bid,
+            source=event.source,
+            table=table,
+            lanes=0,
+            reload=event.reload,
+            parallel=event.run.parallel,
+            shards=out.shards,
+            note=out.note,
+        )
+
+    def _backfill_shards(
+        self, event: BackfillEvent, parent: LedgerItem, *, table: str, ctx: InvocationContext
+    ) -> HopOutcome:
+        """A backfill sent again for a sharded load that is not COMPLETED: its failed, stalled or
+        missing shards start again from their own checkpoints (with the backfill's knobs when it
+        gives any); running and completed shards are left alone."""
+        out = self._reconcile(
+            parent, ctx, knobs=event.run.knobs() or None, resume_failed=True, advance_lane=True
+        )
+        if not isinstance(out, ShardsStarted):
+            return out
+        bid = backfill_id(event.bucket, event.key, table, 0, event.options, "", event.run.parallel)
+        return Accepted(
+            backfill_id=bid,
+            source=event.source,
+            table=table,
+            lanes=0,
+            reload=False,
+            parallel=event.run.parallel if event.run.parallel != 1 else None,
+            shards=out.shards,
+            resumed_shards=out.started,
+            note=out.reason or None,
         )
 
     def _spec_changes(
@@ -591,6 +743,10 @@ class ChainRunner:
                     source=object_uri(lane.bucket, lane.prefix),
                 )
             )
+        too_many = self._parallel_refusal(lane.run.parallel)
+        if too_many:
+            return self._refusal(Refused(reason=too_many, source=object_uri(lane.bucket, lane.prefix)))
+        source = object_uri(lane.bucket, lane.prefix)
         while (key := self._next_in_lane(lane, after)) is not None:
             try:
                 ref = self._head(lane.bucket, key, lane.version_id if lane.exact else None)
@@ -599,12 +755,34 @@ class ChainRunner:
                 if lane.exact:
                     return self._refusal(Refused(reason=reason, source=object_uri(lane.bucket, key)))
                 self.t.log.warning(f"lane skips an object it cannot read: {reason}")
+                self.ledger.backfill_member(
+                    source,
+                    table=lane.table,
+                    backfill_id=lane.backfill_id,
+                    obj=object_uri(lane.bucket, key),
+                    target="",
+                    skipped=reason,
+                )
                 skipped.append(Skipped(object=object_uri(lane.bucket, key), reason=reason))
                 after = key
                 continue
+            if not lane.exact:  # the backfill's record: what ``s3ddb status`` of the prefix adds up
+                self.ledger.backfill_member(
+                    source,
+                    table=lane.table,
+                    backfill_id=lane.backfill_id,
+                    obj=ref.uri,
+                    target=target_key(lane.table, version_key(ref.version_id, ref.etag)),
+                )
             info = {k: v for k, v in lane.to_payload().items() if k != "start_after"}
             out = self._start(
-                ref, table=lane.table, options=lane.options, lane=info, reload=lane.reload, ctx=ctx
+                ref,
+                table=lane.table,
+                options=lane.options,
+                lane=info,
+                reload=lane.reload,
+                ctx=ctx,
+                run=lane.run,
             )
             if not isinstance(out, Skipped):
                 return out  # the chain advances the lane when it ends
@@ -618,6 +796,10 @@ class ChainRunner:
         self.t.log.info(
             "lane done", extra={"lane": lane.lane, "lanes": lane.lanes, "backfill_id": lane.backfill_id}
         )
+        if not lane.exact:
+            self.ledger.backfill_lane_done(
+                source, table=lane.table, backfill_id=lane.backfill_id, lane=lane.lane
+            )
         return LaneDone(lane=lane.lane, skipped=tuple(skipped))
 
     def _advance_lane(self, item: LedgerItem, ctx: InvocationContext) -> None:
@@ -666,6 +848,11 @@ class ChainRunner:
             self.t.log.info("retry of the request that finished the object: advancing its lane")
             self._advance_lane(item, ctx)
             lane_advanced = True
+        if item is not None and item.is_shard and item.status.finished and item.finished_by == ctx.request_id:
+            # Lambda's retry of the request that finished this shard: the load it belongs to is
+            # settled (if every shard is finished) and its lane moved on, once
+            self.t.log.info("retry of the request that finished the shard: settling its load")
+            self._shard_finished(item, ctx)
         loaded = start and item is not None and item.status == ChainStatus.COMPLETED
         return Skipped(
             status=OutcomeStatus.ALREADY_LOADED if loaded else OutcomeStatus.SKIPPED,
@@ -691,21 +878,36 @@ class ChainRunner:
         lane: dict[str, Any] | None,
         reload: str,
         ctx: InvocationContext,
+        run: RunOptions = ONE_CHAIN,
+        plan: tuple[dict[str, Any], str | None] | None = None,
     ) -> HopOutcome:
         """An object event (notification, lane): start, resume or skip the load of ``ref`` into
-        ``table``. A new chain pins the spec made from ``options``; an existing one keeps its own."""
+        ``table``. A new chain pins the spec made from ``options``; an existing one keeps its own.
+        With ``run.parallel`` > 1 a new load is cut into shards (``plan``: already planned), whose
+        first hops are invoked; a sharded load that exists has its unfinished shards looked after."""
         version = version_key(ref.version_id, ref.etag)
         target = target_key(table, version)
-        self.t.unbind("chain_id", "hop")  # keys of the previous record of this event
+        self.t.unbind("chain_id", "hop", "shard")  # keys of the previous record of this event
         self.t.bind(object=ref.uri, version=version, table=table)
         try:
             spec = self._spec_for(ref, table=table, options=options)
         except ConfigError as exc:
             return self._refusal(Refused(reason=str(exc), object=ref.uri, table=table))
+        knobs = run.knobs()
+
+        def shard_plan() -> tuple[dict[str, Any] | None, str | None]:
+            if plan is not None:
+                return plan
+            found, note = self._plan(ref, spec, run.parallel)
+            if note:
+                self.t.log.info(f"parallel {run.parallel}: {note}")
+            return found, note
+
         for _ in range(3):  # a lost race re-reads once or twice
             item = self.ledger.get(ref.uri, target)
             if reload and item is not None and item.status.finished and item.reloaded_by != reload:
                 chain_id = self.new_id()
+                shards, _note = shard_plan()
                 if self.ledger.restart(
                     item,
                     chain_id=chain_id,
@@ -714,6 +916,8 @@ class ChainRunner:
                     spec=spec.to_dict(),
                     lane=lane,
                     reloaded_by=reload,
+                    knobs=knobs,
+                    shards=shards,
                 ):
                     restarted = self.ledger.get(ref.uri, target)
                     assert restarted is not None
@@ -722,8 +926,12 @@ class ChainRunner:
                         f"reload: {item.status} chain {item.chain_id} started again as {chain_id}"
                     )
                     self.t.count("Reloads")
+                    if restarted.is_parent:
+                        return self._reconcile(restarted, ctx, resume_failed=False, advance_lane=lane is None)
                     return self._run_hop(restarted, ctx=ctx)
                 continue
+            if item is not None and item.is_parent:
+                return self._sharded_event(item, ctx, obj=ref.uri, lane=lane, knobs=knobs)
             d = decide(
                 item,
                 kind="start",
@@ -737,6 +945,7 @@ class ChainRunner:
                 return self._skip(item, d.reason, ctx, obj=ref.uri, start=True, lane=lane)
             if d.action == "create":
                 chain_id = self.new_id()
+                shards, _note = shard_plan() if run.parallel > 1 else (None, None)
                 if self.ledger.create(
                     ref.uri,
                     version=version,
@@ -747,10 +956,16 @@ class ChainRunner:
                     spec=spec.to_dict(),
                     lane=lane,
                     object_size=ref.size,
+                    knobs=knobs,
+                    shards=shards,
                 ):
                     created = self.ledger.get(ref.uri, target)
                     assert created is not None
                     self.t.bind(chain_id=chain_id, hop=0)
+                    if created.is_parent:
+                        n = len((shards or {}).get("ranges") or [])
+                        self.t.log.info("sharded load started", extra={"shards": n})
+                        return self._reconcile(created, ctx, resume_failed=False, advance_lane=lane is None)
                     self.t.log.info("chain started")
                     return self._run_hop(created, ctx=ctx)
                 continue
@@ -768,6 +983,265 @@ class ChainRunner:
             if claimed is not None:
                 return self._run_hop(claimed, ctx=ctx)
         return Skipped(object=ref.uri, reason="lost the race for the ledger item")
+
+    # -- sharded loads -------------------------------------------------------------------------
+
+    def _plan(
+        self, ref: ObjectRef, spec: LoadSpec, parallel: int
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The shard plan of a new load of ``ref`` (pinned: its version or ETag), at most
+        ``parallel`` ranges, for the parent's ledger item; or None and why it loads as one chain."""
+        from loader import workers
+        from loader.source import compression_of
+
+        if parallel <= 1:
+            return None, None
+        compression = compression_of(ref.key, spec.csv)
+        if compression != "none":
+            return None, f"a {compression} object cannot be cut by bytes: it loads as one chain"
+        if not ref.size:
+            return None, "an empty object: it loads as one chain"
+        try:
+            state, note = workers.plan(spec, n=parallel, size=ref.size, s3_client=self.s3)
+        except (SourceError, ConfigError) as exc:
+            # the one chain meets the same error at its first hop and fails with it in the ledger
+            return None, f"the planner could not cut it ({exc}): it loads as one chain"
+        if len(state.shards) <= 1:
+            return None, f"{note or 'the planner found no cut'}: it loads as one chain"
+        plan = {
+            "parallel": parallel,
+            "size": state.size,
+            "data_start": state.data_start,
+            "header_names": list(state.header_names) if state.header_names is not None else None,
+            "ranges": [[sh.start, sh.end] for sh in state.shards],
+            "note": note,
+        }
+        return plan, note
+
+    def _sharded_event(
+        self,
+        parent: LedgerItem,
+        ctx: InvocationContext,
+        *,
+        obj: str,
+        lane: dict[str, Any] | None,
+        knobs: dict[str, Any],
+    ) -> HopOutcome:
+        """A start event (notification, lane) of a sharded load: COMPLETED is already loaded;
+        otherwise its stalled shards start again, and its failed ones too when a backfill's lane
+        sent it (a duplicate S3 notification does not retry a failed shard, as it does not retry a
+        failed chain)."""
+        self.t.bind(chain_id=parent.chain_id)
+        if parent.status == ChainStatus.COMPLETED:
+            reason = f"already COMPLETED by chain {parent.chain_id}"
+            self.t.log.info(f"skipped: {reason}")
+            self.t.count("DuplicateEvents")
+            return self._skip(parent, reason, ctx, obj=obj, start=True, lane=lane)
+        out = self._reconcile(
+            parent,
+            ctx,
+            knobs=knobs or None,
+            resume_failed=lane is not None,
+            advance_lane=lane is None,
+        )
+        if isinstance(out, ShardsStarted) and not out.started:
+            current = self.ledger.get(parent.object, parent.target) or parent
+            return self._skip(current, out.reason, ctx, obj=obj, start=True, lane=lane)
+        return out
+
+    def _reconcile(
+        self,
+        parent: LedgerItem,
+        ctx: InvocationContext,
+        *,
+        knobs: dict[str, Any] | None = None,
+        resume_failed: bool,
+        advance_lane: bool,
+    ) -> HopOutcome:
+        """Start every shard of ``parent`` that should run and does not: a shard not created yet
+        (the load's first event, or a retry of the request that died creating them), one pending
+        the continuation this very request sent (Lambda retried it: sent again, a duplicate is
+        fenced), a STALLED one, a RUNNING one whose lease ran out, and with ``resume_failed`` a
+        FAILED one (from its checkpoint, at its next hop; one FAILED by S3DDB_MAX_HOPS whenever the
+        limit leaves it room, as for a chain). Each is invoked as the continuation of
+        its own ledger item. With nothing to start and every shard finished, the load is settled.
+        Raises StalledError when an invoke could not be sent (those shards are STALLED; Lambda's
+        retry of this request starts them)."""
+        refused = self._pinned_refusal(parent)
+        if refused:
+            return self._refusal(Refused(reason=refused, object=parent.object))
+        plan = parent.shards or {}
+        ranges = [(int(a), int(b)) for a, b in plan.get("ranges") or []]
+        names = plan.get("header_names")
+        base = LoadSpec.from_dict(parent.spec or {}, where="the load's pinned spec")
+        existing = {s.shard: s for s in self.ledger.shards_of(parent)}
+        started: list[int] = []
+        stalled: list[str] = []
+        reopened = False
+        for k, (start, end) in enumerate(ranges):
+            shard = existing.get(k)
+            now = self.clock()
+            token = secrets.token_hex(16)
+            if shard is None:
+                spec = dataclasses.replace(
+                    base,
+                    byte_range=(start, end),
+                    header_names=tuple(names) if names and start > 0 else None,
+                )
+                if not self.ledger.create_shard(
+                    parent,
+                    shard=k,
+                    chain_id=self.new_id(),
+                    spec=spec.to_dict(),
+                    token=token,
+                    request_id=ctx.request_id,
+                    lease_until=now + PENDING_LEASE_S,
+                ):
+                    self.t.log.warning(
+                        f"shard {k} exists already (another request made it, or an earlier load's runs)"
+                    )
+                    continue
+            elif shard.status == ChainStatus.COMPLETED:
+                continue
+            elif (
+                shard.status == ChainStatus.RUNNING
+                and shard.claim == L.PENDING
+                and shard.handed_by == ctx.request_id
+            ):
+                token = shard.token  # this request sent it before it died: send it again
+            elif (
+                shard.status == ChainStatus.STALLED
+                or shard.stale(now)
+                or (shard.status == ChainStatus.FAILED and resume_failed)
+                # as decide() resumes a chain: once S3DDB_MAX_HOPS leaves it room, any start event
+                or (shard.failed_for_max_hops() and shard.hop + 1 < self.settings.max_hops)
+            ):
+                if not self.ledger.rearm_shard(
+                    shard,
+                    request_id=ctx.request_id,
+                    token=token,
+                    lease_until=now + PENDING_LEASE_S,
+                    knobs=knobs,
+                ):
+                    continue  # it moved meanwhile: whoever moved it runs it
+                self.t.log.info(
+                    f"shard {k} {shard.status}: started again from its checkpoint",
+                    extra={"shard": k, "offset": shard.offset},
+                )
+                self.t.count("ShardsResumed")
+                if shard.status == ChainStatus.FAILED and not reopened:
+                    current = self.ledger.get(parent.object, parent.target)
+                    if current is not None and current.status == ChainStatus.FAILED:
+                        self.ledger.reopen(current)
+                    reopened = True
+            else:
+                continue  # running, pending its continuation, or FAILED and left alone
+            item = self.ledger.get(parent.object, shard_target(parent.target, k))
+            if item is None or item.claim != L.PENDING or item.handed_by != ctx.request_id:
+                continue
+            payload = continue_payload(object=item.object, target=item.target, hop=item.hop, token=token)
+            try:
+                self._invoke_with_retry(ctx, payload)
+            except InvokeFailedError as exc:
+                error = f"first hop invoke failed: {exc}"
+                if self.ledger.stall(item, next_hop=item.hop, request_id=ctx.request_id, error=error):
+                    self.t.count("Stalled")
+                    stalled.append(f"shard {k}: {error}")
+                continue
+            started.append(k)
+        if stalled:
+            self.t.log.error(f"shards STALLED: {'; '.join(stalled)}")
+            raise StalledError(f"{parent.object}: {'; '.join(stalled)}")
+        if started:
+            self.t.count("ShardsStarted", len(started))
+            self.t.log.info("shards started", extra={"shards": started, "of": len(ranges)})
+            return ShardsStarted(
+                object=parent.object,
+                chain_id=parent.chain_id,
+                shards=len(ranges),
+                started=tuple(started),
+                note=plan.get("note"),
+            )
+        settled = self._settle(parent, ctx, advance_lane=advance_lane)
+        if settled is not None:
+            reason = f"every shard is finished: the load is {settled}"
+        else:
+            reason = "its shards are running, or failed and not resumed by this event"
+        return ShardsStarted(
+            object=parent.object,
+            chain_id=parent.chain_id,
+            shards=len(ranges),
+            started=(),
+            note=plan.get("note"),
+            reason=reason,
+        )
+
+    def _shard_finished(self, shard: LedgerItem, ctx: InvocationContext) -> str | None:
+        """After ``shard`` finished (its ledger item says so): settle its load if every shard is
+        finished now. The load's status then (None: the load is gone, or replaced by a reload)."""
+        parent = self.ledger.get(shard.object, shard.parent)
+        if parent is None or not parent.is_parent or parent.chain_id != shard.parent_chain:
+            return None
+        return self._settle(parent, ctx, advance_lane=True) or parent.status.value
+
+    def _settle(self, parent: LedgerItem, ctx: InvocationContext, *, advance_lane: bool) -> str | None:
+        """Settle ``parent`` when every shard is finished: COMPLETED with the counters summed, or
+        FAILED naming the first failed shard; move its lane on (``advance_lane``). The status it is
+        settled at (by this request or another), or None while a shard is unfinished. A retry of the
+        request that settled it moves the lane on again (a lane sent twice is harmless)."""
+        for _ in range(3):  # a lost race re-reads
+            n = len((parent.shards or {}).get("ranges") or [])
+            shards = self.ledger.shards_of(parent)
+            if parent.status == ChainStatus.COMPLETED or (
+                parent.status == ChainStatus.FAILED and any(s.status == ChainStatus.FAILED for s in shards)
+            ):
+                if advance_lane and parent.finished_by == ctx.request_id:
+                    self._advance_lane(parent, ctx)
+                return parent.status.value
+            if len(shards) < n or not all(s.status.finished for s in shards):
+                return None
+            failed = [s for s in shards if s.status == ChainStatus.FAILED]
+            status = ChainStatus.FAILED if failed else ChainStatus.COMPLETED
+            total = Counters()
+            for s in shards:
+                total.add(s.counters)
+            reason = ""
+            if failed:
+                first = failed[0]
+                rng = first.byte_range or (0, 0)
+                why = first.reason or first.last_error
+                reason = f"shard {first.shard} (bytes {rng[0]}-{rng[1]}) FAILED: {why}"
+                if len(failed) > 1:
+                    reason += f" (and {len(failed) - 1} more failed shard(s): see s3ddb status)"
+                reason += "; send the backfill again to resume the failed shards from their checkpoints"
+            if self.ledger.settle(
+                parent,
+                status=status,
+                counters=total,
+                offset=L.sharded_offset(parent, shards),
+                request_id=ctx.request_id,
+                reason=reason,
+            ):
+                self.t.count(f"Loads{status.capitalize()}")
+                log = self.t.log.info if status == ChainStatus.COMPLETED else self.t.log.error
+                log(
+                    f"sharded load {status}",
+                    extra={
+                        "shards": n,
+                        "counters": total.to_dict(),
+                        "reason": reason,
+                        "balanced": total.balanced,
+                    },
+                )
+                settled = self.ledger.get(parent.object, parent.target) or parent
+                if advance_lane:
+                    self._advance_lane(settled, ctx)
+                return status.value
+            fresh = self.ledger.get(parent.object, parent.target)
+            if fresh is None or fresh.chain_id != parent.chain_id:
+                return None
+            parent = fresh
+        return None
 
     def _note_spec_drift(self, item: LedgerItem, spec: LoadSpec) -> None:
         """A chain resumed by an event whose options differ from the pinned ones runs the pinned
@@ -833,6 +1307,8 @@ class ChainRunner:
         """Run the claimed hop of ``item`` with the chain's pinned spec; commit, finish or hand over."""
         hop = item.hop
         self.t.bind(chain_id=item.chain_id, hop=hop, object=item.object)
+        if item.is_shard:
+            self.t.bind(shard=item.shard)
         if hop >= self.settings.max_hops:
             return self._fail_max_hops(item, hop, item.checkpoint, ctx)
         try:
@@ -884,14 +1360,24 @@ class ChainRunner:
             if not ok:
                 self.t.log.warning("lost the claim while running: stopping")
                 lost.append(True)
+            elif budget is not None and ceiling is not None:
+                self._share_budget(item, budget, ceiling)
 
-        # the operational knobs are the function's of the moment (the operator may turn them down)
+        # the operational knobs are the function's of the moment (the operator may turn them down),
+        # under the ceiling the backfill gave the load
+        ceiling = _lowest(self.settings.max_wcu, item.knobs.get("max_wcu"))
+        budget: WriteBudget | None = None
+        running = 0
+        if item.is_shard and ceiling is not None:
+            budget = WriteBudget(None)
+            running = self._share_budget(item, budget, ceiling)
         spec = dataclasses.replace(
             spec,
             concurrency=self.settings.concurrency,
-            max_wcu=self.settings.max_wcu,
+            max_wcu=budget.wcu if budget is not None else ceiling,
             rejects=spec.rejects or self.settings.rejects or "/tmp/s3ddb-rejects",
         )
+        max_rejects = item.knobs.get("max_rejects")
         request = HopRequest(
             spec=spec,
             resume=resume,
@@ -899,11 +1385,17 @@ class ChainRunner:
             should_stop=should_stop,
             on_checkpoint=on_checkpoint,
             on_progress=lambda p: last_progress.__setitem__(slice(None), [p]),
+            max_rejects=int(max_rejects) if max_rejects is not None else None,
+            write_budget=budget,
         )
-        self.t.log.info(
-            "hop started",
-            extra={"offset": item.offset, "rows_read": item.counters.rows_read, **deadline.summary()},
-        )
+        extra: dict[str, Any] = {"offset": item.offset, "rows_read": item.counters.rows_read}
+        if ceiling is not None:
+            extra["max_wcu"] = ceiling
+        if item.is_shard:
+            extra.update(shard=item.shard, byte_range=list(item.byte_range or ()))
+            if budget is not None:
+                extra.update(wcu_share=budget.wcu, shards_running=running)
+        self.t.log.info("hop started", extra={**extra, **deadline.summary()})
         # a checkpoint's counters include those it resumed from (none when it restarts at offset 0)
         before = resume.counters.throttle_events if resume is not None and resume.offset != 0 else 0
         self.t.hop_started(throttles_before=before)
@@ -958,6 +1450,24 @@ class ChainRunner:
         self.t.log.info("hop stopped by its deadline", extra=deadline.summary())
         return self._handover(item, hop, cp, ctx, idle_hops=idle_hops)
 
+    def _share_budget(self, item: LedgerItem, budget: WriteBudget, ceiling: float) -> int:
+        """Set shard ``item``'s share of its load's write-unit ``ceiling``: the ceiling divided by
+        the shards RUNNING now (itself among them), which it returns. Said in the log and the
+        ledger when it changes."""
+        running = max(1, sum(1 for s in self.ledger.siblings(item) if s.status == ChainStatus.RUNNING))
+        share = ceiling / running
+        if budget.wcu is not None and abs(budget.wcu - share) < 1e-9:
+            return running
+        before = budget.wcu
+        budget.set(share)
+        self.ledger.note_budget(item, share=share, running=running)
+        if before is not None:
+            self.t.log.info(
+                "write budget handed on",
+                extra={"wcu_share": share, "was": before, "shards_running": running, "max_wcu": ceiling},
+            )
+        return running
+
     def _finish(
         self,
         item: LedgerItem,
@@ -989,6 +1499,16 @@ class ChainRunner:
             extra={"hops": hop + 1, "counters": c.to_dict(), "reason": reason, "balanced": c.balanced},
         )
         self._advance_lane(item, ctx)
+        if not item.is_shard:
+            return Finished(
+                status=OutcomeStatus(status.value),
+                object=item.object,
+                chain_id=item.chain_id,
+                hops=hop + 1,
+                counters=c.copy(),
+                reason=reason,
+            )
+        parent_status = self._shard_finished(item, ctx)
         return Finished(
             status=OutcomeStatus(status.value),
             object=item.object,
@@ -996,6 +1516,9 @@ class ChainRunner:
             hops=hop + 1,
             counters=c.copy(),
             reason=reason,
+            shard=item.shard,
+            parent_status=parent_status,
+            rejects_note=SHARD_REJECTS_NOTE if c.rows_rejected else None,
         )
 
     def _fail_max_hops(
@@ -1177,3 +1700,9 @@ def _empty_checkpoint(item: LedgerItem) -> Checkpoint:
         counters=item.counters.copy(),
         chain_id=item.chain_id,
     )
+
+
+def _lowest(*ceilings: Any) -> float | None:
+    """The lowest of the write-unit ceilings that are set (None: none is)."""
+    found = [float(c) for c in ceilings if c is not None]
+    return min(found) if found else None

@@ -5,7 +5,10 @@
   EventBridge ``Object Created`` shape (``detail.object.key`` decoded the same way);
 * a manual backfill ``{"kind": "backfill", "version": 1, "source": "s3://b/key-or-prefix/",
   "table": "...", "schema": {...}, "csv": {...}, "on_duplicate": "last", "version_id": "...",
-  "reload": false}`` (a source ending in ``/`` is a prefix; the key after the bucket is literal);
+  "reload": false, "parallel": 1, "max_wcu": 500, "max_rejects": 100}`` (a source ending in ``/``
+  is a prefix; the key after the bucket is literal). ``parallel`` (1..``MAX_PARALLEL``) cuts each
+  object into that many shard chains; ``max_wcu`` and ``max_rejects`` are run knobs kept in the
+  load's ledger item (see ``RunOptions``);
 * a lane ``{"kind": "lane", ...}``: one of the bounded chains of a backfill, sent by the function;
 * a continuation ``{"kind": "continue", "version": 2, "object": ..., "target": ..., "hop": N,
   "token": ...}``, sent by the function to itself. It only points at the chain's ledger item; the
@@ -27,6 +30,7 @@ from loader.errors import ConfigError
 __all__ = [
     "CONTINUE_VERSION",
     "EVENT_VERSION",
+    "MAX_PARALLEL",
     "BackfillEvent",
     "ContinueEvent",
     "Event",
@@ -35,6 +39,7 @@ __all__ = [
     "LoadOptions",
     "ObjectRef",
     "ObjectsEvent",
+    "RunOptions",
     "S3TestEvent",
     "continue_payload",
     "object_uri",
@@ -50,6 +55,9 @@ CONTINUE_VERSION = 2
 MAX_OPTIONS_BYTES = 64 * 1024
 #: the most lanes one backfill may have (the function also bounds them by S3DDB_MAX_CHAINS)
 MAX_LANES = 1000
+#: the most shard chains one object may be cut into (the function also bounds them by
+#: S3DDB_MAX_CHAINS: every shard chain is one concurrent execution)
+MAX_PARALLEL = 64
 
 
 class EventError(ConfigError):
@@ -100,6 +108,35 @@ class LoadOptions:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """What a backfill says about how to run its loads, not what lands in the table: ``parallel``
+    (shard chains per object; 1 = one chain), ``max_wcu`` (the load's write-unit ceiling, shared by
+    its shards; the function's S3DDB_MAX_WCU caps it) and ``max_rejects`` (rejected rows after which
+    a chain, or each shard, is FAILED). Kept in the load's ledger item when it starts; a backfill
+    sent again gives them to the shards it resumes."""
+
+    parallel: int = 1
+    max_wcu: float | None = None
+    max_rejects: int | None = None
+
+    def knobs(self) -> dict[str, Any]:
+        """The ledger's ``knobs`` of a load: the ones given (empty: none)."""
+        out: dict[str, Any] = {}
+        if self.max_wcu is not None:
+            out["max_wcu"] = self.max_wcu
+        if self.max_rejects is not None:
+            out["max_rejects"] = self.max_rejects
+        return out
+
+    def to_payload(self) -> dict[str, Any]:
+        """The fields a lane event carries: none for a backfill that gave none (today's lane)."""
+        out = self.knobs()
+        if self.parallel != 1:
+            out["parallel"] = self.parallel
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
 class BackfillEvent:
     bucket: str
     key: str  # the object key, or the prefix when ``is_prefix``
@@ -108,6 +145,7 @@ class BackfillEvent:
     options: LoadOptions
     version_id: str | None = None
     reload: bool = False
+    run: RunOptions = RunOptions()
 
     @property
     def source(self) -> str:
@@ -131,6 +169,7 @@ class LaneEvent:
     version_id: str | None = None
     #: the reload this lane belongs to ("" for none): it restarts each finished object once
     reload: str = ""
+    run: RunOptions = RunOptions()
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -147,6 +186,7 @@ class LaneEvent:
             "backfill_id": self.backfill_id,
             "version_id": self.version_id,
             "reload": self.reload,
+            **self.run.to_payload(),
         }
 
 
@@ -239,6 +279,28 @@ def _options(event: dict[str, Any], kind: str) -> LoadOptions:
     return LoadOptions(schema=schema, csv=csv, on_duplicate=dup)
 
 
+def _run_options(event: dict[str, Any], kind: str) -> RunOptions:
+    """``parallel``, ``max_wcu`` and ``max_rejects``, each checked as the load will use it."""
+    import math
+
+    parallel = event.get("parallel", 1)
+    if parallel is None:
+        parallel = 1
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= MAX_PARALLEL:
+        raise EventError(
+            f"{kind} event: 'parallel' must be an integer in 1..{MAX_PARALLEL}, got {parallel!r}"
+        )
+    wcu = event.get("max_wcu")
+    if wcu is not None and (
+        isinstance(wcu, bool) or not isinstance(wcu, int | float) or not math.isfinite(wcu) or wcu <= 0
+    ):
+        raise EventError(f"{kind} event: 'max_wcu' must be a positive number, got {wcu!r}")
+    rejects = event.get("max_rejects")
+    if rejects is not None and (isinstance(rejects, bool) or not isinstance(rejects, int) or rejects < 0):
+        raise EventError(f"{kind} event: 'max_rejects' must be an integer >= 0, got {rejects!r}")
+    return RunOptions(parallel=parallel, max_wcu=None if wcu is None else float(wcu), max_rejects=rejects)
+
+
 def _s3_records(records: Any) -> ObjectsEvent:
     if not isinstance(records, list) or not records:
         raise EventError("S3 notification: 'Records' must be a non-empty list")
@@ -314,6 +376,7 @@ def _backfill(event: dict[str, Any]) -> BackfillEvent:
         options=_options(event, "backfill"),
         version_id=version_id,
         reload=reload,
+        run=_run_options(event, "backfill"),
     )
 
 
@@ -342,6 +405,7 @@ def _lane(event: dict[str, Any]) -> LaneEvent:
         backfill_id=str(event.get("backfill_id") or ""),
         version_id=_opt_str(event.get("version_id")),
         reload=str(event.get("reload") or ""),
+        run=_run_options(event, "lane"),
     )
 
 

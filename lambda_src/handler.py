@@ -134,6 +134,8 @@ class _Container:
             knobs=load_spec.RunKnobs(
                 checkpoint_interval_s=self.settings.checkpoint_interval_s,
                 chunk_bytes=self.settings.chunk_bytes,
+                max_rejects=req.max_rejects,
+                write_budget=req.write_budget,
             ),
             should_stop=req.should_stop,
             resume=req.resume,

@@ -4,8 +4,10 @@ answer of the handler (``s3ddb invoke`` and the tests read its ``status`` and ``
 
 ``status`` values (the strings of the answer)::
 
-    COMPLETED, FAILED   Finished       the chain ended in this invocation (the ledger's status)
+    COMPLETED, FAILED   Finished       the chain (or one shard of a load) ended in this invocation
     continued           Continued      the hop handed over and invoked the next one
+    sharded             ShardsStarted  an object's load was cut into shard chains, or its unfinished
+                                       shards were started again, each by an invoked first hop
     superseded          Superseded     the hop lost its claim: another request owns the chain now
     skipped             Skipped        nothing to run (a duplicate, a stale continuation, ...)
     already loaded      Skipped        the object version is COMPLETED in this table
@@ -41,6 +43,7 @@ __all__ = [
     "ObjectsHandled",
     "OutcomeStatus",
     "Refused",
+    "ShardsStarted",
     "Skipped",
     "Superseded",
 ]
@@ -52,6 +55,7 @@ class OutcomeStatus(enum.StrEnum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CONTINUED = "continued"
+    SHARDED = "sharded"
     SUPERSEDED = "superseded"
     SKIPPED = "skipped"
     ALREADY_LOADED = "already loaded"
@@ -127,13 +131,20 @@ class HopOutcome:
 
 @dataclass(frozen=True, kw_only=True)
 class Finished(HopOutcome):
-    """The chain ended in this invocation: COMPLETED, or FAILED with ``reason``."""
+    """The chain ended in this invocation: COMPLETED, or FAILED with ``reason``.
+
+    A shard chain says which ``shard`` it is, ``parent_status`` (the load's status once this shard
+    finished: COMPLETED or FAILED when it was the last, else RUNNING) and ``rejects_note`` when it
+    rejected rows (its rejects files hold absolute byte offsets and ``shard_start``)."""
 
     object: str
     chain_id: str
     hops: int
     counters: Counters
     reason: str = ""
+    shard: int | None = field(default=None, metadata=_OMIT_NONE)
+    parent_status: str | None = field(default=None, metadata=_OMIT_NONE)
+    rejects_note: str | None = field(default=None, metadata=_OMIT_NONE)
 
     def __post_init__(self) -> None:
         if self.status not in (OutcomeStatus.COMPLETED, OutcomeStatus.FAILED):
@@ -151,6 +162,21 @@ class Continued(HopOutcome):
     next_hop: int
     offset: int
     payload_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardsStarted(HopOutcome):
+    """The load of ``object`` runs as ``shards`` shard chains; ``started``: the shards whose hop this
+    invocation invoked (new ones, or failed / stalled ones resumed from their checkpoints).
+    ``note``: the planner's, when it cut fewer shards than asked for."""
+
+    status: OutcomeStatus = field(default=OutcomeStatus.SHARDED, init=False)
+    object: str
+    chain_id: str
+    shards: int
+    started: tuple[int, ...]
+    note: str | None = field(default=None, metadata=_OMIT_NONE)
+    reason: str = field(default="", metadata=_OMIT_EMPTY)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,7 +242,12 @@ class AlreadyLoaded(HopOutcome):
 @dataclass(frozen=True, kw_only=True)
 class Accepted(HopOutcome):
     """A backfill whose ``lanes`` were invoked; ``changes``: how a reload's options differ from the
-    last load's (left out when none)."""
+    last load's (left out when none).
+
+    With ``parallel`` (left out when 1): for one object, ``shards`` is how many shard chains its
+    load runs as (1: one chain, ``note`` says why: a compressed object, one too small), and
+    ``resumed_shards`` the failed or stalled shards this backfill started again; for a prefix,
+    each object is cut when its lane reaches it (``lanes`` is S3DDB_MAX_CHAINS // parallel)."""
 
     status: OutcomeStatus = field(default=OutcomeStatus.ACCEPTED, init=False)
     backfill_id: str
@@ -225,6 +256,10 @@ class Accepted(HopOutcome):
     lanes: int
     reload: bool
     changes: tuple[str, ...] = field(default=(), metadata=_OMIT_EMPTY)
+    parallel: int | None = field(default=None, metadata=_OMIT_NONE)
+    shards: int | None = field(default=None, metadata=_OMIT_NONE)
+    resumed_shards: tuple[int, ...] = field(default=(), metadata=_OMIT_EMPTY)
+    note: str | None = field(default=None, metadata=_OMIT_NONE)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,14 +9,15 @@ S3DDB_CSV                  CSV options as JSON: delimiter, encoding, header, col
                            quotechar, compression (``{"delimiter": "\\t"}``)
 S3DDB_ON_DUPLICATE         which row wins when a key repeats: last, first or error      last
 S3DDB_CONCURRENCY          concurrent BatchWriteItem calls per hop                      40
-S3DDB_MAX_WCU              write units per second cap per hop (optional)                (none)
+S3DDB_MAX_WCU              write units per second one load may spend, shared by its      (none)
+                           shards (each hop: this over the shards still running)
 S3DDB_REJECTS              where rejected rows go (``s3://bucket/prefix/`` or a dir)    (engine's)
 S3DDB_LEDGER_TABLE         the ledger table (one item per object version and table)     required
 S3DDB_MAX_HOPS             most hops one chain may take before it is FAILED             50
 S3DDB_SAFETY_MARGIN_MS     time kept free at the end of every hop, on top of estimates  10000
 S3DDB_ALLOWED_BUCKETS      comma-separated buckets a load may read (empty: any)         (any)
 S3DDB_ALLOWED_TABLES       comma-separated tables a load may write (empty: any)         (any)
-S3DDB_MAX_CHAINS           chains a prefix backfill runs at once                        4
+S3DDB_MAX_CHAINS           chains a backfill runs at once, shards included              4
 S3DDB_CHECKPOINT_INTERVAL  seconds between committed low-water marks inside a hop       5
 S3DDB_CHUNK_BYTES          source bytes read per step (the engine polls its stop between)  1048576
 S3DDB_SENDER               ``lean`` (own signed HTTP) or ``botocore`` (aiobotocore, the reference)  lean

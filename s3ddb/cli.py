@@ -1,14 +1,17 @@
-"""The ``s3ddb`` command: load, validate, the local stand-ins, and the Lambda chain's status.
+"""The ``s3ddb`` command: load, validate, the local stand-ins, and the deployed function: a chain's
+status, a backfill, the replay of its failure queue (``--stack`` reads the names from the stack).
 
 Exit status: 0 the object is fully accounted for; 2 usage or configuration error (one line on
 stderr saying what to fix); 3 more rejects than ``--max-rejects``; 4 writes failed past the retry
 policy; 130 interrupted. Runs that stop early always leave a checkpoint to ``--resume`` from.
+``replay``: 0 every message was resent (or there was none), 1 some were left in the queue.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -20,15 +23,19 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from loader.config import CsvSpec, SchemaSpec
 from loader.errors import ConfigError, S3ddbError, SourceError
 from loader.models import Checkpoint, Counters, Progress, RunResult
 from loader.spec import LoadSpec, RunKnobs
+
+if TYPE_CHECKING:
+    from lambda_src.admin import ReplayItem, StackOutputs
+    from loader.workers import ShardedCheckpoint
 
 #: service error codes that mean "fix the command or the setup" (exit 2)
 _CONFIG_CODES = frozenset(
@@ -46,6 +53,11 @@ _CONFIG_CODES = frozenset(
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
+
+#: the function ``s3ddb local up`` hosts, and the default when no stack names one
+LOCAL_FUNCTION = "s3ddb-loader"
+#: the ledger ``s3ddb local up`` creates, and the default when no stack or S3DDB_LEDGER_TABLE names one
+LOCAL_LEDGER = "s3ddb-ledger"
 
 
 def _add_spec_options(p: argparse.ArgumentParser, *, source_help: str) -> None:
@@ -116,6 +128,12 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
         help="write path: lean (items encoded once, own SigV4, raw keep-alive HTTP; default) "
         "or botocore (aiobotocore, the reference)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="processes, each loading a record-aligned byte range of the object (default: the number "
+        "of cores when the object is uncompressed and at least 64 MB a worker, else 1)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--verbose", "-v", action="store_true", help="log retries and rate changes")
 
@@ -141,12 +159,22 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--dir", help="state directory (default ~/.s3ddb/local)")
     notify = lsub.add_parser("notify", help="send the S3 ObjectCreated:Put event for an object")
     notify.add_argument("uri")
-    notify.add_argument("--function", default="s3ddb-loader")
+    notify.add_argument("--function", default=LOCAL_FUNCTION)
 
-    status = sub.add_parser("status", help="the ledger's record of an object's load chain")
-    status.add_argument("uri")
+    status = sub.add_parser(
+        "status",
+        help="the ledger's record of an object's load (and of each of its shards), or of a prefix backfill",
+    )
+    status.add_argument(
+        "uri", help="s3://bucket/key, or s3://bucket/prefix/ for the latest backfill of a prefix, added up"
+    )
     status.add_argument("--table", help="the chain that loads into this table (default: the latest)")
-    status.add_argument("--ledger-table", default=os.environ.get("S3DDB_LEDGER_TABLE", "s3ddb-ledger"))
+    _add_stack_option(status, beaten_by="--ledger-table")
+    status.add_argument(
+        "--ledger-table",
+        help="the ledger (default: the stack's LedgerTable output, else $S3DDB_LEDGER_TABLE, else "
+        f"{LOCAL_LEDGER})",
+    )
     status.add_argument("--json", action="store_true")
 
     invoke = sub.add_parser("invoke", help="start a backfill chain in the Lambda function")
@@ -156,8 +184,75 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="load an object again although the ledger says it was loaded into this table",
     )
-    invoke.add_argument("--function", default="s3ddb-loader")
+    _add_stack_option(invoke, beaten_by="--function")
+    invoke.add_argument(
+        "--function", help=f"the function (default: the stack's FunctionName output, else {LOCAL_FUNCTION})"
+    )
+    invoke.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="cut each object into N record-aligned byte ranges, each loaded by its own chain "
+        "(1-64, at most the function's S3DDB_MAX_CHAINS; default 1). A compressed object, or one too "
+        "small to cut, loads as one chain, and the answer says so",
+    )
+    invoke.add_argument(
+        "--max-wcu",
+        type=float,
+        help="write units per second for each object's load, shared by its shards (the function's "
+        "S3DDB_MAX_WCU caps it)",
+    )
+    invoke.add_argument(
+        "--max-rejects",
+        type=int,
+        help="rejected rows after which a chain (each shard, with --parallel) stops FAILED",
+    )
+
+    replay = sub.add_parser(
+        "replay",
+        help="resend the events in the function's failure queue",
+        description=(
+            "Resend what reached the function's on-failure destination queue: each message is the "
+            "record Lambda wrote when an asynchronous invocation failed all its attempts "
+            "(RetriesExhausted) or grew too old (EventAgeExceeded). Its requestPayload, the original "
+            "event, is sent to the function again as an Event invoke, and the message is deleted once "
+            "Lambda accepted it (202). Resending is safe: the ledger fences every chain, so a stale "
+            "continuation is refused by its token, an object already loaded answers 'already loaded', "
+            "and a chain that is running is not forked. Messages that are not such records, or are "
+            "records of another function, stay in the queue and are reported. Messages are hidden "
+            f"from other readers while they are handled ({_replay_visibility_s()} s if the replay is "
+            "interrupted); those left are made visible again at the end."
+        ),
+    )
+    _add_stack_option(replay, beaten_by="--queue-url / --function")
+    replay.add_argument("--queue-url", help="the failure queue (default: the stack's FailureQueueUrl output)")
+    replay.add_argument(
+        "--function",
+        help=f"send to this function (default: the stack's FunctionName output, else {LOCAL_FUNCTION}); "
+        "only records of this function are resent",
+    )
+    replay.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list what would be resent; send and delete nothing (every message stays in the queue)",
+    )
+    replay.add_argument("--max", type=int, metavar="N", help="handle at most N messages (default: all)")
+    replay.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return parser
+
+
+def _replay_visibility_s() -> int:
+    from lambda_src.admin import REPLAY_VISIBILITY_S
+
+    return REPLAY_VISIBILITY_S
+
+
+def _add_stack_option(p: argparse.ArgumentParser, *, beaten_by: str) -> None:
+    p.add_argument(
+        "--stack",
+        help="the deployed CloudFormation stack (s3ddb's template) whose outputs name what this command "
+        f"talks to (default: $S3DDB_STACK); an explicit {beaten_by} wins over the stack's output",
+    )
 
 
 # -- load / validate ----------------------------------------------------------------------------
@@ -168,6 +263,8 @@ class _Plan:
     spec: LoadSpec
     knobs: RunKnobs
     resume: Checkpoint | None
+    #: a sharded checkpoint being resumed (``--resume`` of a ``--workers`` load)
+    sharded: ShardedCheckpoint | None = None
 
 
 def _normalise_source(source: str) -> str:
@@ -272,11 +369,54 @@ def _pinned_spec(args: argparse.Namespace, resume: Checkpoint) -> LoadSpec:
     return given
 
 
+def _read_sharded(path: str) -> ShardedCheckpoint | None:
+    """The sharded checkpoint in ``path``, or None when it holds a one-process checkpoint."""
+    from loader import workers
+
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError(f"--resume {path}: {exc.strerror}") from exc
+    if not workers.is_sharded(raw):
+        return None
+    return workers.ShardedCheckpoint.from_dict(orjson.loads(raw), where=f"--resume {path}")
+
+
+def _sharded_spec(args: argparse.Namespace, state: ShardedCheckpoint) -> LoadSpec:
+    """The spec a sharded resume runs: the pinned one, checked against the command line."""
+    source = _normalise_source(args.source)
+    if state.spec.source != source:
+        raise ConfigError(
+            f"--resume {args.resume} is the checkpoint of {state.spec.source}, not of {source}: resume it "
+            "with that source, or start a new load without --resume"
+        )
+    given = _spec_from_args(args, pinned=state.spec)
+    diffs = state.spec.differences(given)
+    if diffs:
+        raise ConfigError(
+            f"--resume {args.resume}: the load was started with other options that decide what lands in "
+            f"the table ({'; '.join(diffs)}): leave those options out to resume with the pinned ones, or "
+            "start a new load"
+        )
+    return given
+
+
 def _plan(args: argparse.Namespace, *, dry_run: bool) -> _Plan:
     if dry_run and (args.checkpoint or args.resume):
         raise ConfigError("validate writes nothing, so it takes no --checkpoint or --resume")
-    resume = _read_checkpoint(args.resume) if args.resume else None
-    spec = _pinned_spec(args, resume) if resume is not None else _spec_from_args(args)
+    most = max(8, 4 * (os.cpu_count() or 1))  # more processes than that only contend for the cores
+    if args.workers is not None and not 1 <= args.workers <= most:
+        raise ConfigError(f"--workers must be 1..{most} on this machine, got {args.workers}")
+    sharded = _read_sharded(args.resume) if args.resume else None
+    resume = _read_checkpoint(args.resume) if args.resume and sharded is None else None
+    if sharded is not None:
+        spec = _sharded_spec(args, sharded)
+        sharded = dataclasses.replace(sharded, spec=spec)
+    elif resume is not None:
+        spec = _pinned_spec(args, resume)
+    else:
+        spec = _spec_from_args(args)
     knobs = RunKnobs(
         dry_run=dry_run,
         max_rejects=args.max_rejects,
@@ -289,7 +429,7 @@ def _plan(args: argparse.Namespace, *, dry_run: bool) -> _Plan:
         _check_writable(os.path.dirname(os.path.abspath(args.checkpoint)), what="--checkpoint")
     if not (spec.rejects or "").startswith("s3://"):
         _check_writable(os.path.abspath(spec.rejects or "s3ddb-rejects"), what="--rejects")
-    return _Plan(spec=spec, knobs=knobs, resume=resume)
+    return _Plan(spec=spec, knobs=knobs, resume=resume, sharded=sharded)
 
 
 def _check_writable(directory: str, *, what: str) -> None:
@@ -354,12 +494,185 @@ class _ProgressBar:
             self.stream.flush()
 
 
-async def _load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, str | None]:
+def _run_load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, str | None]:
+    """One load: over worker processes when the object is cut into shards, else in this one."""
+    import uvloop
+
+    plan = _plan(args, dry_run=dry_run)
+    sharded = plan.sharded or _shards(args, plan)
+    if sharded is not None:
+        return _load_sharded(args, plan, sharded)
+    return uvloop.run(_load(args, plan))
+
+
+#: an explicit ``--workers N`` still gives each worker at least this many bytes (a process for a
+#: few rows costs more than it loads)
+_MIN_BYTES_PER_SHARD = 8 << 10
+
+
+def _shards(args: argparse.Namespace, plan: _Plan) -> ShardedCheckpoint | None:
+    """The shards of a new load with ``--workers`` (given, or the default for the object's size);
+    None to load in one process (one worker, a resume of a one-process load, a compressed object,
+    a duplicate policy that needs every key of the object in one process, an object the planner
+    cuts into one range)."""
+    from loader import clients, workers
+    from loader.source import open_source
+
+    if plan.resume is not None or args.workers == 1:
+        return None
+    spec = plan.spec
+    s3 = clients.s3_client(clients.session()) if spec.source.startswith("s3://") else None
+    info = open_source(
+        spec.source, s3_client=s3, spec=spec.csv, version_id=spec.version_id, etag=spec.etag
+    ).info
+    n = args.workers or workers.default_workers(info.size, compressed=info.compression != "none")
+    if n <= 1 or not info.size:
+        return None
+    if info.compression != "none":
+        print(
+            f"s3ddb: note: a {info.compression} object cannot be cut by bytes: one worker loads it",
+            file=sys.stderr,
+        )
+        return None
+    if spec.on_duplicate != "last":
+        print(
+            f"s3ddb: note: --on-duplicate {spec.on_duplicate} remembers every key of the object, which "
+            "only one process can: one worker loads it",
+            file=sys.stderr,
+        )
+        return None
+    if args.workers is not None and n > max(1, info.size // _MIN_BYTES_PER_SHARD):
+        n = max(1, info.size // _MIN_BYTES_PER_SHARD)
+        print(
+            f"s3ddb: note: {n} worker(s) for a {info.size:,}-byte object (at least 8 KB each)",
+            file=sys.stderr,
+        )
+        if n <= 1:
+            return None
+    pinned = dataclasses.replace(spec, version_id=info.version_id, etag=info.etag)
+    state, note = workers.plan(pinned, n=n, size=info.size, s3_client=s3)
+    if note and args.workers is not None:
+        print(f"s3ddb: note: {_printable(note)}", file=sys.stderr)
+    return state if len(state.shards) > 1 else None
+
+
+def _preflight_shards(state: ShardedCheckpoint, *, run_id: str) -> None:
+    """What every worker would find wrong, found once before any starts: the object changed since
+    it was pinned, a missing table, a key column the header lacks, an unusable rejects bucket."""
+    from loader import clients
+    from loader.rejects import open_rejects
+    from loader.schema import RowConverter
+    from loader.source import open_source
+
+    spec = state.spec
+    session = clients.session()
+    needs_s3 = spec.source.startswith("s3://") or (spec.rejects or "").startswith("s3://")
+    s3 = clients.s3_client(session) if needs_s3 else None
+    open_source(spec.source, s3_client=s3, spec=spec.csv, version_id=spec.version_id, etag=spec.etag)
+    keys = clients.describe_key_schema(clients.dynamodb_client(session), spec.table)
+    header = state.header_names or (tuple(spec.csv.columns) if spec.csv.columns else None)
+    if header is not None:
+        RowConverter(spec.schema, list(header), keys)
+    if (spec.rejects or "").startswith("s3://"):
+        open_rejects(spec.rejects, run_id=run_id, s3_client=s3)  # checks the bucket; writes nothing
+
+
+def _load_sharded(
+    args: argparse.Namespace, plan: _Plan, state: ShardedCheckpoint
+) -> tuple[RunResult, str | None]:
+    """Run the shards in worker processes; the checkpoint file holds every shard's mark."""
+    from loader import workers
+
+    spec = state.spec
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_id = f"{spec.table}-{stamp}-{uuid.uuid4().hex[:6]}"
+    dry_run = plan.knobs.dry_run
+    if plan.sharded is not None and args.workers is not None and args.workers != len(state.shards):
+        print(
+            f"s3ddb: note: the checkpoint's {len(state.shards)} shards are resumed as they were planned; "
+            "--workers is ignored",
+            file=sys.stderr,
+        )
+    if dry_run:
+        path = os.path.join(_tmpdir(), f"s3ddb-validate-{run_id}.json")
+    else:
+        path = os.path.abspath(args.checkpoint or _fallback_checkpoint_path(run_id))
+        if os.path.isdir(path):
+            raise ConfigError(f"--checkpoint {path} is a directory; name a file")
+        _check_writable(os.path.dirname(path), what="the checkpoint")
+    _preflight_shards(state, run_id=run_id)
+
+    def write_file(target: str, data: bytes) -> None:
+        try:
+            _write_atomic(target, data)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the checkpoint {target}: {exc.strerror or exc}") from exc
+
+    interrupted: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        interrupted.append(signum)
+        if len(interrupted) == 1:
+            print(
+                "\ns3ddb: stopping: workers finish their in-flight writes; writing the checkpoint "
+                "(again to stop at once)",
+                file=sys.stderr,
+            )
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    bar = _ProgressBar(sys.stderr) if not args.json and not args.quiet and sys.stderr.isatty() else None
+    if not args.quiet and not args.json:
+        shown = "" if dry_run else f" (checkpoint {path})"
+        print(f"s3ddb: {len(state.shards)} workers{shown}", file=sys.stderr)
+    try:
+        result, _final = workers.run_workers(
+            state,
+            knobs=plan.knobs,
+            run_id=run_id,
+            sender=args.sender,
+            checkpoint_path=path,
+            write_file=write_file,
+            should_stop=lambda: bool(interrupted),
+            should_abort=lambda: len(interrupted) > 1,
+            on_progress=bar,
+        )
+    except workers.WorkersFailed as exc:
+        if not dry_run:
+            exc.args = (f"{exc}; continue with --resume {path}",)
+            exc.checkpoint_path = path  # type: ignore[attr-defined]
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if bar is not None:
+            bar.close()
+        if dry_run:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    saved: str | None = path
+    if dry_run:
+        saved = None
+    elif result.complete and not args.checkpoint:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        saved = None
+    if interrupted:
+        raise _Interrupted(result, saved)
+    return result, saved
+
+
+def _tmpdir() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
+async def _load(args: argparse.Namespace, plan: _Plan) -> tuple[RunResult, str | None]:
     from loader import clients
     from loader import spec as load_spec
     from loader.schema import binary_attributes
 
-    plan = _plan(args, dry_run=dry_run)
+    dry_run = plan.knobs.dry_run
     spec = plan.spec
     # one session for every client and the lean sender's credentials (see clients.session)
     session = clients.session()
@@ -513,10 +826,8 @@ def _print_summary(s: dict[str, Any], *, stream: TextIO) -> None:
 
 
 def _cmd_load(args: argparse.Namespace, *, dry_run: bool) -> int:
-    import uvloop
-
     try:
-        result, saved = uvloop.run(_load(args, dry_run=dry_run))
+        result, saved = _run_load(args, dry_run=dry_run)
     except _Interrupted as intr:
         s = summary(intr.result, checkpoint=intr.checkpoint, dry_run=dry_run)
         s["status"] = "interrupted"
@@ -556,6 +867,24 @@ def _error_summary(message: str, exit_code: int) -> dict[str, Any]:
         "checkpoint": None,
         "invariant_ok": True,
         "object": None,
+    }
+
+
+def _error_object(command: str, message: str, exit_code: int) -> dict[str, Any]:
+    """The ``--json`` object of a command that stopped on an error: the keys its summary has."""
+    if command != "replay":
+        return _error_summary(message, exit_code)
+    from lambda_src.admin import ReplayReport
+
+    empty = ReplayReport(queue_url="", function="", dry_run=False, items=()).to_dict()
+    return {
+        **empty,
+        "status": "error",
+        "error": message,
+        "exit_code": exit_code,
+        "queue_url": None,
+        "function": None,
+        "stack": None,
     }
 
 
@@ -619,20 +948,75 @@ def _cmd_local(args: argparse.Namespace) -> int:
     raise ConfigError(f"unknown local command {args.local_command!r}")
 
 
+def _stack(args: argparse.Namespace) -> StackOutputs | None:
+    """The outputs of the stack named by ``--stack``, else by ``$S3DDB_STACK``; None when neither
+    names one. A stack that is not settled (being updated, say) is said on stderr."""
+    import boto3
+
+    from lambda_src import admin
+
+    name = args.stack if args.stack is not None else os.environ.get("S3DDB_STACK", "").strip()
+    if args.stack is None and not name:
+        return None
+    outputs = admin.stack_outputs(name.strip(), cfn_client=boto3.client("cloudformation"))
+    if outputs.warning:
+        print(f"s3ddb: warning: {_printable(outputs.warning)}", file=sys.stderr)
+    return outputs
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     import boto3
 
     from lambda_src import admin
 
+    stack = _stack(args)
+    ledger = (
+        args.ledger_table
+        or (stack.require("LedgerTable") if stack is not None else None)
+        or os.environ.get("S3DDB_LEDGER_TABLE", "").strip()
+        or LOCAL_LEDGER
+    )
     record = admin.status(
-        args.uri, ledger_table=args.ledger_table, ddb_client=boto3.client("dynamodb"), table=args.table
+        args.uri, ledger_table=ledger, ddb_client=boto3.client("dynamodb"), table=args.table
     )
     if args.json:
         sys.stdout.write(orjson.dumps(record, default=str).decode() + "\n")
     else:
-        for k, v in record.items():
-            sys.stdout.write(f"{k:<22} {v}\n")
+        _print_status(record, stream=sys.stdout)
     return EXIT_OK
+
+
+#: the per-shard (or per-object) fields a status line shows, as ``name value``
+_LINE_COUNTERS = ("rows_read", "items_written", "rows_rejected", "duplicates_collapsed")
+
+
+def _print_status(record: dict[str, Any], *, stream: TextIO) -> None:
+    """A load's status for a person: one ``key value`` line per field (the aggregate of a sharded
+    load or of a prefix backfill), then one line per shard or per object."""
+    for k, v in record.items():
+        if k not in ("shards", "loads"):
+            stream.write(_printable(f"{k:<22} {v}") + "\n")
+    for shard in record.get("shards") or []:
+        rng = shard.get("range") or ["?", "?"]
+        counters = " ".join(f"{c}={shard.get(c, 0)}" for c in _LINE_COUNTERS)
+        line = (
+            f"shard {shard.get('shard')!s:>3}  bytes {rng[0]}-{rng[1]}  {shard.get('status')}  "
+            f"hops={shard.get('hops')} {counters}"
+        )
+        if shard.get("wcu_share") is not None:
+            line += f" wcu_share={shard['wcu_share']:g}"
+        why = shard.get("reason") or shard.get("last_error")
+        if why:
+            line += f"  ({why})"
+        stream.write(_printable(line) + "\n")
+    for load in record.get("loads") or []:
+        counters = " ".join(f"{c}={load.get(c) or 0}" for c in _LINE_COUNTERS)
+        line = f"{load.get('status')!s:<10} {load.get('object')}  {counters}"
+        if load.get("shards"):
+            line += f" shards={load['shards']}"
+        if load.get("reason"):
+            line += f"  ({load['reason']})"
+        stream.write(_printable(line) + "\n")
 
 
 def _cmd_invoke(args: argparse.Namespace) -> int:
@@ -648,21 +1032,38 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
     LoadSpec.from_dict(spec.to_dict(), where="the backfill's options")  # the size and depth limits
     if args.version_id and (args.source.endswith("/") or args.source.count("/") < 3):
         raise ConfigError("--version-id names a version of one object, not of a prefix")
+    import math
+
+    from lambda_src.events import MAX_PARALLEL
+
+    if args.parallel is not None and not 1 <= args.parallel <= MAX_PARALLEL:
+        raise ConfigError(f"--parallel must be in 1..{MAX_PARALLEL}, got {args.parallel}")
+    if args.max_wcu is not None and not (math.isfinite(args.max_wcu) and args.max_wcu > 0):
+        raise ConfigError(f"--max-wcu must be a positive number, got {args.max_wcu}")
+    if args.max_rejects is not None and args.max_rejects < 0:
+        raise ConfigError(f"--max-rejects must be >= 0, got {args.max_rejects}")
     csv_given = any(
         v is not None for v in (args.delimiter, args.columns, args.encoding, args.compression)
     ) or args.no_header
+    stack = _stack(args)
+    function = args.function or (stack.require("FunctionName") if stack is not None else LOCAL_FUNCTION)
     out = admin.send_backfill(
         args.source,
         table=spec.table,
-        function=args.function,
+        function=function,
         lambda_client=boto3.client("lambda"),
         schema=schema_to_dict(spec.schema) if args.schema or args.types else None,
         csv=csv_to_dict(spec.csv) if csv_given else None,
         on_duplicate=args.on_duplicate,
         version_id=args.version_id,
         reload=args.reload,
+        parallel=args.parallel,
+        max_wcu=args.max_wcu,
+        max_rejects=args.max_rejects,
     )
     sys.stdout.write(orjson.dumps(out, default=str).decode() + "\n")
+    if out.get("note"):
+        print(f"s3ddb: note: {_printable(str(out['note']))}", file=sys.stderr)
     status = str(out.get("status", ""))
     if status == "refused":
         print(f"s3ddb: refused: {_printable(str(out.get('reason', '')))}", file=sys.stderr)
@@ -671,6 +1072,83 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
         print(f"s3ddb: failed: {_printable(str(out.get('reason', '')))}", file=sys.stderr)
         return 1
     return EXIT_OK
+
+
+#: the replay's Lambda client: each Event invoke is bounded (2 attempts of 5 s connect + 10 s read)
+#: so a batch of 10 is resent well inside the messages' visibility timeout (REPLAY_VISIBILITY_S)
+_REPLAY_INVOKE_CONFIG: dict[str, Any] = {
+    "connect_timeout": 5,
+    "read_timeout": 10,
+    "retries": {"mode": "standard", "max_attempts": 2},
+}
+
+
+def _replay_line(item: ReplayItem) -> str:
+    """One message of a replay, for a person: action, request id, condition, event kind, object."""
+    ident = item.request_id or f"message {item.message_id}"
+    line = f"{item.action!s:<12} {ident}  {item.condition or '-'}  {item.kind or '-'}  {item.object or '-'}"
+    if item.reason:
+        line += f"  ({item.reason})"
+    return _printable(line)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    """Resend the failure queue's records; 0 all resent (or none there), 1 some left, 2 config."""
+    import boto3
+    import botocore.config
+
+    from lambda_src import admin
+
+    stack = _stack(args)
+    if stack is None and not args.queue_url:
+        raise ConfigError("replay needs --stack NAME (or S3DDB_STACK) or --queue-url URL")
+    queue_url = args.queue_url or (stack.require("FailureQueueUrl") if stack is not None else "")
+    function = args.function or (stack.require("FunctionName") if stack is not None else LOCAL_FUNCTION)
+    # the stack's ARN tells its function from one of the same name in another account or region
+    function_arn = None if args.function or stack is None else stack.get("FunctionArn")
+
+    def on_item(item: ReplayItem) -> None:
+        if not args.json:
+            sys.stdout.write(_replay_line(item) + "\n")
+            sys.stdout.flush()
+
+    report = admin.replay_failures(
+        queue_url,
+        function=function,
+        function_arn=function_arn,
+        lambda_client=boto3.client("lambda", config=botocore.config.Config(**_REPLAY_INVOKE_CONFIG)),
+        sqs_client=boto3.client("sqs"),
+        dry_run=args.dry_run,
+        max_messages=args.max,
+        on_item=on_item,
+    )
+    code = EXIT_OK if report.ok else 1
+    for warning in report.warnings:
+        print(f"s3ddb: warning: {_printable(warning)}", file=sys.stderr)
+    act = admin.ReplayAction
+    if args.json:
+        out = {**report.to_dict(), "stack": stack.name if stack is not None else None, "exit_code": code}
+        sys.stdout.write(orjson.dumps(out).decode() + "\n")
+    elif not report.items:
+        sys.stdout.write("s3ddb: the failure queue has no visible messages\n")
+    elif args.dry_run:
+        sys.stdout.write(
+            f"s3ddb: dry run, nothing sent or deleted: {len(report.items)} received, "
+            f"{report.count(act.WOULD_RESEND)} would be resent, {report.count(act.LEFT)} would stay\n"
+        )
+    else:
+        not_deleted = report.count(act.NOT_DELETED)
+        sys.stdout.write(
+            f"s3ddb: {len(report.items)} received, {report.count(act.RESENT)} resent; kept in the queue: "
+            f"{report.count(act.LEFT)} not to resend, {report.count(act.FAILED)} failed to send"
+            + (f", {not_deleted} resent but not deleted" if not_deleted else "")
+            + "\n"
+        )
+    sys.stdout.flush()
+    if code != EXIT_OK:
+        kept = sum(1 for item in report.items if not item.ok)
+        print(f"s3ddb: {kept} message(s) stay in the queue; the report says why", file=sys.stderr)
+    return code
 
 
 def _tune_gc() -> None:
@@ -698,7 +1176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         lines = [_printable(line) for line in str(exc).splitlines()]
         if "--json" in argv:
-            sys.stdout.write(orjson.dumps(_error_summary(lines[-1], EXIT_CONFIG)).decode() + "\n")
+            command = next((a for a in argv if not a.startswith("-")), "")
+            sys.stdout.write(orjson.dumps(_error_object(command, lines[-1], EXIT_CONFIG)).decode() + "\n")
         print("\n".join(lines), file=sys.stderr)
         return EXIT_CONFIG
     logging.basicConfig(
@@ -720,7 +1199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_status(args)
         if args.command == "invoke":
             return _cmd_invoke(args)
+        if args.command == "replay":
+            return _cmd_replay(args)
     except (ConfigError, SourceError) as exc:
+        return _fail(args, str(exc), EXIT_CONFIG)
+    except (NoRegionError, NoCredentialsError) as exc:  # the setup, not the service: fix and rerun
         return _fail(args, str(exc), EXIT_CONFIG)
     except BotoCoreError as exc:  # a service or endpoint the command could not reach
         return _fail(args, str(exc), 1)
@@ -739,8 +1222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(args: argparse.Namespace, message: str, code: int, *, prefix: str = "s3ddb: error: ") -> int:
     """One line on stderr (escaped), and with ``--json`` the error object on stdout; ``code`` back."""
     message = _printable(message)
-    if getattr(args, "json", False) and args.command in ("load", "validate", "invoke", "status"):
-        sys.stdout.write(orjson.dumps(_error_summary(message, code)).decode() + "\n")
+    if getattr(args, "json", False) and args.command in ("load", "validate", "invoke", "status", "replay"):
+        sys.stdout.write(orjson.dumps(_error_object(args.command, message, code)).decode() + "\n")
         sys.stdout.flush()
     print(f"{prefix}{message}", file=sys.stderr)
     return code

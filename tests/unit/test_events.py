@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -11,12 +12,14 @@ from lambda_src.admin import build_notification
 from lambda_src.events import (
     CONTINUE_VERSION,
     MAX_OPTIONS_BYTES,
+    MAX_PARALLEL,
     BackfillEvent,
     ContinueEvent,
     EventError,
     LaneEvent,
     LoadOptions,
     ObjectsEvent,
+    RunOptions,
     S3TestEvent,
     continue_payload,
     parse_event,
@@ -294,6 +297,62 @@ def test_lane_event_round_trips() -> None:
         reload="reload-r1",
     )
     assert parse_event(lane.to_payload()) == lane
+    # a lane without run options carries none of their fields: the lane of a backfill as it was
+    assert not {"parallel", "max_wcu", "max_rejects"} & set(lane.to_payload())
+    sharded = dataclasses.replace(lane, run=RunOptions(parallel=4, max_wcu=250.0, max_rejects=7))
+    payload = sharded.to_payload()
+    assert (payload["parallel"], payload["max_wcu"], payload["max_rejects"]) == (4, 250.0, 7)
+    assert parse_event(payload) == sharded
+
+
+def test_backfill_run_options_are_taken_as_given_and_default_to_one_chain() -> None:
+    ev = parse_event(_backfill())
+    assert isinstance(ev, BackfillEvent) and ev.run == RunOptions()
+    ev = parse_event(_backfill(parallel=MAX_PARALLEL, max_wcu=12, max_rejects=0))
+    assert isinstance(ev, BackfillEvent)
+    assert ev.run == RunOptions(parallel=MAX_PARALLEL, max_wcu=12.0, max_rejects=0)
+    assert ev.run.knobs() == {"max_wcu": 12.0, "max_rejects": 0}
+    assert parse_event(_backfill(parallel=None)).run.parallel == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"parallel": 0}, "'parallel' must be an integer in 1..64"),
+        ({"parallel": MAX_PARALLEL + 1}, "'parallel' must be an integer in 1..64"),
+        ({"parallel": True}, "'parallel'"),
+        ({"parallel": "4"}, "'parallel'"),
+        ({"parallel": 2.0}, "'parallel'"),
+        ({"max_wcu": 0}, "'max_wcu' must be a positive number"),
+        ({"max_wcu": -5}, "'max_wcu'"),
+        ({"max_wcu": float("nan")}, "'max_wcu'"),
+        ({"max_wcu": "100"}, "'max_wcu'"),
+        ({"max_wcu": False}, "'max_wcu'"),
+        ({"max_rejects": -1}, "'max_rejects' must be an integer >= 0"),
+        ({"max_rejects": 1.5}, "'max_rejects'"),
+    ],
+)
+def test_backfill_run_options_are_refused_at_the_door(extra: dict[str, Any], needle: str) -> None:
+    with pytest.raises(EventError, match="backfill event: ") as err:
+        parse_event(_backfill(**extra))
+    assert needle in str(err.value)
+    lane = {**_lane_payload(), **extra}
+    with pytest.raises(EventError, match="lane event: "):
+        parse_event(lane)
+
+
+def _lane_payload() -> dict[str, Any]:
+    return LaneEvent(
+        bucket="b",
+        prefix="p/",
+        exact=False,
+        lane=0,
+        lanes=1,
+        start_after="",
+        table="t",
+        options=LoadOptions(),
+        backfill_id="x",
+    ).to_payload()
 
 
 @pytest.mark.parametrize(
