@@ -83,3 +83,20 @@ def test_shards_add_up_until_the_write_budget_or_the_partitions_hold_them() -> N
 
 def test_a_machine_shared_with_its_stand_ins_is_capped_by_their_cpu_per_item() -> None:
     assert model.local_ceiling(cores=2, machine_us_per_item=25.0) == pytest.approx(80_000)
+
+
+def test_the_model_explains_the_measured_workers_on_this_machine() -> None:
+    """benchmarks/results/workers-2-vs-1.json: one worker is held by its one core (1e6 / its CPU
+    per item); two are held by the machine's two cores shared with the wire endpoint and moto S3
+    (``local_ceiling`` of every process's CPU per item), which is why two workers are ~1.4x here."""
+    data = json.loads((ROOT / "benchmarks" / "results" / "workers-2-vs-1.json").read_text())
+    cores = int(data["machine"]["cores"])
+    runs = data["cases"]
+    for r in runs:
+        rate = float(r["items_per_second"])
+        if r["workers"] == 1:
+            assert rate == pytest.approx(1e6 / float(r["client_cpu_us_per_item"]), rel=0.15)
+        else:
+            machine_us = float(r["machine_cpu_us_per_item"])
+            ceiling = model.local_ceiling(cores=cores, machine_us_per_item=machine_us)
+            assert 0.8 * ceiling <= rate <= 1.02 * ceiling, (rate, ceiling)
