@@ -999,6 +999,11 @@ class ChainRunner:
         compression = compression_of(ref.key, spec.csv)
         if compression != "none":
             return None, f"a {compression} object cannot be cut by bytes: it loads as one chain"
+        if spec.on_duplicate != "last":
+            return None, (
+                f"on_duplicate {spec.on_duplicate} remembers every key of the object, which only one "
+                "chain can: it loads as one chain"
+            )
         if not ref.size:
             return None, "an empty object: it loads as one chain"
         try:
@@ -1121,7 +1126,9 @@ class ChainRunner:
                     request_id=ctx.request_id,
                     token=token,
                     lease_until=now + PENDING_LEASE_S,
-                    knobs=knobs,
+                    # the knobs given add to the shard's own (a resend with --max-rejects alone
+                    # must not drop the load's max_wcu)
+                    knobs={**shard.knobs, **knobs} if knobs else None,
                 ):
                     continue  # it moved meanwhile: whoever moved it runs it
                 self.t.log.info(
@@ -1129,10 +1136,8 @@ class ChainRunner:
                     extra={"shard": k, "offset": shard.offset},
                 )
                 self.t.count("ShardsResumed")
-                if shard.status == ChainStatus.FAILED and not reopened:
-                    current = self.ledger.get(parent.object, parent.target)
-                    if current is not None and current.status == ChainStatus.FAILED:
-                        self.ledger.reopen(current)
+                if not reopened:
+                    self._reopen(parent)
                     reopened = True
             else:
                 continue  # running, pending its continuation, or FAILED and left alone
@@ -1175,6 +1180,23 @@ class ChainRunner:
             note=plan.get("note"),
             reason=reason,
         )
+
+    def _reopen(self, parent: LedgerItem) -> None:
+        """A shard of ``parent`` was just started again: move the load's ``rev`` on (RUNNING) or
+        make it RUNNING again (FAILED), so that a shard settling it from a read of the shards taken
+        before the restart fails its conditional write and reads again."""
+        for _ in range(5):  # each lost race is another request's write: read again
+            current = self.ledger.get(parent.object, parent.target)
+            if current is None or current.chain_id != parent.chain_id:
+                return
+            if current.status == ChainStatus.FAILED:
+                if self.ledger.reopen(current):
+                    return
+            elif current.status == ChainStatus.RUNNING:
+                if self.ledger.touch(current):
+                    return
+            else:
+                return
 
     def _shard_finished(self, shard: LedgerItem, ctx: InvocationContext) -> str | None:
         """After ``shard`` finished (its ledger item says so): settle its load if every shard is
@@ -1255,7 +1277,14 @@ class ChainRunner:
 
     def _continue(self, event: ContinueEvent, ctx: InvocationContext) -> HopOutcome:
         self.t.bind(object=event.object, hop=event.hop)
-        item = self.ledger.get(event.object, event.target)
+        try:
+            item = self.ledger.get(event.object, event.target)
+        except L.LedgerError:
+            # a key that names a row of the ledger that is no chain (a prefix backfill's record):
+            # no continuation of the function's points there
+            self.t.count("RefusedContinuations")
+            reason = "the continuation names no chain in the ledger"
+            return self._refusal(Refused(reason=reason, object=event.object, hop=event.hop))
         d = decide(
             item,
             kind="continue",
@@ -1361,7 +1390,10 @@ class ChainRunner:
                 self.t.log.warning("lost the claim while running: stopping")
                 lost.append(True)
             elif budget is not None and ceiling is not None:
-                self._share_budget(item, budget, ceiling)
+                try:
+                    self._share_budget(item, budget, ceiling)
+                except Exception as exc:  # a throttled ledger read must not fail the hop: keep the share
+                    self.t.log.warning(f"write budget not refreshed (the share stays {budget.wcu}): {exc}")
 
         # the operational knobs are the function's of the moment (the operator may turn them down),
         # under the ceiling the backfill gave the load
@@ -1454,7 +1486,16 @@ class ChainRunner:
         """Set shard ``item``'s share of its load's write-unit ``ceiling``: the ceiling divided by
         the shards RUNNING now (itself among them), which it returns. Said in the log and the
         ledger when it changes."""
-        running = max(1, sum(1 for s in self.ledger.siblings(item) if s.status == ChainStatus.RUNNING))
+        # the shards that may still write: every planned one (a shard not made yet will start)
+        # but the finished and the dead (RUNNING with its lease run out: no hop alive), so a
+        # share is never counted twice and grows back when a shard stops for good
+        now = self.ledger.clock()
+        siblings = self.ledger.siblings(item)
+        gone = sum(
+            1 for s in siblings if s.status.finished or s.stale(now) or s.status == ChainStatus.STALLED
+        )
+        planned = max(item.shard_count or 0, len(siblings))
+        running = max(1, planned - gone)
         share = ceiling / running
         if budget.wcu is not None and abs(budget.wcu - share) < 1e-9:
             return running

@@ -53,6 +53,8 @@ EVENT_VERSION = 1
 CONTINUE_VERSION = 2
 #: the most an event's load options (schema + CSV options) may weigh as JSON
 MAX_OPTIONS_BYTES = 64 * 1024
+#: the largest max_wcu / max_rejects an event may carry (JSON numbers stay exact below 2**53)
+MAX_INT_OPTION = 2**53
 #: the most lanes one backfill may have (the function also bounds them by S3DDB_MAX_CHAINS)
 MAX_LANES = 1000
 #: the most shard chains one object may be cut into (the function also bounds them by
@@ -292,12 +294,19 @@ def _run_options(event: dict[str, Any], kind: str) -> RunOptions:
         )
     wcu = event.get("max_wcu")
     if wcu is not None and (
-        isinstance(wcu, bool) or not isinstance(wcu, int | float) or not math.isfinite(wcu) or wcu <= 0
+        isinstance(wcu, bool)
+        or not isinstance(wcu, int | float)
+        or not 0 < wcu <= MAX_INT_OPTION  # an int too large for a float, nan and inf too
+        or not math.isfinite(wcu)
     ):
         raise EventError(f"{kind} event: 'max_wcu' must be a positive number, got {wcu!r}")
     rejects = event.get("max_rejects")
-    if rejects is not None and (isinstance(rejects, bool) or not isinstance(rejects, int) or rejects < 0):
-        raise EventError(f"{kind} event: 'max_rejects' must be an integer >= 0, got {rejects!r}")
+    if rejects is not None and (
+        isinstance(rejects, bool) or not isinstance(rejects, int) or not 0 <= rejects <= MAX_INT_OPTION
+    ):
+        raise EventError(
+            f"{kind} event: 'max_rejects' must be an integer in 0..{MAX_INT_OPTION}, got {rejects!r}"
+        )
     return RunOptions(parallel=parallel, max_wcu=None if wcu is None else float(wcu), max_rejects=rejects)
 
 

@@ -705,6 +705,18 @@ class Ledger:
             },
         )
 
+    def touch(self, parent: LedgerItem) -> bool:
+        """Move a RUNNING sharded load's ``rev`` (as read) on without changing anything else: a
+        settlement computed from a read taken before one of its shards was started again then
+        fails its condition. False if it moved meanwhile."""
+        return self._update(
+            parent.object,
+            parent.target,
+            "SET rev = rev + :one, updated_at = :now",
+            "rev = :rev AND #status = :running",
+            {":rev": {"N": str(parent.rev)}, ":running": {"S": RUNNING.value}, ":one": {"N": "1"}},
+        )
+
     def note_budget(self, item: LedgerItem, *, share: float, running: int) -> None:
         """Remember a shard's write-unit share and the shards it was shared with. Leaves ``rev``
         alone (it decides nothing), so it cannot make the chain's own writes fail."""

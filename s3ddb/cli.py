@@ -1034,14 +1034,14 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
         raise ConfigError("--version-id names a version of one object, not of a prefix")
     import math
 
-    from lambda_src.events import MAX_PARALLEL
+    from lambda_src.events import MAX_INT_OPTION, MAX_PARALLEL
 
     if args.parallel is not None and not 1 <= args.parallel <= MAX_PARALLEL:
         raise ConfigError(f"--parallel must be in 1..{MAX_PARALLEL}, got {args.parallel}")
-    if args.max_wcu is not None and not (math.isfinite(args.max_wcu) and args.max_wcu > 0):
+    if args.max_wcu is not None and not (math.isfinite(args.max_wcu) and 0 < args.max_wcu <= MAX_INT_OPTION):
         raise ConfigError(f"--max-wcu must be a positive number, got {args.max_wcu}")
-    if args.max_rejects is not None and args.max_rejects < 0:
-        raise ConfigError(f"--max-rejects must be >= 0, got {args.max_rejects}")
+    if args.max_rejects is not None and not 0 <= args.max_rejects <= MAX_INT_OPTION:
+        raise ConfigError(f"--max-rejects must be in 0..{MAX_INT_OPTION}, got {args.max_rejects}")
     csv_given = any(
         v is not None for v in (args.delimiter, args.columns, args.encoding, args.compression)
     ) or args.no_header

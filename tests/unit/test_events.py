@@ -328,8 +328,11 @@ def test_backfill_run_options_are_taken_as_given_and_default_to_one_chain() -> N
         ({"max_wcu": float("nan")}, "'max_wcu'"),
         ({"max_wcu": "100"}, "'max_wcu'"),
         ({"max_wcu": False}, "'max_wcu'"),
-        ({"max_rejects": -1}, "'max_rejects' must be an integer >= 0"),
+        ({"max_rejects": -1}, "'max_rejects' must be an integer in 0.."),
         ({"max_rejects": 1.5}, "'max_rejects'"),
+        # too large for JSON to carry exactly (orjson refuses to write it; a float overflows)
+        ({"max_rejects": 2**64}, "'max_rejects' must be an integer in 0.."),
+        ({"max_wcu": 10**400}, "'max_wcu' must be a positive number"),
     ],
 )
 def test_backfill_run_options_are_refused_at_the_door(extra: dict[str, Any], needle: str) -> None:

@@ -701,3 +701,134 @@ def test_lambdas_retry_of_a_lane_that_launched_sends_the_same_continuations_agai
 
 def _ctx(request_id: str) -> InvocationContext:
     return InvocationContext(request_id=request_id, function="s3ddb-loader", remaining_ms=lambda: 600_000)
+
+
+# -- found by a review of the sharded chain -----------------------------------------------------------
+
+
+def test_a_shard_started_again_makes_a_settlement_read_before_it_fail(
+    ddb: Any, s3: Any, bucket: str, ledger: Ledger, invokes: _Invokes
+) -> None:
+    """Shard B finishes and reads shard A FAILED; a resend starts A again while the load is still
+    RUNNING; B's settlement (FAILED, from its earlier read) must not land: the restart moves the
+    load's ``rev`` on, so the load is not settled FAILED while A runs."""
+    uri = _put_csv(s3, bucket, "race.csv", 2000)
+    backfill = {"kind": "backfill", "version": 1, "source": uri, "table": "t", "parallel": 2}
+    _launcher(ddb, s3, ledger, invokes).outcome(backfill, _ctx("r1"))
+    (parent,) = ledger.chains(uri)
+    a, b = ledger.shards_of(parent)
+    _finish_shard(ledger, a, L.FAILED, rid="ra")
+    _finish_shard(ledger, b, L.COMPLETED, rid="rb")
+    read_by_b = _get_item(ledger, parent)  # B's read of the load: RUNNING, every shard finished
+    assert read_by_b.status == L.RUNNING
+
+    _launcher(ddb, s3, ledger, invokes).outcome(backfill, _ctx("r2"))  # the resend: A starts again
+    assert ledger.get(a.object, a.target).status == L.RUNNING  # type: ignore[union-attr]
+    assert not ledger.settle(
+        read_by_b, status=L.FAILED, counters=Counters(), offset=0, request_id="rb", reason="shard 0"
+    )
+    assert _get_item(ledger, parent).status == L.RUNNING
+
+
+def test_a_resend_adds_its_knobs_to_the_shards_own(
+    ddb: Any, s3: Any, bucket: str, ledger: Ledger, invokes: _Invokes
+) -> None:
+    uri = _put_csv(s3, bucket, "knobs.csv", 2000)
+    first = {"kind": "backfill", "version": 1, "source": uri, "table": "t", "parallel": 2, "max_wcu": 500}
+    _launcher(ddb, s3, ledger, invokes).outcome(first, _ctx("r1"))
+    (parent,) = ledger.chains(uri)
+    a, _b = ledger.shards_of(parent)
+    _finish_shard(ledger, a, L.FAILED, rid="ra")
+    again = {**first, "max_rejects": 50}
+    again.pop("max_wcu")
+    _launcher(ddb, s3, ledger, invokes).outcome(again, _ctx("r2"))
+    resumed = ledger.get(a.object, a.target)
+    assert resumed is not None and resumed.knobs == {"max_wcu": 500, "max_rejects": 50}
+
+
+def test_a_shards_share_counts_the_shards_not_made_yet_and_not_the_dead(
+    ddb: Any, s3: Any, ledger: Ledger, invokes: _Invokes
+) -> None:
+    from loader.retry import WriteBudget
+
+    runner = _launcher(ddb, s3, ledger, invokes)
+    runner.ledger.clock = lambda: 1000.0  # the fixture ledger's time: every lease is still running
+    parent = _parent(ledger)  # three ranges planned
+    s0 = _shard(ledger, parent, 0)
+    budget = WriteBudget(None)
+    assert runner._share_budget(s0, budget, 900.0) == 3  # shards 1 and 2 will start: 300 each
+    assert budget.wcu == 300.0
+    s1 = _shard(ledger, parent, 1)
+    _run_to(ledger, s1, L.COMPLETED, rows=10, rid="r1")
+    s2 = _shard(ledger, parent, 2)
+    runner.ledger.clock = lambda: 5000.0  # shard 2's pending lease (3000) ran out: no hop alive
+    assert _get(ledger, s2.target).stale(5000.0)
+    s0 = dataclasses.replace(s0, lease_until=9000.0)  # itself: its hop is running
+    assert runner._share_budget(s0, budget, 900.0) == 1
+    assert budget.wcu == 900.0
+
+
+def test_first_and_error_duplicate_policies_load_as_one_chain(
+    ddb: Any, s3: Any, ledger: Ledger, invokes: _Invokes
+) -> None:
+    from lambda_src.events import ObjectRef
+    from loader.spec import LoadSpec
+
+    runner = _launcher(ddb, s3, ledger, invokes)
+    ref = ObjectRef(bucket="b", key="data.csv", version_id="v1", size=10_000_000)
+    for policy in ("first", "error"):
+        spec = LoadSpec(source="s3://b/data.csv", table="t", version_id="v1", on_duplicate=policy)
+        plan, note = runner._plan(ref, spec, 4)
+        assert plan is None and note is not None and f"on_duplicate {policy}" in note
+
+
+def test_a_continuation_that_names_a_backfill_record_is_refused(
+    ddb: Any, s3: Any, ledger: Ledger, invokes: _Invokes
+) -> None:
+    ledger.start_backfill("s3://b/q/", table="t", backfill_id="bf1", lanes=1, parallel=1)
+    forged = {
+        "kind": "continue",
+        "version": 2,
+        "object": "s3://b/q/",
+        "target": f"t{L.BACKFILL_SEP}bf1",
+        "hop": 0,
+        "token": "guess",
+    }
+    out = _launcher(ddb, s3, ledger, invokes).outcome(forged, _ctx("r1")).to_dict()
+    assert out["status"] == "refused" and "names no chain" in out["reason"], out
+
+
+def _finish_shard(ledger: Ledger, shard: LedgerItem, status: L.ChainStatus, *, rid: str) -> LedgerItem:
+    """Claim a launched shard's pending hop (as its continuation does) and finish it."""
+    assert ledger.claim(shard, request_id=rid, lease_until=shard.lease_until + 1, reclaim=False)
+    claimed = _get_item(ledger, shard)
+    rng = claimed.byte_range
+    assert rng is not None
+    done = status == L.COMPLETED
+    cp = Checkpoint(
+        source=shard.object,
+        table="t",
+        version_id=shard.version,
+        etag=None,
+        size=None,
+        header=["pk", "n"],
+        offset=rng[1] if done else rng[0],
+        next_row=1,
+        counters=Counters(),
+        hop=claimed.hop,
+        chain_id=claimed.chain_id,
+        complete=done,
+        byte_range=rng,
+    )
+    reason = "" if done else "TooManyRejectsError: 9 rows rejected"
+    finished = ledger.finish(
+        claimed, hop=claimed.hop, request_id=rid, checkpoint=cp, status=status, reason=reason
+    )
+    assert finished
+    return _get_item(ledger, shard)
+
+
+def _get_item(ledger: Ledger, item: LedgerItem) -> LedgerItem:
+    got = ledger.get(item.object, item.target)
+    assert got is not None
+    return got
