@@ -735,11 +735,11 @@ class ChainRunner:
             return self._refusal(Refused(reason=refused, source=object_uri(lane.bucket, lane.prefix)))
         after = lane.start_after
         skipped: list[Skipped] = []
-        if lane.lanes > self.settings.max_chains:
+        if lane.lanes * max(1, lane.run.parallel) > self.settings.max_chains:
             return self._refusal(
                 Refused(
-                    reason=f"lane event with {lane.lanes} lanes: a backfill runs at most "
-                    f"S3DDB_MAX_CHAINS={self.settings.max_chains}",
+                    reason=f"lane event with {lane.lanes} lanes of parallel {lane.run.parallel}: a "
+                    f"backfill runs at most S3DDB_MAX_CHAINS={self.settings.max_chains} chains",
                     source=object_uri(lane.bucket, lane.prefix),
                 )
             )
@@ -1117,7 +1117,12 @@ class ChainRunner:
             elif (
                 shard.status == ChainStatus.STALLED
                 or shard.stale(now)
-                or (shard.status == ChainStatus.FAILED and resume_failed)
+                or (
+                    shard.status == ChainStatus.FAILED
+                    and resume_failed
+                    # a shard S3DDB_MAX_HOPS stopped starts again only once the limit leaves it room
+                    and not (shard.failed_for_max_hops() and shard.hop + 1 >= self.settings.max_hops)
+                )
                 # as decide() resumes a chain: once S3DDB_MAX_HOPS leaves it room, any start event
                 or (shard.failed_for_max_hops() and shard.hop + 1 < self.settings.max_hops)
             ):

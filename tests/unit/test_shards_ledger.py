@@ -832,3 +832,17 @@ def _get_item(ledger: Ledger, item: LedgerItem) -> LedgerItem:
     got = ledger.get(item.object, item.target)
     assert got is not None
     return got
+
+
+def test_a_lane_event_is_bounded_by_its_lanes_times_its_shards(
+    ddb: Any, s3: Any, bucket: str, ledger: Ledger, invokes: _Invokes
+) -> None:
+    """S3DDB_MAX_CHAINS (4 here) bounds every chain of a backfill: 2 lanes of parallel 3 would run
+    6 at once, so a lane event that says so (sent before the limit was lowered, or forged) is refused."""
+    lane = {
+        "kind": "lane", "version": 1, "bucket": bucket, "prefix": "p/", "exact": False, "lane": 0,
+        "lanes": 2, "start_after": "", "table": "t", "backfill_id": "bf", "parallel": 3,
+    }  # fmt: skip
+    out = _launcher(ddb, s3, ledger, invokes).outcome(lane, _ctx("r1")).to_dict()
+    assert out["status"] == "refused" and "S3DDB_MAX_CHAINS=4" in out["reason"], out
+    assert invokes.payloads == []
