@@ -498,11 +498,15 @@ def _run_load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, st
     """One load: over worker processes when the object is cut into shards, else in this one."""
     import uvloop
 
+    from loader import clients
+
     plan = _plan(args, dry_run=dry_run)
-    sharded = plan.sharded or _shards(args, plan)
+    # one session for every client and the lean sender's credentials (see clients.session)
+    session = clients.session()
+    sharded = plan.sharded or _shards(args, plan, session=session)
     if sharded is not None:
         return _load_sharded(args, plan, sharded)
-    return uvloop.run(_load(args, plan))
+    return uvloop.run(_load(args, plan, session=session))
 
 
 #: an explicit ``--workers N`` still gives each worker at least this many bytes (a process for a
@@ -510,7 +514,7 @@ def _run_load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, st
 _MIN_BYTES_PER_SHARD = 8 << 10
 
 
-def _shards(args: argparse.Namespace, plan: _Plan) -> ShardedCheckpoint | None:
+def _shards(args: argparse.Namespace, plan: _Plan, *, session: Any) -> ShardedCheckpoint | None:
     """The shards of a new load with ``--workers`` (given, or the default for the object's size);
     None to load in one process (one worker, a resume of a one-process load, a compressed object,
     a duplicate policy that needs every key of the object in one process, an object the planner
@@ -521,7 +525,7 @@ def _shards(args: argparse.Namespace, plan: _Plan) -> ShardedCheckpoint | None:
     if plan.resume is not None or args.workers == 1:
         return None
     spec = plan.spec
-    s3 = clients.s3_client(clients.session()) if spec.source.startswith("s3://") else None
+    s3 = clients.s3_client(session) if spec.source.startswith("s3://") else None
     info = open_source(
         spec.source, s3_client=s3, spec=spec.csv, version_id=spec.version_id, etag=spec.etag
     ).info
@@ -667,15 +671,13 @@ def _tmpdir() -> str:
     return tempfile.gettempdir()
 
 
-async def _load(args: argparse.Namespace, plan: _Plan) -> tuple[RunResult, str | None]:
+async def _load(args: argparse.Namespace, plan: _Plan, *, session: Any) -> tuple[RunResult, str | None]:
     from loader import clients
     from loader import spec as load_spec
     from loader.schema import binary_attributes
 
     dry_run = plan.knobs.dry_run
     spec = plan.spec
-    # one session for every client and the lean sender's credentials (see clients.session)
-    session = clients.session()
     needs_s3 = spec.source.startswith("s3://") or (spec.rejects or "").startswith("s3://")
     s3 = clients.s3_client(session) if needs_s3 else None
     ddb = clients.dynamodb_client(session)  # DescribeTable, and the lean sender's connection
