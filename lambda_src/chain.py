@@ -1282,14 +1282,13 @@ class ChainRunner:
 
     def _continue(self, event: ContinueEvent, ctx: InvocationContext) -> HopOutcome:
         self.t.bind(object=event.object, hop=event.hop)
-        try:
-            item = self.ledger.get(event.object, event.target)
-        except L.LedgerError:
-            # a key that names a row of the ledger that is no chain (a prefix backfill's record):
-            # no continuation of the function's points there
+        if L.is_backfill_record(event.target):
+            # a prefix backfill's record is no chain: no continuation of the function's points there
+            # (reading it as a chain would raise, and Lambda would retry a forged event)
             self.t.count("RefusedContinuations")
             reason = "the continuation names no chain in the ledger"
             return self._refusal(Refused(reason=reason, object=event.object, hop=event.hop))
+        item = self.ledger.get(event.object, event.target)
         d = decide(
             item,
             kind="continue",

@@ -80,6 +80,7 @@ __all__ = [
     "backfill_records",
     "backfill_target",
     "ensure_ledger_table",
+    "is_backfill_record",
     "shard_target",
     "sharded_offset",
     "target_key",
@@ -123,6 +124,11 @@ SHARD_SEP = "#shard="
 #: between a table and a backfill's id in the backfill rows of a prefix
 BACKFILL_SEP = "#backfill="
 _MEMBER_SEP = "#obj="
+
+
+def is_backfill_record(target: str) -> bool:
+    """Whether ``target`` keys a prefix backfill's record (its row, or one of its objects' rows)."""
+    return BACKFILL_SEP in target or _MEMBER_SEP in target
 
 _COUNTERS = (
     "rows_read",
