@@ -29,7 +29,7 @@ from lambda_src.ledger import (
     sharded_offset,
 )
 from loader.errors import ConfigError, S3ddbError
-from loader.models import Counters
+from loader.models import COUNTER_NAMES, Counters
 
 __all__ = [
     "REPLAY_VISIBILITY_S",
@@ -189,15 +189,6 @@ def _backfill_rows(ledger: Ledger, source: str, table: str | None) -> list[dict[
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-_SUMMED = (
-    "rows_read",
-    "items_written",
-    "rows_rejected",
-    "duplicates_collapsed",
-    "retries",
-    "throttle_events",
-    "write_units",
-)
 
 
 def backfill_status(
@@ -221,7 +212,7 @@ def backfill_status(
     now = clock()
     loads: list[dict[str, Any]] = []
     counts = {"completed": 0, "running": 0, "failed": 0, "stalled": 0, "skipped": 0, "pending": 0}
-    totals = dict.fromkeys(_SUMMED, 0)
+    totals = dict.fromkeys(COUNTER_NAMES, 0)
     rejects: list[str] = []
     for obj, target, skipped in rec.members:
         if not target:
@@ -235,10 +226,10 @@ def backfill_status(
             continue
         st = _load_status(ledger, item, now)
         counts[str(st["status"]).lower()] += 1
-        for name in _SUMMED:
+        for name in COUNTER_NAMES:
             totals[name] += int(st.get(name) or 0)
         rejects.extend(st.get("rejects") or [])
-        entry = {k: st.get(k) for k in ("object", "version", "status", "chain_id", *_SUMMED, "reason")}
+        entry = {k: st.get(k) for k in ("object", "version", "status", "chain_id", *COUNTER_NAMES, "reason")}
         if item.is_parent:
             entry["shards"] = len(st.get("shards") or [])
         loads.append(entry)

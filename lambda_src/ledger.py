@@ -61,7 +61,7 @@ from typing import Any
 import orjson
 
 from loader.errors import S3ddbError
-from loader.models import Checkpoint, Counters
+from loader.models import COUNTER_NAMES, Checkpoint, Counters
 
 __all__ = [
     "COMPLETED",
@@ -130,15 +130,6 @@ def is_backfill_record(target: str) -> bool:
     """Whether ``target`` keys a prefix backfill's record (its row, or one of its objects' rows)."""
     return BACKFILL_SEP in target or _MEMBER_SEP in target
 
-_COUNTERS = (
-    "rows_read",
-    "items_written",
-    "rows_rejected",
-    "duplicates_collapsed",
-    "retries",
-    "throttle_events",
-    "write_units",
-)
 #: the prefix of a FAILED reason that a higher S3DDB_MAX_HOPS and a new event may resume
 MAX_HOPS_REASON = "S3DDB_MAX_HOPS="
 
@@ -298,7 +289,7 @@ class LedgerItem:
             lane=orjson.loads(lane) if lane else None,
             object_size=None if size is None else int(size),
             offset=int(n("offset")),
-            counters=Counters.from_dict({c: n(c) for c in _COUNTERS}),
+            counters=Counters.from_dict({c: n(c) for c in COUNTER_NAMES}),
             rejects=[v["S"] for v in raw.get("rejects", {}).get("L", [])],
             reclaims=int(n("reclaims")),
             started_at=s("started_at"),
@@ -426,12 +417,12 @@ def _progress_values(cp: Checkpoint) -> dict[str, Any]:
         ":cp": {"S": cp.dumps().decode()},
         ":offset": {"N": str(cp.offset)},
     }
-    for c in _COUNTERS:
+    for c in COUNTER_NAMES:
         values[f":{c}"] = {"N": str(getattr(cp.counters, c))}
     return values
 
 
-_PROGRESS_SET = "checkpoint = :cp, #offset = :offset, " + ", ".join(f"{c} = :{c}" for c in _COUNTERS)
+_PROGRESS_SET = "checkpoint = :cp, #offset = :offset, " + ", ".join(f"{c} = :{c}" for c in COUNTER_NAMES)
 
 
 class Ledger:
@@ -523,7 +514,7 @@ class Ledger:
             "reclaims": {"N": "0"},
             "started_at": {"S": now},
             "updated_at": {"S": now},
-            **{c: {"N": "0"} for c in _COUNTERS},
+            **{c: {"N": "0"} for c in COUNTER_NAMES},
         }
         if lane is not None:
             item["lane"] = {"S": orjson.dumps(lane).decode()}
@@ -584,7 +575,7 @@ class Ledger:
             "shard": {"N": str(shard)},
             "parent_chain": {"S": parent.chain_id},
             "shard_count": {"N": str(len((parent.shards or {}).get("ranges") or []))},
-            **{c: {"N": "0"} for c in _COUNTERS},
+            **{c: {"N": "0"} for c in COUNTER_NAMES},
         }
         if parent.object_size is not None:
             item["object_size"] = {"N": str(parent.object_size)}
@@ -676,11 +667,11 @@ class Ledger:
             ":rev": {"N": str(parent.rev)},
             ":one": {"N": "1"},
         }
-        for c in _COUNTERS:
+        for c in COUNTER_NAMES:
             values[f":{c}"] = {"N": str(getattr(counters, c))}
         expr = (
             "SET #status = :status, #offset = :offset, "
-            + ", ".join(f"{c} = :{c}" for c in _COUNTERS)
+            + ", ".join(f"{c} = :{c}" for c in COUNTER_NAMES)
             + ", finished_at = :now, finished_by = :rid, updated_at = :now, rev = rev + :one"
         )
         if status == COMPLETED:
@@ -823,7 +814,7 @@ class Ledger:
             ":completed": {"S": COMPLETED.value},
             ":failed": {"S": FAILED.value},
         }
-        counters = ", ".join(f"{c} = :zero" for c in _COUNTERS)
+        counters = ", ".join(f"{c} = :zero" for c in COUNTER_NAMES)
         expr = (
             "SET spec = :spec, #status = :running, chain_id = :chain, hop = :zero, hops = :hops, "
             f"claim = :claim, lease_until = :lease, #offset = :zero, {counters}, reclaims = :zero, "

@@ -176,6 +176,10 @@ class Counters:
         return cls(**{k: int(v) for k, v in data.items() if k in names})
 
 
+#: the names of ``Counters``' fields, in order: the ledger's attributes and status's sums
+COUNTER_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Counters))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Checkpoint:
     """The low-water mark of a load: every row before ``offset`` is written or rejected.

@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 
 from loader.errors import ConfigError, S3ddbError, SourceError
-from loader.models import Checkpoint, Counters, Progress, RunResult, StopReason
+from loader.models import COUNTER_NAMES, Checkpoint, Counters, Progress, RunResult, StopReason
 from loader.spec import LoadSpec, RunKnobs
 
 __all__ = [
@@ -570,8 +570,8 @@ def run_workers(
         end = shards[w.index].checkpoint
         if end is not None:
             run = end.counters.copy()
-            for f in dataclasses.fields(Counters):
-                setattr(run, f.name, getattr(run, f.name) - getattr(w.counters_at_start, f.name))
+            for name in COUNTER_NAMES:  # this run's: the shard's totals less what it resumed from
+                setattr(run, name, getattr(run, name) - getattr(w.counters_at_start, name))
             counters.add(run)
     complete = current.complete
     total_rejected = current.totals().rows_rejected
