@@ -96,14 +96,11 @@ class _Container:
         serves every schema), or aiobotocore (one per set of binary attributes) with S3DDB_SENDER."""
         key = binary_attrs if self.settings.sender == "botocore" else frozenset()
         if key not in self._senders:
-            if self.settings.sender == "botocore":
-                from loader.clients import open_dynamodb_sender
+            from loader.clients import open_sender
 
-                opened = open_dynamodb_sender(concurrency=self.settings.concurrency, binary_attrs=key)
-            else:
-                from loader.fastsend import open_lean_sender
-
-                opened = open_lean_sender(concurrency=self.settings.concurrency, client=self.ddb)
+            opened = open_sender(
+                self.settings.sender, concurrency=self.settings.concurrency, ddb=self.ddb, binary_attrs=key
+            )
             self._senders[key] = await self._stack.enter_async_context(opened)
             self.telemetry.log.info(f"writing with the {self.settings.sender} sender")
         return self._senders[key]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -33,6 +33,7 @@ __all__ = [
     "dynamodb_client",
     "dynamodb_client_config",
     "open_dynamodb_sender",
+    "open_sender",
     "s3_client",
     "session",
 ]
@@ -106,6 +107,22 @@ def _sync_config(pool: int) -> botocore.config.Config:
         read_timeout=60,
         tcp_keepalive=True,
     )
+
+
+def open_sender(
+    kind: str, *, concurrency: int, ddb: Any, binary_attrs: frozenset[str] = frozenset()
+) -> AbstractAsyncContextManager[BatchSender]:
+    """The write path by name, for every caller (the command, its workers, the Lambda): ``lean``
+    (items encoded once, own SigV4 over keep-alive HTTP; its connection settings are those of the
+    botocore client ``ddb``) or ``botocore`` (aiobotocore, the reference; it needs the schema's
+    binary attributes)."""
+    if kind == "lean":
+        from loader.fastsend import open_lean_sender
+
+        return open_lean_sender(concurrency=concurrency, client=ddb)
+    if kind == "botocore":
+        return open_dynamodb_sender(concurrency=concurrency, binary_attrs=binary_attrs)
+    raise ConfigError(f"the sender is lean or botocore, got {kind!r}")
 
 
 def session() -> boto3.session.Session:

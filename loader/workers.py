@@ -330,14 +330,9 @@ async def _worker_load(
 
     if knobs.dry_run:
         return await go(None)
-    if job["sender"] == "lean":
-        from loader.fastsend import open_lean_sender
-
-        async with open_lean_sender(concurrency=spec.concurrency, client=ddb) as sender:
-            return await go(sender)
-    async with clients.open_dynamodb_sender(
-        concurrency=spec.concurrency, binary_attrs=binary_attributes(spec.schema, keys)
-    ) as sender:
+    binary = binary_attributes(spec.schema, keys)
+    opened = clients.open_sender(job["sender"], concurrency=spec.concurrency, ddb=ddb, binary_attrs=binary)
+    async with opened as sender:
         return await go(sender)
 
 

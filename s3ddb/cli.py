@@ -726,14 +726,12 @@ async def _load(args: argparse.Namespace, plan: _Plan, *, session: Any) -> tuple
     try:
         if dry_run:
             result = await go(None)
-        elif args.sender == "lean":
-            from loader.fastsend import open_lean_sender
-
-            async with open_lean_sender(concurrency=spec.concurrency, client=ddb) as sender:
-                result = await go(sender)
         else:
-            async with clients.open_dynamodb_sender(
-                concurrency=spec.concurrency, binary_attrs=binary_attributes(spec.schema, keys)
+            async with clients.open_sender(
+                args.sender,
+                concurrency=spec.concurrency,
+                ddb=ddb,
+                binary_attrs=binary_attributes(spec.schema, keys),
             ) as sender:
                 result = await go(sender)
     except S3ddbError as exc:
