@@ -1544,16 +1544,6 @@ class ChainRunner:
             extra={"hops": hop + 1, "counters": c.to_dict(), "reason": reason, "balanced": c.balanced},
         )
         self._advance_lane(item, ctx)
-        if not item.is_shard:
-            return Finished(
-                status=OutcomeStatus(status.value),
-                object=item.object,
-                chain_id=item.chain_id,
-                hops=hop + 1,
-                counters=c.copy(),
-                reason=reason,
-            )
-        parent_status = self._shard_finished(item, ctx)
         return Finished(
             status=OutcomeStatus(status.value),
             object=item.object,
@@ -1561,9 +1551,9 @@ class ChainRunner:
             hops=hop + 1,
             counters=c.copy(),
             reason=reason,
-            shard=item.shard,
-            parent_status=parent_status,
-            rejects_note=SHARD_REJECTS_NOTE if c.rows_rejected else None,
+            shard=item.shard,  # None but for a shard, as the two fields below
+            parent_status=self._shard_finished(item, ctx) if item.is_shard else None,
+            rejects_note=SHARD_REJECTS_NOTE if item.is_shard and c.rows_rejected else None,
         )
 
     def _fail_max_hops(

@@ -505,7 +505,7 @@ def _run_load(args: argparse.Namespace, *, dry_run: bool) -> tuple[RunResult, st
     session = clients.session()
     sharded = plan.sharded or _shards(args, plan, session=session)
     if sharded is not None:
-        return _load_sharded(args, plan, sharded)
+        return _load_sharded(args, plan, sharded, session=session)
     return uvloop.run(_load(args, plan, session=session))
 
 
@@ -560,19 +560,20 @@ def _shards(args: argparse.Namespace, plan: _Plan, *, session: Any) -> ShardedCh
     return state if len(state.shards) > 1 else None
 
 
-def _preflight_shards(state: ShardedCheckpoint, *, run_id: str) -> None:
+def _preflight_shards(state: ShardedCheckpoint, *, run_id: str, session: Any, resumed: bool) -> None:
     """What every worker would find wrong, found once before any starts: the object changed since
-    it was pinned, a missing table, a key column the header lacks, an unusable rejects bucket."""
+    it was pinned (``resumed``: a new plan was made from the object moments ago), a missing table, a
+    key column the header lacks, an unusable rejects bucket."""
     from loader import clients
     from loader.rejects import open_rejects
     from loader.schema import RowConverter
     from loader.source import open_source
 
     spec = state.spec
-    session = clients.session()
     needs_s3 = spec.source.startswith("s3://") or (spec.rejects or "").startswith("s3://")
     s3 = clients.s3_client(session) if needs_s3 else None
-    open_source(spec.source, s3_client=s3, spec=spec.csv, version_id=spec.version_id, etag=spec.etag)
+    if resumed:
+        open_source(spec.source, s3_client=s3, spec=spec.csv, version_id=spec.version_id, etag=spec.etag)
     keys = clients.describe_key_schema(clients.dynamodb_client(session), spec.table)
     header = state.header_names or (tuple(spec.csv.columns) if spec.csv.columns else None)
     if header is not None:
@@ -582,14 +583,13 @@ def _preflight_shards(state: ShardedCheckpoint, *, run_id: str) -> None:
 
 
 def _load_sharded(
-    args: argparse.Namespace, plan: _Plan, state: ShardedCheckpoint
+    args: argparse.Namespace, plan: _Plan, state: ShardedCheckpoint, *, session: Any
 ) -> tuple[RunResult, str | None]:
     """Run the shards in worker processes; the checkpoint file holds every shard's mark."""
     from loader import workers
 
     spec = state.spec
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_id = f"{spec.table}-{stamp}-{uuid.uuid4().hex[:6]}"
+    run_id = _run_id(spec.table)
     dry_run = plan.knobs.dry_run
     if plan.sharded is not None and args.workers is not None and args.workers != len(state.shards):
         print(
@@ -598,13 +598,15 @@ def _load_sharded(
             file=sys.stderr,
         )
     if dry_run:
-        path = os.path.join(_tmpdir(), f"s3ddb-validate-{run_id}.json")
+        import tempfile
+
+        path = os.path.join(tempfile.gettempdir(), f"s3ddb-validate-{run_id}.json")
     else:
         path = os.path.abspath(args.checkpoint or _fallback_checkpoint_path(run_id))
         if os.path.isdir(path):
             raise ConfigError(f"--checkpoint {path} is a directory; name a file")
         _check_writable(os.path.dirname(path), what="the checkpoint")
-    _preflight_shards(state, run_id=run_id)
+    _preflight_shards(state, run_id=run_id, session=session, resumed=plan.sharded is not None)
 
     def write_file(target: str, data: bytes) -> None:
         try:
@@ -665,10 +667,10 @@ def _load_sharded(
     return result, saved
 
 
-def _tmpdir() -> str:
-    import tempfile
-
-    return tempfile.gettempdir()
+def _run_id(table: str) -> str:
+    """A run's name: its rejects file, its fallback checkpoint and its workers' files carry it."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{table}-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
 async def _load(args: argparse.Namespace, plan: _Plan, *, session: Any) -> tuple[RunResult, str | None]:
@@ -682,8 +684,7 @@ async def _load(args: argparse.Namespace, plan: _Plan, *, session: Any) -> tuple
     s3 = clients.s3_client(session) if needs_s3 else None
     ddb = clients.dynamodb_client(session)  # DescribeTable, and the lean sender's connection
     keys = clients.describe_key_schema(ddb, spec.table)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_id = f"{spec.table}-{stamp}-{uuid.uuid4().hex[:6]}"
+    run_id = _run_id(spec.table)
     checkpoint_path: str | None = args.checkpoint
 
     async def on_checkpoint(cp: Checkpoint) -> None:
