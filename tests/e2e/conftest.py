@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,6 +25,7 @@ import pytest
 
 from lambda_src.admin import status
 from lambda_src.ledger import ensure_ledger_table
+from tests.support import emulator as support_emulator
 from tests.support.aws import scan_all
 
 #: the function timeout the e2e tests run under
@@ -66,52 +66,25 @@ def start_emulator(aws_env: dict[str, str], tmp_path: Path) -> Iterator[Callable
     started: list[Emulator] = []
 
     def start(settings: dict[str, str], *extra: str, timeout: float = FUNCTION_TIMEOUT_S) -> Emulator:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("S3DDB_")}
-        env.update(aws_env)
-        env.update(settings)
-        log_path = tmp_path / f"emulator-{len(started)}.log"
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "infra.local.lambda_emulator",
-                "--port",
-                "0",
-                "--timeout",
-                str(timeout),
-                "--retry-delays",
-                "0.5,1",
-                *extra,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=str(Path(__file__).resolve().parents[2]),
-            start_new_session=True,
+        running = support_emulator.start_emulator(
+            env=aws_env,
+            settings=settings,
+            log_path=tmp_path / f"emulator-{len(started)}.log",
+            timeout_s=timeout,
+            extra=extra,
         )
-        assert proc.stdout is not None
-        first = proc.stdout.readline().decode()
-        if "listening on" not in first:
-            proc.kill()
-            raise RuntimeError(f"the emulator did not start: {first}{proc.stdout.read().decode()}")
-        url = first.rsplit(" ", 1)[1].strip()
-        log = open(log_path, "wb")  # noqa: SIM115 - closed by the copier thread
-
-        def copy() -> None:
-            assert proc.stdout is not None
-            with log:
-                for line in proc.stdout:
-                    log.write(line)
-                    log.flush()
-
-        copier = threading.Thread(target=copy, daemon=True)
-        copier.start()
         client = boto3.client(
             "lambda",
-            endpoint_url=url,
+            endpoint_url=running.url,
             config=botocore.config.Config(read_timeout=60, retries={"max_attempts": 1}),
         )
-        emu = Emulator(url=url, proc=proc, log_path=log_path, client=client, copier=copier)
+        emu = Emulator(
+            url=running.url,
+            proc=running.proc,
+            log_path=running.log_path,
+            client=client,
+            copier=running.copier,
+        )
         started.append(emu)
         return emu
 

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,7 +56,12 @@ class RunningEmulator:
 
 
 def start_emulator(
-    *, env: Mapping[str, str], settings: Mapping[str, str], log_path: Path, timeout_s: float = 60.0
+    *,
+    env: Mapping[str, str],
+    settings: Mapping[str, str],
+    log_path: Path,
+    timeout_s: float = 60.0,
+    extra: Sequence[str] = (),
 ) -> RunningEmulator:
     """Start the emulator with ``env`` (endpoints, credentials) plus the function's ``settings``;
     a RuntimeError with its output when it does not say it is listening."""
@@ -74,6 +79,7 @@ def start_emulator(
             str(timeout_s),
             "--retry-delays",
             "0.5,1",
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
