@@ -3,15 +3,17 @@ rejected.
 
 The file is cut into segments, one per batch: a segment is the run of records from the end of the
 previous segment up to the record that opened the next batch, so it holds the batch's rows and the
-rows rejected or collapsed while the batch was being built. Batches finish out of order; the mark
-advances over the longest prefix of finished segments, and the checkpoint's counters count exactly
-the rows of that prefix (plus what the resumed checkpoint had counted), so a resume neither skips
-nor double-counts a row.
+rows rejected or collapsed while the batch was being built (with a shuffle window,
+``loader.shuffle``, a segment is a window of rows and holds every batch cut from it). Batches
+finish out of order; the mark advances over the longest prefix of finished segments, and the
+checkpoint's counters count exactly the rows of that prefix (plus what the resumed checkpoint had
+counted), so a resume neither skips nor double-counts a row.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from loader.errors import ConfigError
@@ -23,11 +25,11 @@ __all__ = ["Accounting", "Segment"]
 
 @dataclass(slots=True)
 class Segment:
-    seq: int | None
+    #: batches of the segment not finished yet (it is done at 0)
+    waiting: int
     end: int
     next_row: int
     counters: Counters = field(default_factory=Counters)
-    done: bool = False
 
 
 class Accounting:
@@ -38,6 +40,7 @@ class Accounting:
     * ``reject()``: a row of the open segment was rejected before it reached a batch;
     * ``add_rows(n)``: ``n`` rows joined the open segment;
     * ``close_segment(...)``: a batch left (or the run ended); the open segment closes with it;
+    * ``close_window(...)``: a shuffle window was cut into batches; the open segment closes with all;
     * ``finish_batch(seq, outcome)``: batch ``seq`` was written (its rejects found), out of order.
 
     ``counters`` counts this run (rows read, rejected and collapsed as seen, batches as they end:
@@ -132,6 +135,15 @@ class Accounting:
         """The open segment, with ``rows`` more rows, ends at byte ``end``, before row ``next_row``;
         ``seq`` is the batch that holds its items (None: it has none, and is done at once).
         ``collapsed`` is the batcher's running total of rows collapsed."""
+        self.close_window(
+            () if seq is None else (seq,), end=end, next_row=next_row, rows=rows, collapsed=collapsed
+        )
+
+    def close_window(
+        self, seqs: Sequence[int], *, end: int, next_row: int, rows: int, collapsed: int
+    ) -> None:
+        """``close_segment`` for a segment whose items went into the batches ``seqs`` (a shuffle
+        window's): the mark passes it when all of them are finished."""
         dup = collapsed - self._collapsed
         self._collapsed = collapsed
         self.counters.duplicates_collapsed += dup
@@ -140,9 +152,9 @@ class Accounting:
         )
         self._seg_rows = 0
         self._seg_rejected = 0
-        seg = Segment(seq=seq, end=end, next_row=next_row, counters=counters, done=seq is None)
+        seg = Segment(waiting=len(seqs), end=end, next_row=next_row, counters=counters)
         self._pending.append(seg)
-        if seq is not None:
+        for seq in seqs:
             self._by_seq[seq] = seg
         self._advance()
 
@@ -153,12 +165,13 @@ class Accounting:
         (A batch that did not finish is never finished here: its segment holds the mark.)"""
         seg = self._by_seq.pop(seq)
         seg.counters.add(outcome)
-        seg.done = True
-        self._advance()
+        seg.waiting -= 1
+        if not seg.waiting:
+            self._advance()
 
     def _advance(self) -> None:
         pending = self._pending
-        while pending and pending[0].done:
+        while pending and not pending[0].waiting:
             seg = pending.popleft()
             self.marked.add(seg.counters)
             self.offset = seg.end

@@ -127,6 +127,9 @@ class LoadConfig:
     ``chunk_bytes`` (default 1 MB): the size of each read from the source; one chunk is decoded
     while the next is read.
 
+    ``shuffle_window`` (default 0, off): rows put in a random order before they are cut into
+    batches, for input sorted by partition key (``loader.shuffle``: what it holds and costs).
+
     Memory (what a load holds besides the interpreter and its clients, ~50 MB):
 
     * **in flight**: ``concurrency`` + 1 batches (the writer's and the one being filled), at most
@@ -162,6 +165,7 @@ class LoadConfig:
     checkpoint_interval_s: float = 5.0
     stop_poll_s: float = 0.25
     chunk_bytes: int = 1 << 20
+    shuffle_window: int = 0
     write_budget: WriteBudget | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -185,6 +189,11 @@ class LoadConfig:
         _positive("stop_poll_s", self.stop_poll_s)
         if self.chunk_bytes < 4096:
             raise ConfigError(f"chunk_bytes must be >= 4096, got {self.chunk_bytes}")
+        from loader.shuffle import MAX_SHUFFLE_WINDOW
+
+        window = self.shuffle_window
+        if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= MAX_SHUFFLE_WINDOW:
+            raise ConfigError(f"--shuffle-window must be in 0..{MAX_SHUFFLE_WINDOW} rows, got {window!r}")
 
 
 def _positive(option: str, value: float, *, zero: bool = False) -> None:

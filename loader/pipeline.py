@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import enum
 import functools
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import BinaryIO
@@ -54,6 +55,7 @@ from loader.models import (
 from loader.rejects import RejectSink
 from loader.schema import RowConverter
 from loader.sender import BatchSender
+from loader.shuffle import shuffled
 from loader.source import Source
 from loader.writer import Abandoned, BatchOutcome, Writer
 
@@ -213,6 +215,10 @@ class _Run:
         self.first_row = acc.first_row
         self.decoder = CsvDecoder(csv_spec, offset=self.offset, first_row=self.first_row, header=acc.header)
         self.batcher = Batcher(policy=config.on_duplicate)
+        #: the rows of the open shuffle window (None: no window, rows go straight to the batcher)
+        self.window: list[Entry] | None = [] if config.shuffle_window else None
+        self.window_rows = config.shuffle_window
+        self.rng = random.Random()
         self.converter: RowConverter | None = None
         self.typer: BlockTyper | None = None
         self.fatal: BaseException | None = None
@@ -335,7 +341,9 @@ class _Run:
         # everything read so far goes out, then the writer drains
         end = self.consumed if eof else self.pos
         acc = self.accounting
-        if stop is not _Halt.WRITE_FAILED and stop is not _Halt.ERROR:
+        if self.window is not None and stop is not _Halt.WRITE_FAILED and stop is not _Halt.ERROR:
+            await self._send_window(end=end, next_row=self._next_row(), rows=0)
+        elif stop is not _Halt.WRITE_FAILED and stop is not _Halt.ERROR:
             batch = self.batcher.flush()
             acc.close_segment(
                 None if batch is None else batch.seq,
@@ -423,6 +431,8 @@ class _Run:
         starts = rc.starts
         numbers = range(first + lo, first + hi)
         entries = entries_of(block.keys, block.sizes, numbers, starts[lo:hi], rc.raws[lo:hi], block.wires)
+        if self.window is not None:
+            return await self._window_block(rc, lo, hi, entries)
         batcher = self.batcher
         if not batcher.takes_whole(block.keys, block.sizes):  # a repeated key, or very large items
             return await self._add_rows(rc, lo, hi, conv, entries)
@@ -478,6 +488,19 @@ class _Run:
                     entry = Entry(None, key, size, number, starts[i], raws[i], encode(item))
                 else:
                     entry = Entry(item, key, size, number, starts[i], raws[i])
+            if self.window is not None:
+                if len(self.window) >= self.window_rows:
+                    # the full window leaves, cut into batches; this row opens the next one
+                    await self._send_window(end=starts[i], next_row=number, rows=seg_rows)
+                    seg_rows = 0
+                    self.window.append(entry)
+                    if await self._checkpoint_or_stop():
+                        self._stopped_at(rc, i)
+                        return True
+                else:
+                    self.window.append(entry)
+                seg_rows += 1
+                continue
             batch = add(entry)
             if batch is not None:
                 # the full batch leaves; this row opens the next segment
@@ -494,6 +517,59 @@ class _Run:
             seg_rows += 1
         acc.add_rows(seg_rows)
         return False
+
+    async def _window_block(self, rc: RecordChunk, lo: int, hi: int, entries: list[Entry]) -> bool:
+        """``_add_block`` with a shuffle window: the block's entries join the open window, which
+        leaves each time it is full (as a batch does, before the entry that opens the next)."""
+        assert self.window is not None
+        starts = rc.starts
+        first = rc.first_number
+        size = self.window_rows
+        n = hi - lo
+        opened = 0  # where in the block the open window's rows start
+        j = 0
+        while j < n:
+            room = size - len(self.window)
+            if room > 0:
+                take = min(room, n - j)
+                self.window.extend(entries[j : j + take])
+                j += take
+                continue
+            i = lo + j
+            await self._send_window(end=starts[i], next_row=first + i, rows=j - opened)
+            opened = j
+            self.window.append(entries[j])
+            j += 1
+            if await self._checkpoint_or_stop():
+                self._stopped_at(rc, i)
+                return True
+        self.accounting.add_rows(n - opened)
+        return False
+
+    async def _send_window(self, *, end: int, next_row: int, rows: int) -> None:
+        """The open window, with ``rows`` more rows, ends at byte ``end`` before row ``next_row``:
+        its rows in a random order (a key's rows keep theirs) are cut into batches, which become one
+        segment, and are sent."""
+        assert self.window is not None
+        entries, self.window = self.window, []
+        batcher = self.batcher
+        batches = []
+        for entry in shuffled(entries, self.rng):
+            batch = batcher.add(entry)
+            if batch is not None:
+                batches.append(batch)
+            elif batcher.rejects:
+                for rej in batcher.rejects:
+                    self._reject(rej.row, rej.offset, rej.raw, rej.reason)
+                batcher.rejects.clear()
+        last = batcher.flush()
+        if last is not None:
+            batches.append(last)
+        self.accounting.close_window(
+            [b.seq for b in batches], end=end, next_row=next_row, rows=rows, collapsed=batcher.collapsed
+        )
+        for batch in batches:
+            await self.writer.submit(batch)
 
     def _stopped_at(self, rc: RecordChunk, i: int) -> None:
         """The run stops just after record ``i`` of ``rc`` opened a batch (the only one in it):

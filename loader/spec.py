@@ -86,6 +86,7 @@ _SPEC_KEYS = (
     "rejects",
     "concurrency",
     "max_wcu",
+    "shuffle_window",
     "byte_range",
     "header_names",
 )
@@ -179,8 +180,9 @@ class LoadSpec:
     shard's ``byte_range`` (``(start, end)``: bytes ``[start, end)`` of the object, None for all of
     it) and ``header_names`` (the object's header row as the planner read it; required when
     ``start`` is past byte 0 of an object with a header row). Where rejects go, ``concurrency``
-    (BatchWriteItem calls in flight: each holds one batch of at most 25 items) and ``max_wcu``
-    (write units per second, None for no ceiling) may change between runs of the same load.
+    (BatchWriteItem calls in flight: each holds one batch of at most 25 items), ``max_wcu``
+    (write units per second, None for no ceiling) and ``shuffle_window`` (rows shuffled before
+    batching, 0 for none: ``loader.shuffle``) may change between runs of the same load.
     """
 
     source: str
@@ -193,6 +195,7 @@ class LoadSpec:
     rejects: str | None = None
     concurrency: int = 40
     max_wcu: float | None = None
+    shuffle_window: int = 0
     byte_range: tuple[int, int] | None = None
     header_names: tuple[str, ...] | None = None
 
@@ -258,6 +261,7 @@ class LoadSpec:
             concurrency=self.concurrency,
             max_wcu=self.max_wcu,
             on_duplicate=self.on_duplicate,
+            shuffle_window=self.shuffle_window,
             **run,
         )
 
@@ -281,6 +285,7 @@ class LoadSpec:
             "rejects": self.rejects,
             "concurrency": self.concurrency,
             "max_wcu": self.max_wcu,
+            "shuffle_window": self.shuffle_window,
             "byte_range": None if self.byte_range is None else list(self.byte_range),
             "header_names": None if self.header_names is None else list(self.header_names),
         }
@@ -323,6 +328,9 @@ class LoadSpec:
         max_wcu = data.get("max_wcu")
         if max_wcu is not None and (isinstance(max_wcu, bool) or not isinstance(max_wcu, int | float)):
             raise ConfigError(f"{where}: 'max_wcu' must be a number")
+        window = data.get("shuffle_window", 0)
+        if isinstance(window, bool) or not isinstance(window, int):
+            raise ConfigError(f"{where}: 'shuffle_window' must be an integer (rows)")
         # a spec written before shards existed has neither: the whole object, as it always was
         byte_range = data.get("byte_range")
         if byte_range is not None:
@@ -345,6 +353,7 @@ class LoadSpec:
             rejects=opt_str("rejects"),
             concurrency=concurrency,
             max_wcu=None if max_wcu is None else float(max_wcu),
+            shuffle_window=window,
             byte_range=byte_range,
             header_names=names,
         )

@@ -1,0 +1,54 @@
+"""The bounded shuffle of ``--shuffle-window ROWS``: spread input sorted by partition key over the
+table's partitions.
+
+DynamoDB gives each partition at most 1,000 write units per second. An object sorted by its
+partition key sends every in-flight batch to the same one or two partitions, so a load runs at
+about one partition's rate whatever the table's capacity (and throttles there). With a window,
+the pipeline collects ``ROWS`` typed rows, puts them in a random order and only then cuts them into
+batches: the ``concurrency`` batches in flight then hold keys from across the window, so a window
+that spans many partition keys spreads the writes over many partitions.
+
+What stays exact:
+
+* rows with the same key keep their order in the file (``shuffled`` permutes the positions, then
+  gives a key's positions back to its rows in file order), so the row that lands is the one a
+  load without a window writes (``on_duplicate`` last, first and error alike);
+* a window is one checkpoint segment (``loader.checkpoint.Accounting.close_window``): the low-water
+  mark passes it only when every batch cut from it is written, and it stops at window boundaries
+  (a resume re-reads, at most, the window that was in flight).
+
+Cost: the window's rows are held until it is cut, ~1-1.5 KB a row of ~250 bytes (the row's text,
+its request JSON, its key), so ``--shuffle-window 100000`` holds ~150 MB; and a stop (a Lambda
+deadline, Ctrl-C) leaves the open window for the next run to read again.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from loader.models import Entry, Key
+
+__all__ = ["MAX_SHUFFLE_WINDOW", "shuffled"]
+
+#: the largest window: ~1.5 GB of held rows at 250-byte rows (see the module docstring)
+MAX_SHUFFLE_WINDOW = 1_000_000
+
+
+def shuffled(entries: Sequence[Entry], rng: random.Random) -> list[Entry]:
+    """``entries`` in a random order in which the entries of one key keep their relative order."""
+    n = len(entries)
+    order = list(range(n))
+    rng.shuffle(order)
+    keys = [e.key for e in entries]
+    if len(set(keys)) != n:
+        # a key seen more than once: its slots in the shuffled order go back to its entries in file
+        # order (slots are visited in ascending order, so sorting its indices is enough)
+        slots: dict[Key, list[int]] = {}
+        for slot, index in enumerate(order):
+            slots.setdefault(keys[index], []).append(slot)
+        for taken in slots.values():
+            if len(taken) > 1:
+                for slot, index in zip(taken, sorted(order[s] for s in taken), strict=True):
+                    order[slot] = index
+    return [entries[i] for i in order]
