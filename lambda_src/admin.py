@@ -189,8 +189,6 @@ def _backfill_rows(ledger: Ledger, source: str, table: str | None) -> list[dict[
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-
-
 def backfill_status(
     uri: str,
     *,
@@ -291,13 +289,15 @@ def send_backfill(
     parallel: int | None = None,
     max_wcu: float | None = None,
     max_rejects: int | None = None,
+    shuffle_window: int | None = None,
 ) -> dict[str, Any]:
     """Ask the function to backfill ``source`` (an object, or a prefix ending in ``/``; the key is
     literal) into ``table``. ``schema``, ``csv`` and ``on_duplicate`` left as None are the
     function's settings (S3DDB_SCHEMA, S3DDB_CSV, S3DDB_ON_DUPLICATE); each chain pins them.
     ``parallel`` cuts each object into that many shard chains; ``max_wcu`` is the load's write-unit
     ceiling (shared by its shards; S3DDB_MAX_WCU caps it) and ``max_rejects`` the rejected rows after
-    which a chain (or a shard) is FAILED.
+    which a chain (or a shard) is FAILED; ``shuffle_window`` the rows shuffled before batching (for
+    input sorted by partition key; S3DDB_SHUFFLE_WINDOW when None).
 
     A synchronous invoke: the function checks its allow-lists, the options and the source, starts
     the chains (one per object, bounded by S3DDB_MAX_CHAINS) asynchronously and answers at once
@@ -316,7 +316,12 @@ def send_backfill(
         payload["version_id"] = version_id
     if reload:
         payload["reload"] = True
-    run = {"parallel": parallel, "max_wcu": max_wcu, "max_rejects": max_rejects}
+    run = {
+        "parallel": parallel,
+        "max_wcu": max_wcu,
+        "max_rejects": max_rejects,
+        "shuffle_window": shuffle_window,
+    }
     payload.update({name: value for name, value in run.items() if value is not None})
     return _invoke(lambda_client, function, payload, "RequestResponse")
 

@@ -488,6 +488,7 @@ class ChainRunner:
             rejects=s.rejects or "/tmp/s3ddb-rejects",
             concurrency=s.concurrency,
             max_wcu=s.max_wcu,
+            shuffle_window=s.shuffle_window,
         )
 
     # -- backfill ------------------------------------------------------------------------------
@@ -1412,6 +1413,7 @@ class ChainRunner:
             concurrency=self.settings.concurrency,
             max_wcu=budget.wcu if budget is not None else ceiling,
             rejects=spec.rejects or self.settings.rejects or "/tmp/s3ddb-rejects",
+            shuffle_window=int(item.knobs.get("shuffle_window", self.settings.shuffle_window)),
         )
         max_rejects = item.knobs.get("max_rejects")
         request = HopRequest(

@@ -5,7 +5,8 @@
   EventBridge ``Object Created`` shape (``detail.object.key`` decoded the same way);
 * a manual backfill ``{"kind": "backfill", "version": 1, "source": "s3://b/key-or-prefix/",
   "table": "...", "schema": {...}, "csv": {...}, "on_duplicate": "last", "version_id": "...",
-  "reload": false, "parallel": 1, "max_wcu": 500, "max_rejects": 100}`` (a source ending in ``/``
+  "reload": false, "parallel": 1, "max_wcu": 500, "max_rejects": 100, "shuffle_window": 50000}``
+  (a source ending in ``/``
   is a prefix; the key after the bucket is literal). ``parallel`` (1..``MAX_PARALLEL``) cuts each
   object into that many shard chains; ``max_wcu`` and ``max_rejects`` are run knobs kept in the
   load's ledger item (see ``RunOptions``);
@@ -114,12 +115,14 @@ class RunOptions:
     """What a backfill says about how to run its loads, not what lands in the table: ``parallel``
     (shard chains per object; 1 = one chain), ``max_wcu`` (the load's write-unit ceiling, shared by
     its shards; the function's S3DDB_MAX_WCU caps it) and ``max_rejects`` (rejected rows after which
-    a chain, or each shard, is FAILED). Kept in the load's ledger item when it starts; a backfill
-    sent again gives them to the shards it resumes."""
+    a chain, or each shard, is FAILED) and ``shuffle_window`` (rows shuffled before batching, for
+    input sorted by partition key; the function's S3DDB_SHUFFLE_WINDOW when not given). Kept in the
+    load's ledger item when it starts; a backfill sent again gives them to the shards it resumes."""
 
     parallel: int = 1
     max_wcu: float | None = None
     max_rejects: int | None = None
+    shuffle_window: int | None = None
 
     def knobs(self) -> dict[str, Any]:
         """The ledger's ``knobs`` of a load: the ones given (empty: none)."""
@@ -128,6 +131,8 @@ class RunOptions:
             out["max_wcu"] = self.max_wcu
         if self.max_rejects is not None:
             out["max_rejects"] = self.max_rejects
+        if self.shuffle_window is not None:
+            out["shuffle_window"] = self.shuffle_window
         return out
 
     def to_payload(self) -> dict[str, Any]:
@@ -282,8 +287,11 @@ def _options(event: dict[str, Any], kind: str) -> LoadOptions:
 
 
 def _run_options(event: dict[str, Any], kind: str) -> RunOptions:
-    """``parallel``, ``max_wcu`` and ``max_rejects``, each checked as the load will use it."""
+    """``parallel``, ``max_wcu``, ``max_rejects`` and ``shuffle_window``, each checked as the load
+    will use it."""
     import math
+
+    from loader.shuffle import MAX_SHUFFLE_WINDOW
 
     parallel = event.get("parallel", 1)
     if parallel is None:
@@ -307,7 +315,20 @@ def _run_options(event: dict[str, Any], kind: str) -> RunOptions:
         raise EventError(
             f"{kind} event: 'max_rejects' must be an integer in 0..{MAX_INT_OPTION}, got {rejects!r}"
         )
-    return RunOptions(parallel=parallel, max_wcu=None if wcu is None else float(wcu), max_rejects=rejects)
+    window = event.get("shuffle_window")
+    if window is not None and (
+        isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= MAX_SHUFFLE_WINDOW
+    ):
+        raise EventError(
+            f"{kind} event: 'shuffle_window' must be an integer in 0..{MAX_SHUFFLE_WINDOW} (rows), "
+            f"got {window!r}"
+        )
+    return RunOptions(
+        parallel=parallel,
+        max_wcu=None if wcu is None else float(wcu),
+        max_rejects=rejects,
+        shuffle_window=window,
+    )
 
 
 def _s3_records(records: Any) -> ObjectsEvent:

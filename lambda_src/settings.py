@@ -47,6 +47,7 @@ BOUNDS: dict[str, tuple[int, int]] = {
     "S3DDB_SAFETY_MARGIN_MS": (0, 900_000),
     "S3DDB_MAX_CHAINS": (1, 1000),
     "S3DDB_CHUNK_BYTES": (4096, 64 << 20),
+    "S3DDB_SHUFFLE_WINDOW": (0, 1_000_000),
 }
 
 #: the Settings field each bounded variable sets
@@ -56,6 +57,7 @@ _BOUNDED_FIELDS: dict[str, str] = {
     "safety_margin_ms": "S3DDB_SAFETY_MARGIN_MS",
     "max_chains": "S3DDB_MAX_CHAINS",
     "chunk_bytes": "S3DDB_CHUNK_BYTES",
+    "shuffle_window": "S3DDB_SHUFFLE_WINDOW",
 }
 
 
@@ -132,6 +134,8 @@ class Settings:
     max_chains: int = 4
     checkpoint_interval_s: float = 5.0
     chunk_bytes: int = 1 << 20
+    #: rows shuffled before batching (0: off); a backfill's ``shuffle_window`` replaces it
+    shuffle_window: int = 0
     sender: str = "lean"
 
     def __post_init__(self) -> None:
@@ -167,6 +171,7 @@ class Settings:
             max_chains=_int(env, "S3DDB_MAX_CHAINS", 4),
             checkpoint_interval_s=_float(env, "S3DDB_CHECKPOINT_INTERVAL", 5.0) or 5.0,
             chunk_bytes=_int(env, "S3DDB_CHUNK_BYTES", 1 << 20),
+            shuffle_window=_int(env, "S3DDB_SHUFFLE_WINDOW", 0),
             sender=env.get("S3DDB_SENDER", "").strip().lower() or "lean",
         )
 

@@ -992,3 +992,32 @@ def test_a_ledger_item_with_an_unknown_status_stops_the_event_and_changes_nothin
         TableName=ledger_name, Key={"object": raw["object"], "target": raw["target"]}, ConsistentRead=True
     )["Item"]
     assert after == {**raw, "status": {"S": "PAUSED"}}
+
+
+def test_a_backfills_shuffle_window_reaches_every_hop_and_the_setting_is_the_default(
+    ddb: Any, s3: Any, bucket: str, ledger_name: str, endpoint: InvokeEndpoint
+) -> None:
+    _put(s3, bucket, "sorted.csv")
+    _put(s3, bucket, "plain.csv")
+    given = {"kind": "backfill", "version": 1, "source": f"s3://{bucket}/sorted.csv", "table": "target"}
+    runner = _runner(ddb, s3, ledger_name, endpoint, Engine(), shuffle_window=2000)
+    assert runner.handle({**given, "shuffle_window": 50_000}, _ctx("r0"))["status"] == "accepted"
+    lane = endpoint.payloads[-1]
+    assert lane["shuffle_window"] == 50_000
+    first = Engine("stopped")
+    _runner(ddb, s3, ledger_name, endpoint, first, shuffle_window=2000).handle(lane, _ctx("r1"))
+    later = Engine("complete")
+    out = _runner(ddb, s3, ledger_name, endpoint, later, shuffle_window=2000).handle(
+        endpoint.payloads[-1], _ctx("r2")
+    )
+    assert out["status"] == L.COMPLETED
+    assert [req.spec.shuffle_window for req in first.calls + later.calls] == [50_000, 50_000]
+    assert _item(ddb, ledger_name, f"s3://{bucket}/sorted.csv").knobs["shuffle_window"] == 50_000
+    # without one, a hop takes the function's setting of the moment
+    plain = {**given, "source": f"s3://{bucket}/plain.csv"}
+    assert runner.handle(plain, _ctx("r3"))["status"] == "accepted"
+    engine = Engine("complete")
+    _runner(ddb, s3, ledger_name, endpoint, engine, shuffle_window=3000).handle(
+        endpoint.payloads[-1], _ctx("r4")
+    )
+    assert [req.spec.shuffle_window for req in engine.calls] == [3000]

@@ -313,6 +313,9 @@ def test_backfill_run_options_are_taken_as_given_and_default_to_one_chain() -> N
     assert ev.run == RunOptions(parallel=MAX_PARALLEL, max_wcu=12.0, max_rejects=0)
     assert ev.run.knobs() == {"max_wcu": 12.0, "max_rejects": 0}
     assert parse_event(_backfill(parallel=None)).run.parallel == 1  # type: ignore[union-attr]
+    ev = parse_event(_backfill(shuffle_window=50_000))
+    assert isinstance(ev, BackfillEvent) and ev.run.knobs() == {"shuffle_window": 50_000}
+    assert parse_event(_backfill(shuffle_window=0)).run.shuffle_window == 0  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -333,6 +336,10 @@ def test_backfill_run_options_are_taken_as_given_and_default_to_one_chain() -> N
         # too large for JSON to carry exactly (orjson refuses to write it; a float overflows)
         ({"max_rejects": 2**64}, "'max_rejects' must be an integer in 0.."),
         ({"max_wcu": 10**400}, "'max_wcu' must be a positive number"),
+        ({"shuffle_window": -1}, "'shuffle_window' must be an integer in 0..1000000"),
+        ({"shuffle_window": 1_000_001}, "'shuffle_window' must be an integer in 0..1000000"),
+        ({"shuffle_window": "100"}, "'shuffle_window'"),
+        ({"shuffle_window": True}, "'shuffle_window'"),
     ],
 )
 def test_backfill_run_options_are_refused_at_the_door(extra: dict[str, Any], needle: str) -> None:
