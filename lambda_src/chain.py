@@ -1479,6 +1479,12 @@ class ChainRunner:
         stuck = deadline.no_progress_reason(
             item.offset, cp.offset, throttled=c.throttle_events > 0 or c.retries > 0
         )
+        if stuck is not None and spec.shuffle_window:
+            stuck += (
+                f"; or lower the shuffle window ({spec.shuffle_window} rows, S3DDB_SHUFFLE_WINDOW or the "
+                "backfill's shuffle_window): the mark passes a window only when all its rows are "
+                "written, and a hop must write at least one whole window before its deadline"
+            )
         idle_hops = item.idle_hops + 1 if stuck is not None else 0
         if stuck is not None and idle_hops >= MAX_IDLE_HOPS:
             self.t.log.error(f"hop made no progress: {stuck}")

@@ -39,3 +39,21 @@ def test_a_sorted_object_with_a_shuffle_window_continues_across_hops_exactly(
     item = Ledger(ddb, ledger_table).get(uri, target_key(table, st["version"]))
     assert item is not None and item.knobs["shuffle_window"] == 20_000
     assert item.spec is not None and item.spec["shuffle_window"] == 0  # the knob, not the pinned spec
+
+
+def test_a_window_no_hop_can_write_whole_fails_the_chain_naming_the_window(
+    s3: Any, ddb: Any, bucket: str, table: str, ledger_table: str, start_emulator: Any
+) -> None:
+    """A window larger than what one hop writes never lets the mark move: the chain must not hop
+    forever, and its reason must name the window, not only the timeout."""
+    emu = start_emulator(function_settings(ledger_table, table), timeout=TIMEOUT_S)
+    body, _ = make_csv(ROWS, tag="huge")
+    uri = put_object(s3, bucket, "huge-window.csv", body)
+    out = send_backfill(
+        uri, table=table, function=FUNCTION, lambda_client=emu.client, shuffle_window=1_000_000
+    )
+    assert out["status"] == "accepted", out
+    st = wait_final(ddb, ledger_table, uri, timeout_s=600, emu=emu)
+    assert st["status"] == "FAILED", st
+    assert "no progress" in st["reason"] and "shuffle window (1000000 rows" in st["reason"], st
+    assert st["offset"] == 0 and st["rows_read"] == 0, st
