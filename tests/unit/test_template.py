@@ -390,7 +390,8 @@ def test_the_source_prefix_is_matched_the_same_in_the_event_and_in_iam() -> None
 def _loader_suffixes() -> set[str]:
     from loader import source
 
-    return {".csv"} | {".csv" + ext for ext in source._EXTENSIONS}
+    lower = {".csv"} | {".csv" + ext for ext in source._EXTENSIONS}
+    return lower | {s.upper() for s in lower}
 
 
 def _wildcard(pattern: str) -> re.Pattern[str]:
@@ -415,6 +416,7 @@ def test_new_objects_of_every_format_the_loader_reads_start_a_load() -> None:
 
         for suffix in _loader_suffixes():
             assert fires(f"{prefix}2026/07/orders{suffix}"), suffix
+        assert fires(f"{prefix}EXPORT.CSV") and fires(f"{prefix}EXPORT.CSV.GZ")
         assert not fires(f"{prefix}orders.csv.tmp") and not fires(f"{prefix}orders.json")
         if prefix:
             assert not fires("elsewhere/orders.csv")
