@@ -8,6 +8,7 @@ the ``s3ddb`` namespace as CloudWatch Embedded Metric Format when :meth:`Telemet
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["NAMESPACE", "SERVICE", "THROTTLE_FLUSH_S", "WRITE_THROTTLES", "Telemetry"]
 
 NAMESPACE = "s3ddb"
+#: the service name (the metrics' ``service`` dimension) when POWERTOOLS_SERVICE_NAME is not set;
+#: the template sets it to the stack's own name, which its alarms watch
 SERVICE = "s3ddb-loader"
 #: write throttles on the target table (whole-call throttles and UnprocessedItems answers),
 #: reported while the hop runs; infra/template.yaml alarms on it
@@ -36,12 +39,15 @@ class Telemetry:
     def __init__(
         self,
         *,
-        service: str = SERVICE,
+        service: str | None = None,
         namespace: str = NAMESPACE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         from aws_lambda_powertools import Logger, Metrics
 
+        service = service or os.environ.get("POWERTOOLS_SERVICE_NAME", "").strip() or SERVICE
+        #: the ``service`` dimension of every metric (and the logs' service key)
+        self.service = service
         self.log: Logger = Logger(service=service)
         self.metrics: Metrics = Metrics(namespace=namespace, service=service)
         self._has_metrics = False

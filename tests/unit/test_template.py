@@ -743,9 +743,30 @@ def test_sustained_write_throttling_on_the_target_tables_is_watched_on_the_metri
     from lambda_src.observability import NAMESPACE, SERVICE, WRITE_THROTTLES
 
     alarm = _alarm(NAMESPACE, WRITE_THROTTLES)
-    assert alarm["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+    env = _Stack(**REQUIRED).resource("LoaderFunction")["Properties"]["Environment"]["Variables"]
+    # the dimension the function emits under (Telemetry takes POWERTOOLS_SERVICE_NAME) is the one
+    # watched, and it is the stack's own: two stacks in one account do not trip each other's alarms
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]
+    other = _Stack(**REQUIRED)
+    other.params["AWS::StackName"] = "other"
+    other_env = other.resource("LoaderFunction")["Properties"]["Environment"]["Variables"]
+    assert other_env["POWERTOOLS_SERVICE_NAME"] == "other-loader" != env["POWERTOOLS_SERVICE_NAME"]
+    for res in other.resources().values():
+        if res["Type"] == "AWS::CloudWatch::Alarm" and res["Properties"]["Namespace"] == NAMESPACE:
+            assert res["Properties"]["Dimensions"] == [{"Name": "service", "Value": "other-loader"}]
     assert (alarm["Period"], alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (300, 3, 3)
     assert alarm["Statistic"] == "Sum" and alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert SERVICE == "s3ddb-loader"  # what a function without the variable (the local emulator) uses
+
+
+def test_telemetry_emits_under_the_service_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lambda_src.observability import SERVICE, Telemetry
+
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "orders-stack-loader")
+    assert Telemetry().service == "orders-stack-loader"
+    assert Telemetry(service="explicit").service == "explicit"
+    monkeypatch.delenv("POWERTOOLS_SERVICE_NAME")
+    assert Telemetry().service == SERVICE
 
 
 def test_the_trigger_rule_failing_to_invoke_is_watched() -> None:
