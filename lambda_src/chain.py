@@ -408,15 +408,21 @@ class ChainRunner:
         self.t.count("Refused")
         return refused
 
-    def _check_allowed(self, bucket: str | None, table: str | None) -> str | None:
-        """Why a load of ``bucket`` into ``table`` is not allowed, or None. Every event kind is checked
-        with the bucket it reads and the table it writes (for a chain: its pinned spec's)."""
+    def _check_allowed(self, bucket: str | None, table: str | None, key: str | None) -> str | None:
+        """Why a load of ``bucket``/``key`` (an object key, or the prefix a backfill lists) into
+        ``table`` is not allowed, or None. Every event kind is checked with the bucket and key it
+        reads and the table it writes (for a chain: its pinned spec's)."""
         if table is None:
             return "no table: set S3DDB_TABLE or name one in the event"
-        if bucket is None:
+        if bucket is None or key is None:
             return "the source is not an S3 object"
         if not self.settings.bucket_allowed(bucket):
             return f"bucket {bucket!r} is not in S3DDB_ALLOWED_BUCKETS"
+        if not self.settings.key_allowed(key):
+            return (
+                f"{object_uri(bucket, key)} is not under S3DDB_ALLOWED_PREFIX "
+                f"{self.settings.allowed_prefix!r} (the only keys the function may read)"
+            )
         if not self.settings.table_allowed(table):
             return f"table {table!r} is not in S3DDB_ALLOWED_TABLES"
         return None
@@ -425,7 +431,7 @@ class ChainRunner:
 
     def _notification(self, ref: ObjectRef, ctx: InvocationContext) -> HopOutcome:
         table = self.settings.table
-        refused = self._check_allowed(ref.bucket, table)
+        refused = self._check_allowed(ref.bucket, table, ref.key)
         if refused:
             return self._refusal(Refused(reason=refused, object=ref.uri))
         assert table is not None
@@ -495,7 +501,7 @@ class ChainRunner:
 
     def _backfill(self, event: BackfillEvent, ctx: InvocationContext) -> HopOutcome:
         table = event.table or self.settings.table
-        refused = self._check_allowed(event.bucket, table)
+        refused = self._check_allowed(event.bucket, table, event.key)
         if refused:
             return self._refusal(Refused(reason=refused, source=event.source, table=table))
         assert table is not None
@@ -731,7 +737,7 @@ class ChainRunner:
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
     def _lane(self, lane: LaneEvent, ctx: InvocationContext) -> HopOutcome:
-        refused = self._check_allowed(lane.bucket, lane.table)
+        refused = self._check_allowed(lane.bucket, lane.table, lane.prefix)
         if refused:
             return self._refusal(Refused(reason=refused, source=object_uri(lane.bucket, lane.prefix)))
         after = lane.start_after
@@ -1323,7 +1329,7 @@ class ChainRunner:
             spec = LoadSpec.from_dict(item.spec or {})
         except ConfigError as exc:
             return f"the chain's pinned spec is unreadable: {exc}"
-        refused = self._check_allowed(spec.bucket, spec.table)
+        refused = self._check_allowed(spec.bucket, spec.table, spec.key)
         return f"{refused} (the chain's pinned spec)" if refused else None
 
     def _claim(self, item: LedgerItem, d: Decision, ctx: InvocationContext) -> LedgerItem | None:

@@ -131,6 +131,8 @@ class Settings:
     safety_margin_ms: int = 10_000
     allowed_buckets: frozenset[str] = frozenset()
     allowed_tables: frozenset[str] = frozenset()
+    #: the key prefix every object read must start with ("": any key)
+    allowed_prefix: str = ""
     max_chains: int = 4
     checkpoint_interval_s: float = 5.0
     chunk_bytes: int = 1 << 20
@@ -168,6 +170,7 @@ class Settings:
             safety_margin_ms=_int(env, "S3DDB_SAFETY_MARGIN_MS", 10_000),
             allowed_buckets=_names(env, "S3DDB_ALLOWED_BUCKETS"),
             allowed_tables=_names(env, "S3DDB_ALLOWED_TABLES"),
+            allowed_prefix=env.get("S3DDB_ALLOWED_PREFIX", ""),
             max_chains=_int(env, "S3DDB_MAX_CHAINS", 4),
             checkpoint_interval_s=_float(env, "S3DDB_CHECKPOINT_INTERVAL", 5.0) or 5.0,
             chunk_bytes=_int(env, "S3DDB_CHUNK_BYTES", 1 << 20),
@@ -177,6 +180,11 @@ class Settings:
 
     def bucket_allowed(self, bucket: str) -> bool:
         return not self.allowed_buckets or bucket in self.allowed_buckets
+
+    def key_allowed(self, key: str) -> bool:
+        """Whether ``key`` (an object's key, or a prefix whose objects will be read) is under
+        ``allowed_prefix``: a prefix backfill must name a prefix inside it, not one above it."""
+        return key.startswith(self.allowed_prefix)
 
     def table_allowed(self, table: str) -> bool:
         return not self.allowed_tables or table in self.allowed_tables

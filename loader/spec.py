@@ -253,6 +253,14 @@ class LoadSpec:
             return None
         return self.source[5:].partition("/")[0]
 
+    @property
+    def key(self) -> str | None:
+        """The key (or prefix) of an ``s3://`` source, literal (what the prefix allow-list is
+        checked against)."""
+        if not self.source.startswith("s3://"):
+            return None
+        return self.source[5:].partition("/")[2]
+
     def config(self, **run: Any) -> LoadConfig:
         """The engine's ``LoadConfig`` for this spec; ``run`` holds the per-run settings
         (``RunKnobs.as_config``: retry policy, max rejects, dry run, intervals)."""

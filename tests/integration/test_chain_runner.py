@@ -487,6 +487,7 @@ def test_a_forged_continuation_is_refused_logged_and_changes_nothing(
             "table 'target' is not in S3DDB_ALLOWED_TABLES",
         ),
         ({"allowed_buckets": frozenset({"some-other-bucket"})}, "is not in S3DDB_ALLOWED_BUCKETS"),
+        ({"allowed_prefix": "incoming/"}, "is not under S3DDB_ALLOWED_PREFIX 'incoming/'"),
     ],
 )
 def test_a_continuation_whose_pinned_load_is_no_longer_allowed_is_refused_before_its_claim(
@@ -1021,3 +1022,34 @@ def test_a_backfills_shuffle_window_reaches_every_hop_and_the_setting_is_the_def
         endpoint.payloads[-1], _ctx("r4")
     )
     assert [req.spec.shuffle_window for req in engine.calls] == [3000]
+
+
+def test_every_event_outside_the_allowed_prefix_is_refused_at_the_door(
+    ddb: Any, s3: Any, bucket: str, ledger_name: str, endpoint: InvokeEndpoint
+) -> None:
+    """The function may read only under S3DDB_ALLOWED_PREFIX (the template's SourcePrefix, which is
+    also all IAM grants): an event for another key is refused with the reason before anything is
+    read or written, instead of failing later with AccessDenied."""
+    engine = Engine("complete")
+    runner = _runner(ddb, s3, ledger_name, endpoint, engine, allowed_prefix="incoming/")
+    outside = _notification(s3, bucket, "elsewhere/a.csv")
+    out = runner.handle(outside, _ctx("r0"))
+    (obj,) = out["objects"]
+    assert obj["status"] == "refused" and "is not under S3DDB_ALLOWED_PREFIX 'incoming/'" in obj["reason"]
+    _put(s3, bucket, "incoming/b.csv")
+    for source in (f"s3://{bucket}/elsewhere/a.csv", f"s3://{bucket}/", f"s3://{bucket}/incom"):
+        backfill = {"kind": "backfill", "version": 1, "source": source, "table": "target"}
+        out = runner.handle(backfill, _ctx("r1"))
+        assert out["status"] == "refused" and "S3DDB_ALLOWED_PREFIX" in out["reason"], (source, out)
+    lane = {
+        "kind": "lane", "version": 1, "bucket": bucket, "prefix": "elsewhere/", "table": "target",
+        "lane": 0, "lanes": 1, "start_after": "", "backfill_id": "x",
+    }  # fmt: skip
+    out = runner.handle(lane, _ctx("r2"))
+    assert out["status"] == "refused" and "S3DDB_ALLOWED_PREFIX" in out["reason"], out
+    assert engine.calls == [] and endpoint.payloads == []
+    assert Ledger(ddb, ledger_name).chains(f"s3://{bucket}/elsewhere/a.csv") == []  # nothing written
+    # under the prefix: accepted (an object, and a prefix inside it)
+    for source in (f"s3://{bucket}/incoming/b.csv", f"s3://{bucket}/incoming/"):
+        backfill = {"kind": "backfill", "version": 1, "source": source, "table": "target"}
+        assert runner.handle(backfill, _ctx("r3"))["status"] in ("accepted", "already loaded")

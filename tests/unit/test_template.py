@@ -638,6 +638,8 @@ def test_reads_are_scoped_to_the_source_prefix() -> None:
     listing = scoped.statement("ListSource")
     assert listing["Resource"] == "arn:aws:s3:::data-bucket"
     assert listing["Condition"] == {"StringLike": {"s3:prefix": "incoming/*"}}
+    # the function refuses what IAM would deny, at the door, with the reason (not AccessDenied later)
+    assert scoped.env()["S3DDB_ALLOWED_PREFIX"] == "incoming/" and plain.env()["S3DDB_ALLOWED_PREFIX"] == ""
 
 
 @pytest.mark.parametrize(
