@@ -87,13 +87,11 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from loader.config import CsvSpec
 from loader.csvdecode import CsvDecoder
 from loader.errors import ConfigError, SourceError
 from loader.models import RecordChunk
-from loader.source import compression_of
+from loader.source import Source, SourceInfo, compression_of
 
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
@@ -205,56 +203,35 @@ def plan_split(
 
 
 def local_range_reader(path: str) -> RangeReader:
-    """``read_range`` for a local file (opened per read, so nothing stays open)."""
-
-    def read(start: int, end: int) -> bytes:
-        try:
-            with open(path, "rb") as f:
-                f.seek(start)
-                return f.read(end - start)
-        except OSError as exc:
-            raise SourceError(f"{path}: cannot read bytes {start}-{end}: {exc.strerror or exc}") from exc
-
-    return read
+    """``read_range`` for a local file (opened per read, so nothing stays open):
+    ``loader.source.Source.read_range``."""
+    return Source(_info(path=path, uri=path), s3_client=None).read_range
 
 
 def s3_range_reader(
     client: Any, *, bucket: str, key: str, version_id: str | None = None, etag: str | None = None
 ) -> RangeReader:
-    """``read_range`` for an S3 object: one ranged GetObject per read, pinned to ``version_id``
-    (or, on an unversioned bucket, ``If-Match: etag``), so every read is of the same bytes."""
+    """``read_range`` for an S3 object: ``loader.source.Source.read_range``, one ranged GetObject per
+    read, pinned to ``version_id`` (or, on an unversioned bucket, ``If-Match: etag``), so every read
+    is of the same bytes."""
     if version_id is None and etag is None:
         raise ConfigError(f"s3://{bucket}/{key}: pin the object to plan a split: give version_id or etag")
-    params: dict[str, Any] = {"Bucket": bucket, "Key": key}
-    if version_id is not None:
-        params["VersionId"] = version_id
-    else:
-        params["IfMatch"] = etag
+    info = _info(uri=f"s3://{bucket}/{key}", bucket=bucket, key=key, version_id=version_id, etag=etag)
+    return Source(info, s3_client=client).read_range
 
-    def read(start: int, end: int) -> bytes:
-        try:
-            body = client.get_object(**params, Range=f"bytes={start}-{end - 1}")["Body"]
-            try:
-                data: bytes = body.read()
-            finally:
-                body.close()
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code") or "")
-            if code in ("412", "PreconditionFailed"):
-                raise SourceError(
-                    f"s3://{bucket}/{key}: the object changed while the split was planned (its ETag "
-                    "no longer matches); plan it again"
-                ) from exc
-            raise SourceError(
-                f"s3://{bucket}/{key}: GetObject bytes={start}-{end - 1} failed: {exc}"
-            ) from exc
-        except BotoCoreError as exc:
-            raise SourceError(
-                f"s3://{bucket}/{key}: GetObject bytes={start}-{end - 1} failed: {exc}"
-            ) from exc
-        return data
 
-    return read
+def _info(*, uri: str, path: str | None = None, **pin: str | None) -> SourceInfo:
+    """The object to read ranges of (its size is not needed: every read names its end)."""
+    return SourceInfo(
+        uri=uri,
+        bucket=pin.get("bucket"),
+        key=pin.get("key"),
+        path=path,
+        version_id=pin.get("version_id"),
+        etag=pin.get("etag"),
+        size=None,
+        compression="none",
+    )
 
 
 class _Planner:

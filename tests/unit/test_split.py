@@ -419,7 +419,7 @@ def test_local_range_reader(tmp_path: Path, mixed: bytes) -> None:
     local = plan_split(local_range_reader(str(path)), size=len(mixed), spec=SPEC, n=5, name=str(path))
     memory = plan_split(Reader(mixed), size=len(mixed), spec=SPEC, n=5, name="m.csv")
     assert local == memory
-    with pytest.raises(SourceError, match=r"gone\.csv: cannot read bytes 0-"):
+    with pytest.raises(SourceError, match=r"gone\.csv: cannot open: "):  # as a load says it
         plan_split(local_range_reader(str(tmp_path / "gone.csv")), size=10, spec=SPEC, n=2, name="gone.csv")
 
 
