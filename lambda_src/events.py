@@ -291,7 +291,7 @@ def _run_options(event: dict[str, Any], kind: str) -> RunOptions:
     will use it."""
     import math
 
-    from loader.shuffle import MAX_SHUFFLE_WINDOW
+    from loader.shuffle import check_window
 
     parallel = event.get("parallel", 1)
     if parallel is None:
@@ -316,13 +316,9 @@ def _run_options(event: dict[str, Any], kind: str) -> RunOptions:
             f"{kind} event: 'max_rejects' must be an integer in 0..{MAX_INT_OPTION}, got {rejects!r}"
         )
     window = event.get("shuffle_window")
-    if window is not None and (
-        isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= MAX_SHUFFLE_WINDOW
-    ):
-        raise EventError(
-            f"{kind} event: 'shuffle_window' must be an integer in 0..{MAX_SHUFFLE_WINDOW} (rows), "
-            f"got {window!r}"
-        )
+    problem = None if window is None else check_window(window, "'shuffle_window'")
+    if problem is not None:
+        raise EventError(f"{kind} event: {problem}")
     return RunOptions(
         parallel=parallel,
         max_wcu=None if wcu is None else float(wcu),

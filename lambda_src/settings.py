@@ -152,6 +152,11 @@ class Settings:
                 raise ConfigError(f"{var}={value} must be in {low}..{high}")
         if self.checkpoint_interval_s <= 0:
             raise ConfigError("S3DDB_CHECKPOINT_INTERVAL must be positive")
+        from loader.shuffle import check_window
+
+        problem = check_window(self.shuffle_window, "S3DDB_SHUFFLE_WINDOW")
+        if problem is not None:
+            raise ConfigError(problem)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

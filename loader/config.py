@@ -189,11 +189,11 @@ class LoadConfig:
         _positive("stop_poll_s", self.stop_poll_s)
         if self.chunk_bytes < 4096:
             raise ConfigError(f"chunk_bytes must be >= 4096, got {self.chunk_bytes}")
-        from loader.shuffle import MAX_SHUFFLE_WINDOW
+        from loader.shuffle import check_window
 
-        window = self.shuffle_window
-        if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= MAX_SHUFFLE_WINDOW:
-            raise ConfigError(f"--shuffle-window must be in 0..{MAX_SHUFFLE_WINDOW} rows, got {window!r}")
+        problem = check_window(self.shuffle_window)
+        if problem is not None:
+            raise ConfigError(problem)
 
 
 def _positive(option: str, value: float, *, zero: bool = False) -> None:

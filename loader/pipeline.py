@@ -342,7 +342,13 @@ class _Run:
         end = self.consumed if eof else self.pos
         acc = self.accounting
         if self.window is not None and stop is not _Halt.WRITE_FAILED and stop is not _Halt.ERROR:
-            await self._send_window(end=end, next_row=self._next_row(), rows=0)
+            try:
+                await self._send_window(end=end, next_row=self._next_row(), rows=0)
+            except S3ddbError as exc:
+                # the rejects sink failed while the window was cut: its rows stay above the mark
+                error = exc
+                stop = _Halt.ERROR
+                self.writer.stop()
         elif stop is not _Halt.WRITE_FAILED and stop is not _Halt.ERROR:
             batch = self.batcher.flush()
             acc.close_segment(
@@ -570,6 +576,15 @@ class _Run:
         )
         for batch in batches:
             await self.writer.submit(batch)
+            # what _checkpoint_or_stop does between batches: a window's batches are most of a load
+            progress = self.progress()
+            if self.on_progress is not None:
+                self.on_progress(progress)
+            if not self.stop_requested and self.should_stop(progress):
+                # the rest of the window is abandoned by the writer; the read loop then stops
+                self.stop_requested = True
+                self.writer.stop()
+            await self._maybe_checkpoint()
 
     def _stopped_at(self, rc: RecordChunk, i: int) -> None:
         """The run stops just after record ``i`` of ``rc`` opened a batch (the only one in it):

@@ -30,10 +30,22 @@ from collections.abc import Sequence
 
 from loader.models import Entry, Key
 
-__all__ = ["MAX_SHUFFLE_WINDOW", "shuffled"]
+__all__ = ["MAX_SHUFFLE_WINDOW", "MIN_SHUFFLE_WINDOW", "check_window", "shuffled"]
 
 #: the largest window: ~1.3 GB of held rows at 250-byte rows (see the module docstring)
 MAX_SHUFFLE_WINDOW = 1_000_000
+#: the smallest: the rows of 40 batches of 25 in flight (a smaller window cannot spread them, and
+#: every window ends with a part-filled batch: a window of 26 would send a 1-item call every 25)
+MIN_SHUFFLE_WINDOW = 1_000
+
+
+def check_window(rows: object, option: str = "--shuffle-window") -> str | None:
+    """Why ``rows`` is not a window (0 is off), or None: the one rule for every way to give one."""
+    if isinstance(rows, bool) or not isinstance(rows, int):
+        return f"{option} must be an integer (rows), got {rows!r}"
+    if rows != 0 and not MIN_SHUFFLE_WINDOW <= rows <= MAX_SHUFFLE_WINDOW:
+        return f"{option} must be 0 (off) or in {MIN_SHUFFLE_WINDOW}..{MAX_SHUFFLE_WINDOW} rows, got {rows}"
+    return None
 
 
 def shuffled(entries: Sequence[Entry], rng: random.Random) -> list[Entry]:

@@ -336,8 +336,9 @@ def test_backfill_run_options_are_taken_as_given_and_default_to_one_chain() -> N
         # too large for JSON to carry exactly (orjson refuses to write it; a float overflows)
         ({"max_rejects": 2**64}, "'max_rejects' must be an integer in 0.."),
         ({"max_wcu": 10**400}, "'max_wcu' must be a positive number"),
-        ({"shuffle_window": -1}, "'shuffle_window' must be an integer in 0..1000000"),
-        ({"shuffle_window": 1_000_001}, "'shuffle_window' must be an integer in 0..1000000"),
+        ({"shuffle_window": -1}, "'shuffle_window' must be 0 (off) or in 1000..1000000 rows"),
+        ({"shuffle_window": 500}, "'shuffle_window' must be 0 (off) or in 1000..1000000 rows"),
+        ({"shuffle_window": 1_000_001}, "'shuffle_window' must be 0 (off) or in 1000..1000000 rows"),
         ({"shuffle_window": "100"}, "'shuffle_window'"),
         ({"shuffle_window": True}, "'shuffle_window'"),
     ],
