@@ -228,7 +228,7 @@ class LedgerItem:
     reloaded_by: str = ""
     invoke_s: float | None = None
     idle_hops: int = 0
-    #: run knobs given by the backfill (``max_wcu``, ``max_rejects``)
+    #: run knobs given by the backfill (``max_wcu``, ``max_rejects``, ``shuffle_window``)
     knobs: dict[str, Any] = field(default_factory=dict)
     #: a parent: the shard plan (``data_start``, ``header_names``, ``ranges``, ``size``, ``note``)
     shards: dict[str, Any] | None = None
