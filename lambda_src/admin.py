@@ -189,8 +189,6 @@ def _backfill_rows(ledger: Ledger, source: str, table: str | None) -> list[dict[
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-
-
 def backfill_status(
     uri: str,
     *,

@@ -295,9 +295,7 @@ def _spec_from_args(args: argparse.Namespace, *, pinned: LoadSpec | None = None)
         raise ConfigError("--columns goes with --no-header")
     if args.no_header:
         csv_changes["header"] = False
-        csv_changes["columns"] = (
-            tuple(c.strip() for c in args.columns.split(",")) if args.columns else None
-        )
+        csv_changes["columns"] = tuple(c.strip() for c in args.columns.split(",")) if args.columns else None
     if args.encoding is not None:
         csv_changes["encoding"] = args.encoding
     if args.compression is not None:
@@ -636,8 +634,7 @@ def _load_sharded(
             knobs=plan.knobs,
             run_id=run_id,
             sender=args.sender,
-            checkpoint_path=path,
-            write_file=write_file,
+            save=lambda state: write_file(path, state.dumps()),
             should_stop=lambda: bool(interrupted),
             should_abort=lambda: len(interrupted) > 1,
             on_progress=bar,
@@ -1028,7 +1025,9 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
     from loader.spec import csv_to_dict, schema_to_dict
 
     if not args.source.startswith("s3://"):
-        raise ConfigError(f"{args.source!r}: the function loads from S3; use s3://bucket/key or s3://bucket/prefix/")
+        raise ConfigError(
+            f"{args.source!r}: the function loads from S3; use s3://bucket/key or s3://bucket/prefix/"
+        )
     spec = _spec_from_args(args)  # every option checked here, as the function will check it
     LoadSpec.from_dict(spec.to_dict(), where="the backfill's options")  # the size and depth limits
     if args.version_id and (args.source.endswith("/") or args.source.count("/") < 3):
@@ -1043,9 +1042,10 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-wcu must be a positive number, got {args.max_wcu}")
     if args.max_rejects is not None and not 0 <= args.max_rejects <= MAX_INT_OPTION:
         raise ConfigError(f"--max-rejects must be in 0..{MAX_INT_OPTION}, got {args.max_rejects}")
-    csv_given = any(
-        v is not None for v in (args.delimiter, args.columns, args.encoding, args.compression)
-    ) or args.no_header
+    csv_given = (
+        any(v is not None for v in (args.delimiter, args.columns, args.encoding, args.compression))
+        or args.no_header
+    )
     stack = _stack(args)
     function = args.function or (stack.require("FunctionName") if stack is not None else LOCAL_FUNCTION)
     out = admin.send_backfill(
