@@ -23,6 +23,12 @@ at once. A compressed object, or one the planner cannot cut in two, loads as one
 says why). The write-unit ceiling (S3DDB_MAX_WCU, or the backfill's ``max_wcu`` when lower) is the
 whole load's: each shard hop gets the ceiling divided by the shards RUNNING, read when the hop
 starts and again at each committed checkpoint, so a shard that finishes hands its share on.
+
+A function with more than one vCPU (``Settings.workers_per_hop``) runs a hop of a chain, a one-chain
+load or a shard chain alike, as worker processes over sub-ranges of the chain's remaining range
+(``lambda_src.hopworkers``): planned once, kept in the ledger item with each sub-range's mark, and
+committed, fenced and handed over like a one-process hop. The chain's write budget is shared among
+its workers; its ``max_rejects`` counts every sub-range's rejects.
 """
 
 from __future__ import annotations
@@ -57,6 +63,15 @@ from lambda_src.events import (
     parse_event,
     split_s3_uri,
 )
+from lambda_src.hopworkers import (
+    MIN_BYTES_PER_WORKER,
+    HopSplit,
+    HopWorkersEngine,
+    HopWorkersRequest,
+    plan_hop_split,
+    run_hop_workers,
+    workers_for_range,
+)
 from lambda_src.ledger import (
     SHARD_REJECTS_NOTE,
     ChainStatus,
@@ -87,7 +102,7 @@ from lambda_src.settings import Settings
 from loader.errors import ConfigError, S3ddbError, SourceError, TooManyRejectsError
 from loader.models import Checkpoint, Counters, Progress, RunResult
 from loader.retry import Backoff, RetryPolicy, WriteBudget
-from loader.spec import LoadSpec
+from loader.spec import LoadSpec, RunKnobs
 
 if TYPE_CHECKING:
     from lambda_src.observability import Telemetry
@@ -114,6 +129,11 @@ MAX_STATE_BYTES = 350 * 1024
 #: Hops in a row that the deadline ended without progress and without throttling before the chain
 #: is FAILED (the function timeout leaves no room for work); one alone may be a slow moment.
 MAX_IDLE_HOPS = 2
+#: Worker errors that no retry of the hop can change: the chain is FAILED (as for one process).
+PERMANENT_WORKER_ERRORS = frozenset({"ConfigError", "SourceError", "TooManyRejectsError"})
+#: A hop with worker processes kills the ones still running when the time left falls below its
+#: hand-over (ledger writes and the self-invoke) plus this: their last marks stand.
+WORKER_ABORT_SLACK_S = 1.0
 #: Extra lease past the claimant's own deadline before anyone may take an unfinished hop over.
 LEASE_SLACK_S = 60.0
 #: How long a handed-over hop waits for its continuation before a new event may take it over
@@ -355,14 +375,20 @@ class ChainRunner:
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         invoke_estimate: InvokeEstimate | None = None,
         invoke_attempts: int = INVOKE_ATTEMPTS,
+        hop_engine: HopWorkersEngine = run_hop_workers,
+        min_bytes_per_worker: int = MIN_BYTES_PER_WORKER,
     ) -> None:
         """``sleep`` waits between attempts of a self-invoke and ``rng`` draws its jitter (tests pass
-        ones that do not sleep); ``invoke_attempts`` caps the calls of one self-invoke."""
+        ones that do not sleep); ``invoke_attempts`` caps the calls of one self-invoke.
+        ``hop_engine`` runs a hop's worker processes, each over at least ``min_bytes_per_worker``
+        of the chain's remaining range (``lambda_src.hopworkers``)."""
         self.settings = settings
         self.ledger = ledger
         self.s3 = s3
         self.lambda_client = lambda_client
         self.engine = engine
+        self.hop_engine = hop_engine
+        self.min_bytes_per_worker = min_bytes_per_worker
         self.t = telemetry
         self.clock = clock
         self.sleep = sleep
@@ -1422,6 +1448,24 @@ class ChainRunner:
             shuffle_window=int(item.knobs.get("shuffle_window", self.settings.shuffle_window)),
         )
         max_rejects = item.knobs.get("max_rejects")
+        try:
+            split = self._hop_split(item, spec, resume)
+        except ConfigError as exc:
+            return self._finish(item, hop, item.checkpoint, ctx, status=ChainStatus.FAILED, reason=str(exc))
+        if split is not None:
+            return self._run_split_hop(
+                item,
+                hop,
+                ctx,
+                spec=spec,
+                split=split,
+                deadline=deadline,
+                budget=budget,
+                ceiling=ceiling,
+                running=running,
+                max_rejects=int(max_rejects) if max_rejects is not None else None,
+                started=started,
+            )
         request = HopRequest(
             spec=spec,
             resume=resume,
@@ -1485,12 +1529,7 @@ class ChainRunner:
         stuck = deadline.no_progress_reason(
             item.offset, cp.offset, throttled=c.throttle_events > 0 or c.retries > 0
         )
-        if stuck is not None and spec.shuffle_window:
-            stuck += (
-                f"; or lower the shuffle window ({spec.shuffle_window} rows, S3DDB_SHUFFLE_WINDOW or the "
-                "backfill's shuffle_window): the mark passes a window only when all its rows are "
-                "written, and a hop must write at least one whole window before its deadline"
-            )
+        stuck = _window_hint(stuck, spec)
         idle_hops = item.idle_hops + 1 if stuck is not None else 0
         if stuck is not None and idle_hops >= MAX_IDLE_HOPS:
             self.t.log.error(f"hop made no progress: {stuck}")
@@ -1499,6 +1538,227 @@ class ChainRunner:
             self.t.log.warning(f"hop made no progress ({idle_hops}/{MAX_IDLE_HOPS}): {stuck}")
         self.t.log.info("hop stopped by its deadline", extra=deadline.summary())
         return self._handover(item, hop, cp, ctx, idle_hops=idle_hops)
+
+    # -- hops with worker processes --------------------------------------------------------------
+
+    def _hop_split(self, item: LedgerItem, spec: LoadSpec, resume: Checkpoint | None) -> HopSplit | None:
+        """The chain's sub-ranges: the ones in its ledger item, else new ones when this function
+        may run more than one worker and the remaining range is worth it; None: one in-process run.
+        A ConfigError when the item's sub-ranges are damaged."""
+        if item.sub_ranges is not None:
+            return HopSplit.from_ledger(item.sub_ranges, spec=item.spec or {}, where="the chain's sub-ranges")
+        wanted = self.settings.workers_per_hop
+        if wanted <= 1 or not item.object_size:
+            return None
+        from loader.source import compression_of
+
+        rng = spec.byte_range
+        start = resume.offset if resume is not None else (rng[0] if rng else 0)
+        end = rng[1] if rng else item.object_size
+        _, key = split_s3_uri(spec.source)
+        n = workers_for_range(
+            spec,
+            wanted=wanted,
+            start=start,
+            end=end,
+            compression=compression_of(key, spec.csv),
+            min_bytes=self.min_bytes_per_worker,
+        )
+        if n <= 1:
+            return None
+        pinned = LoadSpec.from_dict(item.spec or {})
+        base = resume or Checkpoint(
+            source=pinned.source,
+            table=pinned.table,
+            version_id=pinned.version_id,
+            etag=pinned.etag,
+            size=item.object_size,
+            header=[],
+            offset=start,
+            next_row=1,
+            counters=Counters(),
+            byte_range=rng,
+            chain_id=item.chain_id,
+        )
+        try:
+            found, note = plan_hop_split(
+                pinned, base=base, n=n, size=item.object_size, start=start, end=end, s3_client=self.s3
+            )
+        except (SourceError, ConfigError, ValueError) as exc:
+            # the one-process run meets the same error, and fails the chain with it
+            self.t.log.warning(f"one process for this hop: the sub-ranges could not be planned ({exc})")
+            return None
+        if found is None:
+            self.t.log.info(f"one process for this hop: {note}")
+            return None
+        too_large = _state_too_large(item, found.checkpoint(hop=0, chain_id=item.chain_id), found.to_ledger())
+        if too_large is not None:
+            self.t.log.warning(f"one process for this hop: {too_large}")
+            return None
+        self.t.log.info(
+            "sub-ranges planned",
+            extra={"workers": len(found.state.shards), "from": start, "to": end, "note": note},
+        )
+        return found
+
+    def _run_split_hop(
+        self,
+        item: LedgerItem,
+        hop: int,
+        ctx: InvocationContext,
+        *,
+        spec: LoadSpec,
+        split: HopSplit,
+        deadline: Deadline,
+        budget: WriteBudget | None,
+        ceiling: float | None,
+        running: int,
+        max_rejects: int | None,
+        started: float,
+    ) -> HopOutcome:
+        """Run the claimed hop as worker processes over the chain's incomplete sub-ranges; commit
+        their marks as they advance, then finish or hand over as a one-process hop does."""
+        from loader.workers import WorkersFailed
+
+        lost: list[bool] = []
+        oversize: list[str] = []
+        latest: list[Progress] = []
+        current = [split]
+
+        def save(state: Any) -> None:
+            now = split.with_state(state)
+            current[0] = now
+            if lost or now.complete:
+                return  # the final one is committed below, with the status
+            cp = now.checkpoint(hop=hop, chain_id=item.chain_id)
+            raw = now.to_ledger()
+            too_large = _state_too_large(item, cp, raw)
+            if too_large is not None:
+                oversize.append(too_large)
+                lost.append(True)
+                return
+            self.t.throttles_marked(cp.counters.throttle_events)
+            t0 = time.monotonic()
+            ok = self.ledger.commit_progress(
+                item, hop=hop, request_id=ctx.request_id, checkpoint=cp, sub_ranges=raw
+            )
+            deadline.observe_ledger_write(time.monotonic() - t0)
+            if not ok:
+                self.t.log.warning("lost the claim while running: stopping the workers")
+                lost.append(True)
+            elif budget is not None and ceiling is not None:
+                try:
+                    self._share_budget(item, budget, ceiling)
+                except Exception as exc:  # a throttled ledger read must not fail the hop: keep the share
+                    self.t.log.warning(f"write budget not refreshed (the share stays {budget.wcu}): {exc}")
+
+        def should_stop() -> bool:
+            # before the workers report (they are starting), the deadline judges an idle hop
+            return bool(lost) or deadline.should_stop(latest[-1] if latest else _IDLE)
+
+        def on_progress(p: Progress) -> None:
+            latest[:] = [p]
+
+        def should_abort() -> bool:
+            return ctx.remaining_ms() < 1000.0 * (deadline.tail_s() + WORKER_ABORT_SLACK_S)
+
+        limit = None if max_rejects is None else max(0, max_rejects - split.base.counters.rows_rejected)
+        request = HopWorkersRequest(
+            state=dataclasses.replace(split.state, spec=spec),
+            knobs=RunKnobs(
+                checkpoint_interval_s=self.settings.checkpoint_interval_s,
+                chunk_bytes=self.settings.chunk_bytes,
+                max_rejects=limit,
+            ),
+            run_id=f"{item.chain_id}-hop{hop}-{ctx.request_id[:8]}",
+            sender=self.settings.sender,
+            save=save,
+            should_stop=should_stop,
+            should_abort=should_abort,
+            on_progress=on_progress,
+            save_every_s=self.settings.checkpoint_interval_s,
+            budget=budget,
+        )
+        pending = sum(1 for s in split.state.shards if not s.complete)
+        at_start = split.checkpoint(hop=hop, chain_id=item.chain_id)
+        extra: dict[str, Any] = {
+            "offset": at_start.offset,
+            "rows_read": at_start.counters.rows_read,
+            "workers": pending,
+            "sub_ranges": len(split.state.shards),
+        }
+        if ceiling is not None:
+            extra["max_wcu"] = ceiling
+        if item.is_shard:
+            extra.update(shard=item.shard, byte_range=list(item.byte_range or ()))
+            if budget is not None:
+                extra.update(wcu_share=budget.wcu, shards_running=running)
+        self.t.log.info("hop started", extra={**extra, **deadline.summary()})
+        self.t.hop_started(throttles_before=at_start.counters.throttle_events)
+        try:
+            result, final = self.hop_engine(request)
+        except WorkersFailed as exc:
+            cp = current[0].checkpoint(hop=hop, chain_id=item.chain_id)
+            raw = current[0].to_ledger()
+            if exc.error_type in PERMANENT_WORKER_ERRORS and not lost:
+                reason = f"{exc.error_type}: {exc}"
+                if exc.error_type == "TooManyRejectsError":
+                    reason = (
+                        f"TooManyRejectsError: more than max_rejects {max_rejects} rows rejected "
+                        f"({cp.counters.rows_rejected} in the chain)"
+                    )
+                return self._finish(
+                    item, hop, cp, ctx, status=ChainStatus.FAILED, reason=reason, sub_ranges=raw
+                )
+            return self._hop_error(item, hop, ctx, exc, oversize=oversize)
+        except Exception as exc:
+            return self._hop_error(item, hop, ctx, exc, oversize=oversize)
+        self.t.hop_metrics(result, seconds=time.monotonic() - started)
+        for location in (result.rejects_location or "").split(", "):
+            if location:
+                self.ledger.add_rejects(item, location=location)
+        done = split.with_state(final)
+        cp = done.checkpoint(hop=hop, chain_id=item.chain_id)
+        raw = done.to_ledger()
+        if oversize:
+            return self._finish(
+                item, hop, item.checkpoint, ctx, status=ChainStatus.FAILED, reason=oversize[0]
+            )
+        if lost:
+            return Superseded(object=item.object, hop=hop)
+        if done.complete:
+            return self._finish(item, hop, cp, ctx, status=ChainStatus.COMPLETED, sub_ranges=raw)
+        c = result.counters
+        stuck = deadline.no_progress_reason(
+            split.progress_offset(),
+            done.progress_offset(),
+            throttled=c.throttle_events > 0 or c.retries > 0,
+        )
+        stuck = _window_hint(stuck, spec)
+        idle_hops = item.idle_hops + 1 if stuck is not None else 0
+        if stuck is not None and idle_hops >= MAX_IDLE_HOPS:
+            self.t.log.error(f"hop made no progress: {stuck}")
+            return self._finish(item, hop, cp, ctx, status=ChainStatus.FAILED, reason=stuck, sub_ranges=raw)
+        if stuck is not None:
+            self.t.log.warning(f"hop made no progress ({idle_hops}/{MAX_IDLE_HOPS}): {stuck}")
+        self.t.log.info("hop stopped by its deadline", extra=deadline.summary())
+        return self._handover(item, hop, cp, ctx, idle_hops=idle_hops, sub_ranges=raw)
+
+    def _hop_error(
+        self, item: LedgerItem, hop: int, ctx: InvocationContext, exc: Exception, *, oversize: list[str]
+    ) -> HopOutcome:
+        """A hop with worker processes met an error a retry may not meet again (a worker died, a
+        write kept failing): the sub-ranges' marks are committed (``run_workers`` saved them);
+        keep the claim, say why, and raise so that Lambda retries this request."""
+        if oversize:  # no retry can make the state fit
+            return self._finish(
+                item, hop, item.checkpoint, ctx, status=ChainStatus.FAILED, reason=oversize[0]
+            )
+        self.ledger.record_error(
+            item, hop=hop, request_id=ctx.request_id, error=f"{type(exc).__name__}: {exc}"
+        )
+        self.t.count("HopErrors")
+        raise exc
 
     def _share_budget(self, item: LedgerItem, budget: WriteBudget, ceiling: float) -> int:
         """Set shard ``item``'s share of its load's write-unit ``ceiling``: the ceiling divided by
@@ -1536,16 +1796,23 @@ class ChainRunner:
         *,
         status: ChainStatus,
         reason: str = "",
+        sub_ranges: dict[str, Any] | None = None,
     ) -> HopOutcome:
         if cp is None:
             cp = _empty_checkpoint(item)
-        too_large = _state_too_large(item, cp)
+        too_large = _state_too_large(item, cp, sub_ranges)
         if too_large is not None:  # a finished chain needs no header to resume from
             cp = dataclasses.replace(cp, header=[])
             if status == ChainStatus.FAILED and not reason:
                 reason = too_large
         if not self.ledger.finish(
-            item, hop=hop, request_id=ctx.request_id, checkpoint=cp, status=status, reason=reason
+            item,
+            hop=hop,
+            request_id=ctx.request_id,
+            checkpoint=cp,
+            status=status,
+            reason=reason,
+            sub_ranges=sub_ranges,
         ):
             self.t.log.warning("could not finish: the claim was lost")
             return Superseded(object=item.object, hop=hop)
@@ -1571,7 +1838,12 @@ class ChainRunner:
         )
 
     def _fail_max_hops(
-        self, item: LedgerItem, hop: int, cp: Checkpoint | None, ctx: InvocationContext
+        self,
+        item: LedgerItem,
+        hop: int,
+        cp: Checkpoint | None,
+        ctx: InvocationContext,
+        sub_ranges: dict[str, Any] | None = None,
     ) -> HopOutcome:
         offset = cp.offset if cp is not None else 0
         reason = (
@@ -1579,15 +1851,24 @@ class ChainRunner:
             "raise it and re-send the notification (or s3ddb invoke) to resume from this offset, "
             "or split the object"
         )
-        return self._finish(item, hop, cp, ctx, status=ChainStatus.FAILED, reason=reason)
+        return self._finish(
+            item, hop, cp, ctx, status=ChainStatus.FAILED, reason=reason, sub_ranges=sub_ranges
+        )
 
     def _handover(
-        self, item: LedgerItem, hop: int, cp: Checkpoint, ctx: InvocationContext, *, idle_hops: int = 0
+        self,
+        item: LedgerItem,
+        hop: int,
+        cp: Checkpoint,
+        ctx: InvocationContext,
+        *,
+        idle_hops: int = 0,
+        sub_ranges: dict[str, Any] | None = None,
     ) -> HopOutcome:
         if hop + 1 >= self.settings.max_hops:
-            return self._fail_max_hops(item, hop, cp, ctx)
+            return self._fail_max_hops(item, hop, cp, ctx, sub_ranges)
         nxt = dataclasses.replace(cp, hop=hop + 1)
-        too_large = _state_too_large(item, nxt)
+        too_large = _state_too_large(item, nxt, sub_ranges)
         if too_large is not None:
             return self._finish(item, hop, cp, ctx, status=ChainStatus.FAILED, reason=too_large)
         token = secrets.token_hex(16)
@@ -1602,6 +1883,7 @@ class ChainRunner:
             lease_until=self.clock() + PENDING_LEASE_S,
             token=token,
             idle_hops=idle_hops,
+            sub_ranges=sub_ranges,
         ):
             self.t.log.warning("handover refused: the claim was lost")
             return Superseded(object=item.object, hop=hop)
@@ -1706,10 +1988,14 @@ def _pinned_differences(item: LedgerItem, spec: LoadSpec) -> list[str]:
     return pinned.differences(dataclasses.replace(spec, version_id=pinned.version_id, etag=pinned.etag))
 
 
-def _state_too_large(item: LedgerItem, cp: Checkpoint) -> str | None:
-    """Why the chain's state (checkpoint with the CSV header, pinned spec, lane) cannot be kept in
-    its ledger item, or None."""
+def _state_too_large(
+    item: LedgerItem, cp: Checkpoint, sub_ranges: dict[str, Any] | None = None
+) -> str | None:
+    """Why the chain's state (checkpoint with the CSV header, pinned spec, lane, and the
+    sub-ranges' marks of a hop with worker processes) cannot be kept in its ledger item, or None."""
     size = len(cp.dumps()) + len(orjson.dumps(item.spec)) + len(orjson.dumps(item.lane))
+    if sub_ranges is not None:
+        size += len(orjson.dumps(sub_ranges))
     if size <= MAX_STATE_BYTES:
         return None
     return (
@@ -1748,6 +2034,33 @@ def _empty_checkpoint(item: LedgerItem) -> Checkpoint:
         next_row=1,
         counters=item.counters.copy(),
         chain_id=item.chain_id,
+    )
+
+
+#: the progress of a hop whose workers have not reported yet
+_IDLE = Progress(
+    rows_read=0,
+    items_written=0,
+    rows_rejected=0,
+    duplicates_collapsed=0,
+    offset=0,
+    object_size=None,
+    inflight_batches=0,
+    max_backoff_s=0.0,
+    elapsed_s=0.0,
+    items_per_second=0.0,
+)
+
+
+def _window_hint(stuck: str | None, spec: LoadSpec) -> str | None:
+    """A no-progress reason, with the shuffle window named when there is one: the mark passes a
+    window only when all its rows are written, so a window larger than a hop writes never moves it."""
+    if stuck is None or not spec.shuffle_window:
+        return stuck
+    return (
+        f"{stuck}; or lower the shuffle window ({spec.shuffle_window} rows, S3DDB_SHUFFLE_WINDOW or the "
+        "backfill's shuffle_window): the mark passes a window only when all its rows are written, and "
+        "a hop must write at least one whole window before its deadline"
     )
 
 

@@ -18,6 +18,11 @@ for the next hop's deadline), ``reclaims`` (hops resumed after a crash or timeou
 ``started_at`` / ``updated_at`` / ``finished_at``, ``finished_by`` (the request that ended the
 chain: its Lambda retry still advances a backfill lane), ``last_error``, ``reason`` and ``rev``.
 
+A chain whose hops run worker processes (``lambda_src.hopworkers``) also keeps ``sub_ranges``: the
+sub-ranges of its remaining range, planned once, with every sub-range's low-water mark (JSON;
+written by the same conditional writes as ``checkpoint``, which then stands for the whole chain:
+its counters add up the sub-ranges', its offset is their lowest mark).
+
 A load cut into shards (a backfill's ``parallel``) is a parent item and one item per shard. The
 parent keeps the key above and holds the pinned spec of the whole object, ``shards`` (the plan,
 made once against the pinned version: ``data_start``, ``header_names``, ``ranges``, ``size``,
@@ -130,6 +135,7 @@ def is_backfill_record(target: str) -> bool:
     """Whether ``target`` keys a prefix backfill's record (its row, or one of its objects' rows)."""
     return BACKFILL_SEP in target or _MEMBER_SEP in target
 
+
 #: the prefix of a FAILED reason that a higher S3DDB_MAX_HOPS and a new event may resume
 MAX_HOPS_REASON = "S3DDB_MAX_HOPS="
 
@@ -192,6 +198,24 @@ def sharded_offset(parent: LedgerItem, shards: list[LedgerItem]) -> int:
     return done
 
 
+def _sub_range_status(sub_ranges: dict[str, Any]) -> list[dict[str, Any]]:
+    """A chain's sub-ranges as ``s3ddb status --json`` shows them (``workers``): each one's range,
+    low-water mark, rows read and whether it is complete."""
+    out = []
+    for sub in (sub_ranges.get("state") or {}).get("shards") or []:
+        cp = sub.get("checkpoint") or {}
+        start, end = sub["range"]
+        out.append(
+            {
+                "range": [start, end],
+                "offset": cp.get("offset", start),
+                "rows_read": (cp.get("counters") or {}).get("rows_read", 0),
+                "complete": bool(cp.get("complete", False)),
+            }
+        )
+    return out
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
 
@@ -240,6 +264,8 @@ class LedgerItem:
     #: a shard: its write-unit share and the shards running when it was last worked out
     wcu_share: float | None = None
     shards_running: int | None = None
+    #: a chain whose hops run worker processes: its sub-ranges and their marks (see hopworkers)
+    sub_ranges: dict[str, Any] | None = None
 
     @property
     def is_parent(self) -> bool:
@@ -269,6 +295,7 @@ class LedgerItem:
 
         cp = s("checkpoint")
         spec, lane, knobs, shards = s("spec"), s("lane"), s("knobs"), s("shards")
+        sub_ranges = s("sub_ranges")
         size = raw.get("object_size", {}).get("N")
         return cls(
             object=s("object"),
@@ -309,6 +336,7 @@ class LedgerItem:
             shard_count=int(n("shard_count")) if "shard_count" in raw else None,
             wcu_share=n("wcu_share") if "wcu_share" in raw else None,
             shards_running=int(n("shards_running")) if "shards_running" in raw else None,
+            sub_ranges=orjson.loads(sub_ranges) if sub_ranges else None,
         )
 
     def stale(self, now: float) -> bool:
@@ -342,6 +370,7 @@ class LedgerItem:
             "stale": self.stale(now),
             "last_error": self.last_error,
             "reason": self.reason,
+            **({"workers": _sub_range_status(self.sub_ranges)} if self.sub_ranges else {}),
         }
 
     def to_shard_status(self, now: float | None = None) -> dict[str, Any]:
@@ -412,14 +441,21 @@ def backfill_records(source: str, raws: list[dict[str, Any]]) -> list[BackfillRe
     return sorted(out, key=lambda b: b.accepted_at)
 
 
-def _progress_values(cp: Checkpoint) -> dict[str, Any]:
+def _progress_values(cp: Checkpoint, sub_ranges: dict[str, Any] | None = None) -> dict[str, Any]:
     values: dict[str, Any] = {
         ":cp": {"S": cp.dumps().decode()},
         ":offset": {"N": str(cp.offset)},
     }
     for c in COUNTER_NAMES:
         values[f":{c}"] = {"N": str(getattr(cp.counters, c))}
+    if sub_ranges is not None:
+        values[":sub_ranges"] = {"S": orjson.dumps(sub_ranges).decode()}
     return values
+
+
+def _sub_ranges_set(sub_ranges: dict[str, Any] | None) -> str:
+    """The SET clause of a chain's sub-ranges, when a write carries them."""
+    return "" if sub_ranges is None else ", sub_ranges = :sub_ranges"
 
 
 _PROGRESS_SET = "checkpoint = :cp, #offset = :offset, " + ", ".join(f"{c} = :{c}" for c in COUNTER_NAMES)
@@ -830,6 +866,7 @@ class Ledger:
             "rejects",
             "handed_by",
             "#token",
+            "sub_ranges",
         ]
         for name, value in (("lane", lane), ("knobs", knobs or None), ("shards", shards)):
             if value is None:
@@ -863,14 +900,27 @@ class Ledger:
             },
         )
 
-    def commit_progress(self, item: LedgerItem, *, hop: int, request_id: str, checkpoint: Checkpoint) -> bool:
-        """Record a low-water mark of the running hop; False if the claim was lost."""
+    def commit_progress(
+        self,
+        item: LedgerItem,
+        *,
+        hop: int,
+        request_id: str,
+        checkpoint: Checkpoint,
+        sub_ranges: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record a low-water mark of the running hop (with ``sub_ranges``: their marks it
+        stands for); False if the claim was lost."""
         return self._update(
             item.object,
             item.target,
-            f"SET {_PROGRESS_SET}, updated_at = :now, rev = rev + :one",
+            f"SET {_PROGRESS_SET}{_sub_ranges_set(sub_ranges)}, updated_at = :now, rev = rev + :one",
             self._owner(),
-            {**_progress_values(checkpoint), **self._owner_values(item, hop, request_id), ":one": {"N": "1"}},
+            {
+                **_progress_values(checkpoint, sub_ranges),
+                **self._owner_values(item, hop, request_id),
+                ":one": {"N": "1"},
+            },
         )
 
     def handover(
@@ -883,17 +933,19 @@ class Ledger:
         lease_until: float,
         token: str,
         idle_hops: int = 0,
+        sub_ranges: dict[str, Any] | None = None,
     ) -> bool:
-        """Commit ``checkpoint`` (already numbered ``hop + 1``) and pass the chain to that hop: only
-        a continuation that carries ``token`` may take it."""
+        """Commit ``checkpoint`` (already numbered ``hop + 1``; with ``sub_ranges``, the sub-ranges'
+        marks) and pass the chain to that hop: only a continuation that carries ``token`` may take it."""
         return self._update(
             item.object,
             item.target,
-            f"SET {_PROGRESS_SET}, hop = :next, hops = :hops, claim = :pending, handed_by = :rid, "
-            "lease_until = :lease, #token = :token, idle_hops = :idle, updated_at = :now, rev = rev + :one",
+            f"SET {_PROGRESS_SET}{_sub_ranges_set(sub_ranges)}, hop = :next, hops = :hops, claim = :pending, "
+            "handed_by = :rid, lease_until = :lease, #token = :token, idle_hops = :idle, updated_at = :now, "
+            "rev = rev + :one",
             self._owner(),
             {
-                **_progress_values(checkpoint),
+                **_progress_values(checkpoint, sub_ranges),
                 **self._owner_values(item, hop, request_id),
                 ":next": {"N": str(hop + 1)},
                 ":hops": {"N": str(hop + 2)},
@@ -1002,20 +1054,23 @@ class Ledger:
         checkpoint: Checkpoint,
         status: ChainStatus,
         reason: str = "",
+        sub_ranges: dict[str, Any] | None = None,
     ) -> bool:
-        """COMPLETED or FAILED (with ``reason``) with the final checkpoint; the claim is released.
+        """COMPLETED or FAILED (with ``reason``) with the final checkpoint (and ``sub_ranges``, their
+        marks); the claim is released.
 
         A COMPLETED chain keeps no ``last_error`` (a resumed chain's old error is not its outcome)."""
         if not status.finished:
             raise ValueError(f"a chain finishes COMPLETED or FAILED, not {status}")
         values = {
-            **_progress_values(checkpoint),
+            **_progress_values(checkpoint, sub_ranges),
             **self._owner_values(item, hop, request_id),
             ":status": {"S": status.value},
             ":one": {"N": "1"},
         }
         expr = (
-            f"SET {_PROGRESS_SET}, #status = :status, finished_at = :now, finished_by = :rid, "
+            f"SET {_PROGRESS_SET}{_sub_ranges_set(sub_ranges)}, #status = :status, finished_at = :now, "
+            "finished_by = :rid, "
             "updated_at = :now, rev = rev + :one"
         )
         remove = " REMOVE claim, lease_until"

@@ -21,7 +21,15 @@ S3DDB_MAX_CHAINS           chains a backfill runs at once, shards included      
 S3DDB_CHECKPOINT_INTERVAL  seconds between committed low-water marks inside a hop       5
 S3DDB_CHUNK_BYTES          source bytes read per step (the engine polls its stop between)  1048576
 S3DDB_SENDER               ``lean`` (own signed HTTP) or ``botocore`` (aiobotocore, the reference)  lean
+S3DDB_SHUFFLE_WINDOW       rows shuffled before batching (0: off, else 1000..1000000)    0
+S3DDB_ALLOWED_PREFIX       the key prefix every object read must start with              (any)
+S3DDB_HOP_WORKERS          worker processes per hop: ``auto`` (one per vCPU the memory buys)  auto
+                           or 1..6 (forces it)
 =========================  ===========================================================  ==========
+
+``AWS_LAMBDA_FUNCTION_MEMORY_SIZE`` (set by Lambda) decides ``auto``: Lambda gives one vCPU per
+1,769 MB, up to 6 at 10,240 MB. ``os.cpu_count()`` is no guide: it says 2 even at 128 MB, where
+the function has a fraction of one vCPU.
 """
 
 from __future__ import annotations
@@ -35,7 +43,11 @@ from typing import cast
 from loader.config import CsvSpec, DuplicatePolicy
 from loader.errors import ConfigError
 
-__all__ = ["BOUNDS", "Settings"]
+__all__ = ["BOUNDS", "MAX_HOP_WORKERS", "MB_PER_VCPU", "Settings", "vcpus_for_memory"]
+
+#: Lambda's memory per vCPU, and the most vCPUs a function gets (at 10,240 MB)
+MB_PER_VCPU = 1769
+MAX_HOP_WORKERS = 6
 
 #: The integer settings and the range each accepts, inclusive, keyed by variable. The one table of
 #: them: ``Settings`` checks its fields against it, and infra/template.yaml gives each parameter that
@@ -48,6 +60,7 @@ BOUNDS: dict[str, tuple[int, int]] = {
     "S3DDB_MAX_CHAINS": (1, 1000),
     "S3DDB_CHUNK_BYTES": (4096, 64 << 20),
     "S3DDB_SHUFFLE_WINDOW": (0, 1_000_000),
+    "S3DDB_HOP_WORKERS": (1, MAX_HOP_WORKERS),  # or "auto"
 }
 
 #: the Settings field each bounded variable sets
@@ -108,6 +121,33 @@ def _duplicate(raw: str) -> DuplicatePolicy:
     return cast(DuplicatePolicy, raw)
 
 
+def vcpus_for_memory(memory_mb: int | None) -> int:
+    """The whole vCPUs a function of ``memory_mb`` has, rounded to the nearest (1 per 1,769 MB,
+    1..6): 3,008 MB is 2, 10,240 MB is 6, 2,048 MB is 1 (a second process there would share a
+    little more than one vCPU with the first). 1 when the memory is unknown (not in Lambda)."""
+    if not memory_mb or memory_mb <= 0:
+        return 1
+    return max(1, min(MAX_HOP_WORKERS, int(memory_mb / MB_PER_VCPU + 0.5)))
+
+
+def _hop_workers(env: Mapping[str, str]) -> int | None:
+    raw = env.get("S3DDB_HOP_WORKERS", "").strip().lower()
+    if raw in ("", "auto"):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"S3DDB_HOP_WORKERS={raw!r} must be auto or an integer") from None
+
+
+def _memory(env: Mapping[str, str]) -> int | None:
+    raw = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "").strip()
+    try:
+        return int(raw) if raw else None
+    except ValueError:
+        return None
+
+
 def _names(env: Mapping[str, str], name: str) -> frozenset[str]:
     return frozenset(part.strip() for part in env.get(name, "").split(",") if part.strip())
 
@@ -139,6 +179,10 @@ class Settings:
     #: rows shuffled before batching (0: off); a backfill's ``shuffle_window`` replaces it
     shuffle_window: int = 0
     sender: str = "lean"
+    #: S3DDB_HOP_WORKERS: None is ``auto`` (from ``memory_mb``)
+    hop_workers: int | None = None
+    #: AWS_LAMBDA_FUNCTION_MEMORY_SIZE, the function's memory in MB (None: not in Lambda)
+    memory_mb: int | None = None
 
     def __post_init__(self) -> None:
         if self.sender not in ("lean", "botocore"):
@@ -157,6 +201,19 @@ class Settings:
         problem = check_window(self.shuffle_window, "S3DDB_SHUFFLE_WINDOW")
         if problem is not None:
             raise ConfigError(problem)
+        if self.hop_workers is not None:
+            low, high = BOUNDS["S3DDB_HOP_WORKERS"]
+            if not low <= self.hop_workers <= high:
+                raise ConfigError(f"S3DDB_HOP_WORKERS={self.hop_workers} must be auto or in {low}..{high}")
+
+    @property
+    def workers_per_hop(self) -> int:
+        """Worker processes a hop may run: S3DDB_HOP_WORKERS when it is a number, else the vCPUs
+        the function's memory buys (``vcpus_for_memory``). A hop runs fewer when its range is
+        small, and one in-process run when it is 1 (see ``lambda_src.chain``)."""
+        if self.hop_workers is not None:
+            return self.hop_workers
+        return vcpus_for_memory(self.memory_mb)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -181,6 +238,8 @@ class Settings:
             chunk_bytes=_int(env, "S3DDB_CHUNK_BYTES", 1 << 20),
             shuffle_window=_int(env, "S3DDB_SHUFFLE_WINDOW", 0),
             sender=env.get("S3DDB_SENDER", "").strip().lower() or "lean",
+            hop_workers=_hop_workers(env),
+            memory_mb=_memory(env),
         )
 
     def bucket_allowed(self, bucket: str) -> bool:

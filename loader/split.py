@@ -165,12 +165,19 @@ def plan_split(
     window: int = DEFAULT_WINDOW,
     first_read: int = _FIRST_READ,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    start: int | None = None,
+    end: int | None = None,
 ) -> SplitPlan:
     """Plan at most ``n`` record-aligned ranges of one object of ``size`` bytes.
 
     ``read_range`` reads the object (``local_range_reader``, ``s3_range_reader``); ``name`` is its
     key or path (the extension tells a compressed object, as for a load); ``window`` bounds the
     bytes decoded forward per cut before falling back; ``first_read`` is the first read per cut.
+    ``start`` / ``end`` cut only the stretch ``[start, end)`` of the data (two record boundaries
+    of the whole-object parse: a shard's range, a resumed load's low-water mark; default the data
+    after the header row, to the object's end; a ``start`` before the data, as 0, means the data's
+    start): the ranges then tile that stretch. The header row is still read from the object's
+    start (``header_names``).
     Raises SourceError when the object cannot be read or its header row is not valid CSV.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -199,7 +206,7 @@ def plan_split(
         first_read=first_read,
         max_record_bytes=max_record_bytes,
     )
-    return planner.plan(n)
+    return planner.plan(n, start=start, end=end)
 
 
 def local_range_reader(path: str) -> RangeReader:
@@ -267,7 +274,7 @@ class _Planner:
 
     # -- the plan -----------------------------------------------------------------------------
 
-    def plan(self, n: int) -> SplitPlan:
+    def plan(self, n: int, *, start: int | None = None, end: int | None = None) -> SplitPlan:
         size = self.size
         found = self._header()
         if found is None:
@@ -277,22 +284,26 @@ class _Planner:
         if data_start >= size:
             what = "the object is empty" if size == 0 else "no data after the header row"
             return self._result(header, data_start, (), names, f"{what}; nothing to split")
+        lo = data_start if start is None else max(start, data_start)
+        hi = size if end is None else end
+        if not data_start <= lo < hi <= size:
+            raise ValueError(f"the stretch [{lo}, {hi}) is not inside the data [{data_start}, {size})")
         if self.quote is None or self.spec.quotechar == "\ufffd":
             why = (
                 f"the quote character {self.spec.quotechar!r} cannot be told apart in {self.encoding} "
                 "text: read as one shard"
             )
-            return self._result(header, data_start, (ByteRange(data_start, size),), names, why)
-        cuts = [data_start]
+            return self._result(header, data_start, (ByteRange(lo, hi),), names, why)
+        cuts = [lo]
         for i in range(1, n):
-            c = max(data_start + (size - data_start) * i // n, cuts[-1] + 1)
-            if c >= size:
+            c = max(lo + (hi - lo) * i // n, cuts[-1] + 1)
+            if c >= hi:
                 break
             cut = self._cut_at_or_after(c, cuts[-1])
-            if cut is None:
+            if cut is None or cut >= hi:
                 break
             cuts.append(cut)
-        cuts.append(size)
+        cuts.append(hi)
         ranges = tuple(ByteRange(a, b) for a, b in pairwise(cuts))
         note = None
         if len(ranges) < n:

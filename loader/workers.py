@@ -24,6 +24,16 @@ number within the shard. When the load completes into a local directory, the par
 shards' files into one ``RUN.jsonl`` in object order, with the row numbers a one-process load
 gives (``loader.spec.renumber``); an ``s3://`` destination keeps one object per shard.
 
+The same machinery runs the worker processes of a Lambda hop (``lambda_src.chain``): there the
+plan is a stretch of the object (``ShardedCheckpoint.end``: the chain's remaining range), the
+sharded state is saved into the chain's ledger item instead of a file (``run_workers(save=...)``),
+and the write budget is the chain's, which may change while the workers run.
+
+Spawned children import the parent's ``__main__`` again (as ``__mp_main__``) before they unpickle
+their target, unless it has no file or spec. The target lives in this module, which needs nothing
+from ``__main__``, so workers are started with ``__main__`` hidden (``_main_not_imported``): a
+command's or a Lambda runtime's bootstrap never runs again in a worker.
+
 Duplicate keys: ``last`` (the default) is exact within a shard. A key repeated in two shards is
 written by both, and the row that stays is whichever shard wrote it last (both are counted as
 written). Load an object whose keys repeat far apart with ``--workers 1``.
@@ -40,7 +50,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +59,7 @@ import orjson
 
 from loader.errors import ConfigError, S3ddbError, SourceError
 from loader.models import COUNTER_NAMES, Checkpoint, Counters, Progress, RunResult, StopReason
+from loader.retry import WriteBudget
 from loader.spec import LoadSpec, RunKnobs
 
 __all__ = [
@@ -57,6 +69,7 @@ __all__ = [
     "WorkersFailed",
     "default_workers",
     "is_sharded",
+    "plan",
     "run_workers",
 ]
 
@@ -103,19 +116,37 @@ class ShardState:
 
 @dataclass(frozen=True, kw_only=True)
 class ShardedCheckpoint:
-    """Every shard's low-water mark, with the load's pinned spec (no range: the whole object) and
-    the plan (where the data starts, the header every shard uses, the ranges)."""
+    """Every shard's low-water mark, with the load's pinned spec (no range: the whole object; a
+    Lambda chain's spec, with the chain's range) and the plan (where the shards start, the header
+    every shard uses, the ranges, and where they end: ``end``, None for the object's end)."""
 
     spec: LoadSpec
     size: int
     data_start: int
     header_names: tuple[str, ...] | None
     shards: tuple[ShardState, ...]
+    #: where the last shard ends when the plan is a stretch of the object; None: at ``size``
+    end: int | None = None
     format_version: int = SHARDED_FORMAT
 
     @property
     def complete(self) -> bool:
         return all(s.complete for s in self.shards)
+
+    @property
+    def stop(self) -> int:
+        """Where the shards end: ``end``, or the object's size."""
+        return self.size if self.end is None else self.end
+
+    def done_bytes(self) -> int:
+        """The bytes of the shards below their low-water marks (every byte once all are complete)."""
+        done = 0
+        for s in self.shards:
+            if s.complete:
+                done += s.end - s.start
+            elif s.checkpoint is not None:
+                done += s.checkpoint.offset - s.start
+        return done
 
     def shard_spec(self, index: int) -> LoadSpec:
         s = self.shards[index]
@@ -141,6 +172,7 @@ class ShardedCheckpoint:
             "data_start": self.data_start,
             "header_names": list(self.header_names) if self.header_names is not None else None,
             "shards": [s.to_dict() for s in self.shards],
+            **({} if self.end is None else {"end": self.end}),
         }
 
     def dumps(self) -> bytes:
@@ -179,6 +211,7 @@ class ShardedCheckpoint:
                 data_start=int(data["data_start"]),
                 header_names=tuple(names) if names is not None else None,
                 shards=tuple(shards),
+                end=None if data.get("end") is None else int(data["end"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{bad} ({exc})") from None
@@ -189,8 +222,8 @@ class ShardedCheckpoint:
             if s.start != previous or s.end <= s.start:
                 raise ConfigError(f"{bad} (shards do not tile the object)")
             previous = s.end
-        if previous != out.size:
-            raise ConfigError(f"{bad} (shards end at {previous}, not {out.size})")
+        if previous != out.stop or out.stop > out.size:
+            raise ConfigError(f"{bad} (shards end at {previous}, not {out.stop})")
         return out
 
 
@@ -242,7 +275,7 @@ def _watch_parent(parent: int, stop: threading.Event) -> None:
 
 def _worker_main(conn: multiprocessing.connection.Connection, job: dict[str, Any]) -> None:
     """One shard's load, in its own process. Sends ("checkpoint", cp), ("progress", p) and finally
-    ("done", result) or ("error", message, exit_code, result-or-None) to the parent; takes
+    ("done", result) or ("error", message, exit_code, result-or-None, error type) to the parent; takes
     ("stop",) and ("budget", wcu) from it."""
     _die_with_parent(job["parent"])
     # The parent decides when the load stops: Ctrl-C and a SIGTERM sent to the whole process group
@@ -280,9 +313,10 @@ def _worker_main(conn: multiprocessing.connection.Connection, job: dict[str, Any
         result = uvloop.run(_worker_load(job, stop=stop, budget=budget, send=send))
         send(("done", _result_to_dict(result)))
     except S3ddbError as exc:
-        send(("error", str(exc), exc.exit_code, _result_to_dict(exc.result) if exc.result else None))
+        partial = _result_to_dict(exc.result) if exc.result else None
+        send(("error", str(exc), exc.exit_code, partial, type(exc).__name__))
     except BaseException as exc:  # report it; the parent decides (it never leaves a silent shard)
-        send(("error", f"worker crashed: {type(exc).__name__}: {exc}", 1, None))
+        send(("error", f"worker crashed: {type(exc).__name__}: {exc}", 1, None, type(exc).__name__))
     finally:
         conn.close()
 
@@ -361,13 +395,29 @@ def _result_from_dict(data: dict[str, Any]) -> RunResult:
 # -- the parent -------------------------------------------------------------------------------------
 
 
-class WorkersFailed(S3ddbError):
-    """A shard failed (its error says why); the others were stopped at a record boundary."""
+@contextlib.contextmanager
+def _main_not_imported() -> Iterator[None]:
+    """While workers start: ``__main__`` is a bare module, so spawn gives the child no main module
+    to import again (``multiprocessing.spawn.get_preparation_data`` reads its ``__spec__`` and
+    ``__file__``). A Lambda runtime's bootstrap, or a command's script, never runs in a worker."""
+    real = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = real
 
-    def __init__(self, message: str, *, exit_code: int, result: RunResult) -> None:
+
+class WorkersFailed(S3ddbError):
+    """A shard failed (its error says why); the others were stopped at a record boundary.
+    ``error_type``: the class name of the shard's error (``SourceError``, ``WriteFailedError``,
+    ``TooManyRejectsError`` for the load's limit), or ``WorkerDied`` when a worker process died."""
+
+    def __init__(self, message: str, *, exit_code: int, result: RunResult, error_type: str = "") -> None:
         super().__init__(message)
         self.exit_code = exit_code
         self.result = result
+        self.error_type = error_type
 
 
 @dataclass
@@ -378,6 +428,7 @@ class _Worker:
     progress: dict[str, Any] | None = None
     result: RunResult | None = None
     error: tuple[str, int] | None = None
+    error_type: str = ""
     finished: bool = False
     counters_at_start: Counters = field(default_factory=Counters)
 
@@ -388,41 +439,55 @@ def run_workers(
     knobs: RunKnobs,
     run_id: str,
     sender: str,
-    checkpoint_path: str,
-    write_file: Callable[[str, bytes], None],
+    save: Callable[[ShardedCheckpoint], None],
     should_stop: Callable[[], bool],
     should_abort: Callable[[], bool] = lambda: False,
     on_progress: Callable[[Progress], None] | None = None,
+    save_every_s: float = _WRITE_EVERY_S,
+    budget: WriteBudget | None = None,
+    merge_rejects: bool = True,
 ) -> tuple[RunResult, ShardedCheckpoint]:
     """Run every incomplete shard of ``state`` in its own process; return the load's result (its
-    counters are this run's, its checkpoint the whole object's) and the final sharded checkpoint
-    (also written to ``checkpoint_path``, first before any worker starts). ``should_stop``: the
+    counters are this run's, its checkpoint the whole object's) and the final sharded checkpoint.
+
+    ``save(state)`` keeps the sharded checkpoint (the CLI writes its file, a Lambda hop its ledger
+    item): once before any worker starts, at most every ``save_every_s`` while marks advance, and
+    once at the end; an exception from it stops the workers and is raised. ``should_stop``: the
     workers stop at a record boundary; ``should_abort``: they are killed (the checkpoint keeps
     their last committed marks). ``knobs.max_rejects`` is the limit of the whole load: the parent
-    adds up every shard's rejects. Raises ``WorkersFailed`` when a shard failed, a worker died or
-    the rejects passed the limit, after stopping the others and writing the checkpoint."""
+    adds up every shard's rejects. The load's write-unit ceiling is ``budget`` (read again while
+    the workers run; None: the spec's ``max_wcu``), shared among the workers still running.
+    ``merge_rejects``: local rejects files are listed in the checkpoint and merged into one when
+    the load completes (else every run's own files are its ``rejects_location``). Raises
+    ``WorkersFailed`` when a shard failed, a worker died or the rejects passed the limit, after
+    stopping the others and saving the checkpoint."""
     ctx = multiprocessing.get_context("spawn")
     started = time.monotonic()
     shards = list(state.shards)
     pending = [i for i, s in enumerate(shards) if not s.complete]
-    total_wcu = state.spec.max_wcu
     workers: list[_Worker] = []
 
+    def total_wcu() -> float | None:
+        return budget.wcu if budget is not None else state.spec.max_wcu
+
+    shared_wcu = total_wcu()
+
     def share(active: int) -> float | None:
-        return None if total_wcu is None else total_wcu / max(1, active)
+        total = total_wcu()
+        return None if total is None else total / max(1, active)
 
     knobs_dict = {
         f.name: getattr(knobs, f.name) for f in dataclasses.fields(knobs) if f.name != "write_budget"
     }
     knobs_dict["max_rejects"] = None  # the load's limit, counted here over every shard
-    local_rejects = not (state.spec.rejects or "").startswith("s3://")
+    local_rejects = merge_rejects and not (state.spec.rejects or "").startswith("s3://")
     for i in pending:
         if local_rejects:  # where the worker's sink will write (LocalRejects), known before it runs
             path = os.path.abspath(
                 os.path.join(state.spec.rejects or "s3ddb-rejects", f"{run_id}-s{i}.jsonl")
             )
             shards[i] = dataclasses.replace(shards[i], rejects=(*shards[i].rejects, path))
-    write_file(checkpoint_path, dataclasses.replace(state, shards=tuple(shards)).dumps())
+    save(dataclasses.replace(state, shards=tuple(shards)))
     # A Ctrl-C (or a SIGTERM to the process group) while a worker starts must not kill it before
     # it can ignore the signal: spawn resets the signal mask but keeps ignored signals ignored, and
     # Python installs no KeyboardInterrupt handler for an ignored SIGINT. Here the two are blocked
@@ -436,29 +501,34 @@ def run_workers(
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     main = threading.current_thread() is threading.main_thread()
     handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in stops} if main else {}
-    for i in pending:
-        parent_conn, child_conn = ctx.Pipe(duplex=True)
-        s = shards[i]
-        job = {
-            "parent": os.getpid(),
-            "spec": state.shard_spec(i).to_dict(),
-            "resume": s.checkpoint.to_dict() if s.checkpoint is not None else None,
-            "knobs": knobs_dict,
-            "run_id": f"{run_id}-s{i}",
-            "sender": sender,
-            "budget": share(len(pending)),
-        }
-        proc = ctx.Process(target=_worker_main, args=(child_conn, job), name=f"s3ddb-shard-{i}", daemon=True)
-        proc.start()
-        child_conn.close()
-        workers.append(
-            _Worker(
-                index=i,
-                process=proc,
-                conn=parent_conn,
-                counters_at_start=s.checkpoint.counters.copy() if s.checkpoint is not None else Counters(),
+    with _main_not_imported():
+        for i in pending:
+            parent_conn, child_conn = ctx.Pipe(duplex=True)
+            s = shards[i]
+            job = {
+                "parent": os.getpid(),
+                "spec": state.shard_spec(i).to_dict(),
+                "resume": s.checkpoint.to_dict() if s.checkpoint is not None else None,
+                "knobs": knobs_dict,
+                "run_id": f"{run_id}-s{i}",
+                "sender": sender,
+                "budget": share(len(pending)),
+            }
+            proc = ctx.Process(
+                target=_worker_main, args=(child_conn, job), name=f"s3ddb-shard-{i}", daemon=True
             )
-        )
+            proc.start()
+            child_conn.close()
+            workers.append(
+                _Worker(
+                    index=i,
+                    process=proc,
+                    conn=parent_conn,
+                    counters_at_start=s.checkpoint.counters.copy()
+                    if s.checkpoint is not None
+                    else Counters(),
+                )
+            )
     for sig, handler in handlers.items():
         signal.signal(sig, handler)
     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a signal that came meanwhile lands now
@@ -472,8 +542,8 @@ def run_workers(
     def write(force: bool = False) -> None:
         nonlocal dirty, last_write, current
         current = dataclasses.replace(state, shards=tuple(shards))
-        if force or (dirty and time.monotonic() - last_write >= _WRITE_EVERY_S):
-            write_file(checkpoint_path, current.dumps())
+        if force or (dirty and time.monotonic() - last_write >= save_every_s):
+            save(current)
             dirty = False
             last_write = time.monotonic()
 
@@ -488,6 +558,8 @@ def run_workers(
                     w.conn.send(("stop",))
 
     def hand_on() -> None:
+        nonlocal shared_wcu
+        shared_wcu = total_wcu()
         active = [w for w in workers if not w.finished]
         for w in active:
             with contextlib.suppress(OSError, ValueError):
@@ -502,6 +574,8 @@ def run_workers(
                 break
             if should_stop():
                 stop_all()
+            if total_wcu() != shared_wcu:  # the load's ceiling changed: share it again
+                hand_on()
             live = {w.conn: w for w in workers if not w.finished}
             ready = multiprocessing.connection.wait(list(live), timeout=0.25)
             for conn in ready:
@@ -518,6 +592,7 @@ def run_workers(
                             f"(exit {code})",
                             1,
                         )
+                        w.error_type = "WorkerDied"
                     stop_all()
                     hand_on()
                     continue
@@ -534,6 +609,7 @@ def run_workers(
                         w.result = _result_from_dict(msg[1])
                     else:
                         w.error = (msg[1], int(msg[2]))
+                        w.error_type = str(msg[4]) if len(msg) > 4 else ""
                         if msg[3] is not None:
                             w.result = _result_from_dict(msg[3])
                         stop_all()
@@ -553,7 +629,7 @@ def run_workers(
     finally:
         stop_all()
         for w in workers:
-            w.process.join(timeout=30)
+            w.process.join(timeout=0 if should_abort() else 30)
             if w.process.is_alive():
                 w.process.kill()
                 w.process.join()
@@ -595,11 +671,17 @@ def run_workers(
             f"more than --max-rejects {knobs.max_rejects} rows rejected ({too_many[0]} over the shards)",
             exit_code=TooManyRejectsError.exit_code,
             result=result,
+            error_type=TooManyRejectsError.__name__,
         )
     if failed:
         message, code = failed[0].error or ("a worker failed", 1)
         s = shards[failed[0].index]
-        raise WorkersFailed(f"shard bytes {s.start}-{s.end}: {message}", exit_code=code, result=result)
+        raise WorkersFailed(
+            f"shard bytes {s.start}-{s.end}: {message}",
+            exit_code=code,
+            result=result,
+            error_type=failed[0].error_type,
+        )
     return result, current
 
 
@@ -671,7 +753,7 @@ def _whole_checkpoint(state: ShardedCheckpoint) -> Checkpoint:
         etag=spec.etag,
         size=state.size,
         header=list(state.header_names or ()),
-        offset=min(marks) if marks else state.size,
+        offset=min(marks) if marks else state.stop,
         next_row=0,
         counters=state.totals(),
         complete=not marks,
@@ -719,8 +801,18 @@ def _progress(state: ShardedCheckpoint, workers: list[_Worker], started: float) 
     )
 
 
-def plan(spec: LoadSpec, *, n: int, size: int, s3_client: Any | None) -> tuple[ShardedCheckpoint, str | None]:
-    """The shards of a pinned ``spec`` (its version/ETag set): the plan and the planner's note."""
+def plan(
+    spec: LoadSpec,
+    *,
+    n: int,
+    size: int,
+    s3_client: Any | None,
+    start: int | None = None,
+    end: int | None = None,
+) -> tuple[ShardedCheckpoint, str | None]:
+    """The shards of a pinned ``spec`` (its version/ETag set): the plan and the planner's note.
+    ``start`` / ``end``: cut only that stretch of the data (``loader.split.plan_split``); the
+    plan's ``data_start`` is then where the first shard starts, its ``end`` where the last ends."""
     from loader.split import local_range_reader, plan_split, s3_range_reader
 
     if spec.source.startswith("s3://"):
@@ -733,17 +825,19 @@ def plan(spec: LoadSpec, *, n: int, size: int, s3_client: Any | None) -> tuple[S
         reader = local_range_reader(spec.source)
         name = spec.source
     try:
-        split = plan_split(reader, size=size, spec=spec.csv, n=n, name=name)
+        split = plan_split(reader, size=size, spec=spec.csv, n=n, name=name, start=start, end=end)
     except SourceError:
         raise
     shards = tuple(ShardState(start=r.start, end=r.end) for r in split.ranges)
+    stretch = start is not None or end is not None
     return (
         ShardedCheckpoint(
             spec=spec,
             size=size,
-            data_start=split.data_start,
+            data_start=shards[0].start if stretch and shards else split.data_start,
             header_names=split.header_names,
             shards=shards,
+            end=shards[-1].end if stretch and shards else None,
         ),
         split.note,
     )

@@ -41,3 +41,18 @@ def by_pk(items: Iterable[dict[str, Any]], attr: str = "pk") -> dict[str, dict[s
         (v,) = it[attr].values()
         out[str(v)] = it
     return out
+
+
+def multiline_csv(n: int, *, tag: str = "", pad: int = 40) -> tuple[bytes, dict[str, dict[str, Any]]]:
+    """A CSV of ``n`` rows (pk, n, s) whose text fields are quoted and span lines (a newline, a
+    comma and doubled quotes in each), padded by ``pad`` characters; and the items a load with
+    ``n`` as a number must produce from it, keyed by pk."""
+    rows = []
+    expected: dict[str, dict[str, Any]] = {}
+    filler = "x" * pad
+    for i in range(n):
+        pk = f"{tag}k{i:07d}"
+        text = f'first line {i}, "quoted"\nsecond line {filler}'
+        rows.append((pk, str(i * 3 - 7), text))
+        expected[pk] = {"pk": {"S": pk}, "n": {"N": str(i * 3 - 7)}, "s": {"S": text}}
+    return csv_bytes(("pk", "n", "s"), rows), expected
