@@ -1660,7 +1660,12 @@ class ChainRunner:
             latest[:] = [p]
 
         def should_abort() -> bool:
-            return ctx.remaining_ms() < 1000.0 * (deadline.tail_s() + WORKER_ABORT_SLACK_S)
+            if ctx.remaining_ms() >= 1000.0 * (deadline.tail_s() + WORKER_ABORT_SLACK_S):
+                return False
+            # a hop whose workers are killed at the last resort was stopped by its deadline: the
+            # no-progress judgement must see it (with a small margin this line comes first)
+            deadline.stop_now(latest[-1] if latest else _IDLE)
+            return True
 
         limit = None if max_rejects is None else max(0, max_rejects - split.base.counters.rows_rejected)
         request = HopWorkersRequest(
@@ -1695,9 +1700,23 @@ class ChainRunner:
                 extra.update(wcu_share=budget.wcu, shards_running=running)
         self.t.log.info("hop started", extra={**extra, **deadline.summary()})
         self.t.hop_started(throttles_before=at_start.counters.throttle_events)
+        run_id = request.run_id
+
+        def list_rejects(after: HopSplit) -> None:
+            """The rejects files of every sub-range whose committed mark counts new rejects: a
+            worker killed at the deadline, or one of a failed hop, never says where it wrote."""
+            from loader.rejects import rejects_location
+
+            for i, (was, now) in enumerate(zip(split.state.shards, after.state.shards, strict=True)):
+                before = was.checkpoint.counters.rows_rejected if was.checkpoint is not None else 0
+                if now.checkpoint is not None and now.checkpoint.counters.rows_rejected > before:
+                    where = rejects_location(spec.rejects, run_id=f"{run_id}-s{i}")
+                    self.ledger.add_rejects(item, location=where)
+
         try:
             result, final = self.hop_engine(request)
         except WorkersFailed as exc:
+            list_rejects(current[0])
             cp = current[0].checkpoint(hop=hop, chain_id=item.chain_id)
             raw = current[0].to_ledger()
             if exc.error_type in PERMANENT_WORKER_ERRORS and not lost:
@@ -1712,12 +1731,11 @@ class ChainRunner:
                 )
             return self._hop_error(item, hop, ctx, exc, oversize=oversize)
         except Exception as exc:
+            list_rejects(current[0])
             return self._hop_error(item, hop, ctx, exc, oversize=oversize)
         self.t.hop_metrics(result, seconds=time.monotonic() - started)
-        for location in (result.rejects_location or "").split(", "):
-            if location:
-                self.ledger.add_rejects(item, location=location)
         done = split.with_state(final)
+        list_rejects(done)
         cp = done.checkpoint(hop=hop, chain_id=item.chain_id)
         raw = done.to_ledger()
         if oversize:

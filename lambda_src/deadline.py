@@ -278,6 +278,16 @@ class Deadline:
             self.progress_at_stop = p
         return self.stop_requested
 
+    def stop_now(self, p: Progress) -> None:
+        """Latch a stop as ``should_stop`` does, whatever the time left (the hop's workers were
+        killed at the last resort before the stop line was seen)."""
+        if self.stop_requested:
+            return
+        self.stop_requested = True
+        self.remaining_at_stop_ms = int(self.remaining_ms())
+        self.margin_at_stop_ms = math.ceil(self.margin_ms(p))
+        self.progress_at_stop = p
+
     # -- too short a function ----------------------------------------------------------------
 
     def _fixed_need_s(self) -> float:

@@ -102,9 +102,17 @@ class HopSplit:
         return dataclasses.replace(self, state=state)
 
     def to_ledger(self) -> dict[str, Any]:
-        """The ledger's ``sub_ranges`` attribute: the pinned spec is left out (the item holds it)."""
+        """The ledger's ``sub_ranges`` attribute: the pinned spec is left out (the item holds it),
+        and so is each sub-range checkpoint's header when it is the plan's ``header_names`` (kept
+        once): a wide header would otherwise be stored once per worker, and the state must fit the
+        item whatever W is."""
         state = self.state.to_dict()
         del state["spec"]
+        names = state.get("header_names")
+        for sub in state["shards"]:
+            cp = sub.get("checkpoint")
+            if cp is not None and names and cp.get("header") == names:
+                del cp["header"]
         return {"format": HOP_SPLIT_FORMAT, "base": self.base.to_dict(), "state": state}
 
     @classmethod
@@ -112,10 +120,27 @@ class HopSplit:
         """Read a ledger item's ``sub_ranges`` with its pinned ``spec``; a ConfigError when damaged."""
         from loader.errors import ConfigError
 
-        if not isinstance(raw, dict) or raw.get("format") != HOP_SPLIT_FORMAT:
+        if not isinstance(raw, dict) or "damaged" in raw:
+            why = raw.get("damaged") if isinstance(raw, dict) else type(raw).__name__
+            raise ConfigError(f"{where}: damaged ({why})")
+        if raw.get("format") != HOP_SPLIT_FORMAT:
             raise ConfigError(f"{where}: the sub-ranges are not of format {HOP_SPLIT_FORMAT}")
-        base = Checkpoint.from_dict(raw["base"])
-        state = ShardedCheckpoint.from_dict({**raw["state"], "spec": spec}, where=where)
+        try:
+            base = Checkpoint.from_dict(raw["base"])
+            if not isinstance(raw["state"], dict):
+                raise TypeError("'state' is not an object")
+            names = raw["state"].get("header_names")
+            shards = []
+            for sub in raw["state"]["shards"]:
+                cp = sub.get("checkpoint") if isinstance(sub, dict) else None
+                if isinstance(cp, dict) and "header" not in cp:  # kept once (see to_ledger)
+                    sub = {**sub, "checkpoint": {**cp, "header": names}}
+                shards.append(sub)
+            state = ShardedCheckpoint.from_dict(
+                {**raw["state"], "shards": shards, "spec": spec}, where=where
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"{where}: damaged ({type(exc).__name__}: {exc})") from None
         return cls(base=base, state=state)
 
 

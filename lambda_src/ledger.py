@@ -198,12 +198,29 @@ def sharded_offset(parent: LedgerItem, shards: list[LedgerItem]) -> int:
     return done
 
 
+def _sub_ranges_of(raw: str) -> dict[str, Any] | None:
+    """The ``sub_ranges`` attribute; one that is not a JSON object reads as ``{"damaged": why}``,
+    which the hop refuses (the chain FAILS saying so) while the item stays readable (status)."""
+    if not raw:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return {"damaged": f"not JSON: {exc}"}
+    return value if isinstance(value, dict) else {"damaged": f"not a JSON object: {type(value).__name__}"}
+
+
 def _sub_range_status(sub_ranges: dict[str, Any]) -> list[dict[str, Any]]:
     """A chain's sub-ranges as ``s3ddb status --json`` shows them (``workers``): each one's range,
-    low-water mark, rows read and whether it is complete."""
+    low-water mark, rows read and whether it is complete (nothing for damaged ones)."""
     out = []
-    for sub in (sub_ranges.get("state") or {}).get("shards") or []:
-        cp = sub.get("checkpoint") or {}
+    state = sub_ranges.get("state")
+    shards = state.get("shards") if isinstance(state, dict) else None
+    for sub in shards if isinstance(shards, list) else []:
+        if not isinstance(sub, dict) or not isinstance(sub.get("range"), list) or len(sub["range"]) != 2:
+            continue
+        found = sub.get("checkpoint")
+        cp: dict[str, Any] = found if isinstance(found, dict) else {}
         start, end = sub["range"]
         out.append(
             {
@@ -336,7 +353,7 @@ class LedgerItem:
             shard_count=int(n("shard_count")) if "shard_count" in raw else None,
             wcu_share=n("wcu_share") if "wcu_share" in raw else None,
             shards_running=int(n("shards_running")) if "shards_running" in raw else None,
-            sub_ranges=orjson.loads(sub_ranges) if sub_ranges else None,
+            sub_ranges=_sub_ranges_of(sub_ranges),
         )
 
     def stale(self, now: float) -> bool:

@@ -33,11 +33,26 @@ class RejectSink(Protocol):
         ...
 
 
+def rejects_location(dest: str | None, *, run_id: str) -> str:
+    """Where ``open_rejects(dest, run_id=run_id)`` writes: known before the run (a parent lists the
+    files of workers that were killed before they could say)."""
+    dest = dest or DEFAULT_REJECTS
+    if dest.startswith("s3://"):
+        bucket, _, prefix = dest[5:].partition("/")
+        prefix = prefix.strip("/")
+        return f"s3://{bucket}/{prefix}/{run_id}.jsonl" if prefix else f"s3://{bucket}/{run_id}.jsonl"
+    return os.path.abspath(os.path.join(dest, f"{run_id}.jsonl"))
+
+
+#: the rejects destination when none is given
+DEFAULT_REJECTS = "s3ddb-rejects"
+
+
 class LocalRejects:
     """Appends to ``DIR/RUN_ID.jsonl``; the file is created with the first reject."""
 
     def __init__(self, directory: str, *, run_id: str) -> None:
-        self.location = os.path.abspath(os.path.join(directory, f"{run_id}.jsonl"))
+        self.location = rejects_location(directory, run_id=run_id)
         self.count = 0
         self._file: IO[bytes] | None = None
         self._dirty = False
@@ -79,7 +94,7 @@ class S3Rejects:
         self.prefix = prefix
         self.key = f"{prefix}/{run_id}.jsonl" if prefix else f"{run_id}.jsonl"
         self.bucket = bucket
-        self.location = f"s3://{bucket}/{self.key}"
+        self.location = rejects_location(f"s3://{bucket}/{prefix}", run_id=run_id)
         self.count = 0
         self._client = s3_client
         self._buf: IO[bytes] | None = None
@@ -151,7 +166,7 @@ def open_rejects(dest: str | None, *, run_id: str, s3_client: Any | None = None)
 
     An S3 destination is checked here (``S3Rejects.check``), before anything is written.
     """
-    dest = dest or "s3ddb-rejects"
+    dest = dest or DEFAULT_REJECTS
     if dest.startswith("s3://"):
         bucket, _, prefix = dest[5:].partition("/")
         if not bucket:

@@ -59,6 +59,7 @@ import orjson
 
 from loader.errors import ConfigError, S3ddbError, SourceError
 from loader.models import COUNTER_NAMES, Checkpoint, Counters, Progress, RunResult, StopReason
+from loader.rejects import rejects_location
 from loader.retry import WriteBudget
 from loader.spec import LoadSpec, RunKnobs
 
@@ -395,17 +396,23 @@ def _result_from_dict(data: dict[str, Any]) -> RunResult:
 # -- the parent -------------------------------------------------------------------------------------
 
 
+#: one thread at a time hides ``__main__`` (two at once would leave the bare one in place)
+_MAIN_SWAP = threading.Lock()
+
+
 @contextlib.contextmanager
 def _main_not_imported() -> Iterator[None]:
     """While workers start: ``__main__`` is a bare module, so spawn gives the child no main module
     to import again (``multiprocessing.spawn.get_preparation_data`` reads its ``__spec__`` and
-    ``__file__``). A Lambda runtime's bootstrap, or a command's script, never runs in a worker."""
-    real = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = real
+    ``__file__``). A Lambda runtime's bootstrap, or a command's script, never runs in a worker.
+    Held under a lock: threads that start workers at once take turns."""
+    with _MAIN_SWAP:
+        real = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            sys.modules["__main__"] = real
 
 
 class WorkersFailed(S3ddbError):
@@ -483,9 +490,7 @@ def run_workers(
     local_rejects = merge_rejects and not (state.spec.rejects or "").startswith("s3://")
     for i in pending:
         if local_rejects:  # where the worker's sink will write (LocalRejects), known before it runs
-            path = os.path.abspath(
-                os.path.join(state.spec.rejects or "s3ddb-rejects", f"{run_id}-s{i}.jsonl")
-            )
+            path = rejects_location(state.spec.rejects, run_id=f"{run_id}-s{i}")
             shards[i] = dataclasses.replace(shards[i], rejects=(*shards[i].rejects, path))
     save(dataclasses.replace(state, shards=tuple(shards)))
     # A Ctrl-C (or a SIGTERM to the process group) while a worker starts must not kill it before
