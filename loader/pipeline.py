@@ -22,6 +22,7 @@ import enum
 import functools
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import BinaryIO
 
@@ -94,6 +95,7 @@ class _DryRunWriter:
     inflight = 0
     max_backoff_s = 0.0
     failed: BaseException | None = None
+    has_room = True
 
     def __init__(self, on_done: Callable[[BatchOutcome], None]) -> None:
         self._on_done = on_done
@@ -219,6 +221,9 @@ class _Run:
         self.window: list[Entry] | None = [] if config.shuffle_window else None
         self.window_rows = config.shuffle_window
         self.rng = random.Random()
+        #: batches of the last window cut, not submitted yet: they go out while the next window is
+        #: read (``_pump``), so the writer is not idle while a window fills
+        self.queued: deque[Batch] = deque()
         self.converter: RowConverter | None = None
         self.typer: BlockTyper | None = None
         self.fatal: BaseException | None = None
@@ -344,6 +349,7 @@ class _Run:
         if self.window is not None and stop is not _Halt.WRITE_FAILED and stop is not _Halt.ERROR:
             try:
                 await self._send_window(end=end, next_row=self._next_row(), rows=0)
+                await self._flush_queued()
             except S3ddbError as exc:
                 # the rejects sink failed while the window was cut: its rows stay above the mark
                 error = exc
@@ -412,6 +418,8 @@ class _Run:
         if typer is None:
             if await self._add_rows(rc, 0, n, conv, None):
                 return True
+            if self.queued:
+                await self._pump()
         else:
             rows = rc.rows
             for lo in range(0, n, _BLOCK_ROWS):
@@ -424,6 +432,8 @@ class _Run:
                     stop = await self._add_block(rc, lo, hi, block, conv)
                 if stop:
                     return True
+                if self.queued:
+                    await self._pump()
         self.accounting.counters.rows_read += n
         self.pos = rc.ends[-1]
         self.last_number = rc.first_number + n - 1
@@ -555,7 +565,8 @@ class _Run:
     async def _send_window(self, *, end: int, next_row: int, rows: int) -> None:
         """The open window, with ``rows`` more rows, ends at byte ``end`` before row ``next_row``:
         its rows in a random order (a key's rows keep theirs) are cut into batches, which become one
-        segment, and are sent."""
+        segment and are queued; the previous window's batches still queued are sent first (at most
+        one window waits), then as many as the writer takes at once."""
         assert self.window is not None
         entries, self.window = self.window, []
         batcher = self.batcher
@@ -574,17 +585,36 @@ class _Run:
         self.accounting.close_window(
             [b.seq for b in batches], end=end, next_row=next_row, rows=rows, collapsed=batcher.collapsed
         )
-        for batch in batches:
-            await self.writer.submit(batch)
-            # what _checkpoint_or_stop does between batches: a window's batches are most of a load
-            progress = self.progress()
-            if self.on_progress is not None:
-                self.on_progress(progress)
-            if not self.stop_requested and self.should_stop(progress):
-                # the rest of the window is abandoned by the writer; the read loop then stops
-                self.stop_requested = True
-                self.writer.stop()
-            await self._maybe_checkpoint()
+        await self._flush_queued()
+        self.queued.extend(batches)
+        await self._pump()
+
+    async def _flush_queued(self) -> None:
+        """Send every queued batch, waiting for the writer's room."""
+        queued = self.queued
+        while queued:
+            await self.writer.submit(queued.popleft())
+            await self._between_batches()
+
+    async def _pump(self) -> None:
+        """Send the queued batches the writer takes without waiting, then let its tasks run."""
+        queued, writer = self.queued, self.writer
+        while queued and writer.has_room:
+            await writer.submit(queued.popleft())
+            await self._between_batches()
+        await asyncio.sleep(0)
+
+    async def _between_batches(self) -> None:
+        """What ``_checkpoint_or_stop`` does between batches, for a window's batches: progress, a
+        stop (the writer abandons the rest, and the read loop stops at its next check), and the
+        periodic checkpoint."""
+        progress = self.progress()
+        if self.on_progress is not None:
+            self.on_progress(progress)
+        if not self.stop_requested and self.should_stop(progress):
+            self.stop_requested = True
+            self.writer.stop()
+        await self._maybe_checkpoint()
 
     def _stopped_at(self, rc: RecordChunk, i: int) -> None:
         """The run stops just after record ``i`` of ``rc`` opened a batch (the only one in it):

@@ -15,12 +15,15 @@ What stays exact:
   load without a window writes (``on_duplicate`` last, first and error alike);
 * a window is one checkpoint segment (``loader.checkpoint.Accounting.close_window``): the low-water
   mark passes it only when every batch cut from it is written, and it stops at window boundaries
-  (a resume re-reads, at most, the window that was in flight).
+  (a resume re-reads, at most, the windows that were in flight).
 
-Cost: the window's rows are held until it is cut, ~1.3 KB a row of ~250 bytes (the row's text,
-its request JSON, its key): a load of the benchmark's rows peaks at 181 MB with
-``--shuffle-window 100000`` against 58 MB without; and a stop (a Lambda
-deadline, Ctrl-C) leaves the open window for the next run to read again.
+The writer is not left idle while a window fills: the batches of the window last cut go out while
+the next one is read (``loader.pipeline``'s ``_pump``), and at most one cut window waits.
+
+Cost: up to two windows are held (the one being filled and the one being written), ~1 KB a row of
+~250 bytes each (the row's text, its request JSON, its key): a load of the benchmark's rows peaks
+at ~280 MB with ``--shuffle-window 100000`` against 71 MB without; and a stop (a Lambda deadline,
+Ctrl-C) leaves those windows for the next run to read again.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from loader.models import Entry, Key
 
 __all__ = ["MAX_SHUFFLE_WINDOW", "MIN_SHUFFLE_WINDOW", "check_window", "shuffled"]
 
-#: the largest window: ~1.3 GB of held rows at 250-byte rows (see the module docstring)
+#: the largest window: ~2 GB held at 250-byte rows (two windows; see the module docstring)
 MAX_SHUFFLE_WINDOW = 1_000_000
 #: the smallest: the rows of 40 batches of 25 in flight (a smaller window cannot spread them, and
 #: every window ends with a part-filled batch: a window of 26 would send a 1-item call every 25)

@@ -150,6 +150,11 @@ class Writer:
         return len(self._tasks)
 
     @property
+    def has_room(self) -> bool:
+        """Whether ``submit`` would take a batch now, without waiting."""
+        return len(self._tasks) < self._limit or self._stopping
+
+    @property
     def max_backoff_s(self) -> float:
         """The longest backoff a batch is sleeping right now (0 when none is)."""
         return max(self._backoffs.values(), default=0.0)

@@ -103,7 +103,7 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
         metavar="ROWS",
         help="write rows in a random order within windows of ROWS rows (rows of one key keep their "
         "order): for input sorted by partition key, so writes spread over the table's partitions "
-        "(default 0, off; ~1.3 KB of memory a row)",
+        "(default 0, off; ~2 KB of memory a row of window)",
     )
     p.add_argument(
         "--max-attempts",
