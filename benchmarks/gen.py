@@ -1,15 +1,18 @@
 """Deterministic CSV data for benchmarks: N rows, chosen column types, item size, key distribution.
 
 ``python -m benchmarks gen --rows 1000000 --out data.csv[.gz] [--columns name:S,score:N,...]
-[--item-bytes 300] [--keys random|sorted|hot] [--hot-keys 8] [--seed 1]`` writes the CSV and, beside
-it, ``<out>.schema.json`` in the ``s3ddb --schema`` format (``{"columns": {...}, "set_delimiter": "|"}``)
-and ``<out>.meta.json`` (rows, the table key to create, the seed). The same arguments always give
-the same bytes (gzip written with mtime 0).
+[--item-bytes 300] [--keys random|sorted|hot] [--rows-per-key 1] [--hot-keys 8] [--seed 1]``
+writes the CSV and, beside it, ``<out>.schema.json`` in the ``s3ddb --schema`` format
+(``{"columns": {...}, "set_delimiter": "|"}``) and ``<out>.meta.json`` (rows, the table key to
+create, the seed). The same arguments always give the same bytes (gzip written with mtime 0).
 
 Every row has the key columns ``pk`` (S) and ``sk`` (N, the row number, so keys never repeat):
 
 * ``random``: ``pk`` is a random 16-hex-digit id, the table key is ``pk``;
-* ``sorted``: ``pk`` is ``k`` + the zero-padded row number (a sorted file: a rolling hot partition);
+* ``sorted``: ``pk`` is ``k`` + a zero-padded number, in order (a file sorted by partition key: a
+  rolling hot partition). With ``--rows-per-key K`` (default 1) K consecutive rows share each
+  ``pk`` (the number is the row number // K) and the table key is ``pk`` + ``sk``; with K = 1 it
+  is the row number and the table key is ``pk``;
 * ``hot``: ``pk`` is one of ``--hot-keys`` values, the table key is ``pk`` + ``sk``.
 
 Column types: S (words), N (integers and decimals, some large), BOOL, JSON (a small object with
@@ -157,12 +160,15 @@ def generate(
     hot_keys: int = 8,
     seed: int = 1,
     gzip_output: bool | None = None,
+    rows_per_key: int = 1,
 ) -> Generated:
     """Write ``rows`` CSV rows to ``path`` (gzip when it ends in .gz, or when ``gzip_output``)."""
     if keys not in KEY_DISTRIBUTIONS:
         raise ValueError(f"keys={keys!r}: want one of {KEY_DISTRIBUTIONS}")
-    if rows < 0 or hot_keys < 1:
-        raise ValueError("rows >= 0 and hot_keys >= 1 are required")
+    if rows < 0 or hot_keys < 1 or rows_per_key < 1:
+        raise ValueError("rows >= 0, hot_keys >= 1 and rows_per_key >= 1 are required")
+    if rows_per_key > 1 and keys != "sorted":
+        raise ValueError(f"rows_per_key={rows_per_key} needs keys='sorted', not {keys!r}")
     t0 = time.perf_counter()
     rng = random.Random(seed)
     pools = [_pool(rng, typ) for _, typ in columns]
@@ -187,7 +193,7 @@ def generate(
             if keys == "random":
                 pk = f"{getrandbits(64):016x}"
             elif keys == "sorted":
-                pk = f"k{i:012d}"
+                pk = f"k{i // rows_per_key:012d}"
             else:
                 pk = hot[getrandbits(16) % hot_keys]
             off = getrandbits(12)
@@ -202,7 +208,8 @@ def generate(
             sink.close()
     finally:
         raw.close()
-    key = (("pk", "S"),) if keys != "hot" else (("pk", "S"), ("sk", "N"))
+    compound = keys == "hot" or rows_per_key > 1
+    key = (("pk", "S"), ("sk", "N")) if compound else (("pk", "S"),)
     schema_path = path + ".schema.json"
     meta_path = path + ".meta.json"
     with open(schema_path, "w", encoding="utf-8") as f:
@@ -211,6 +218,7 @@ def generate(
         "rows": rows,
         "key": [list(k) for k in key],
         "keys": keys,
+        "rows_per_key": rows_per_key,
         "columns": [list(c) for c in columns],
         "item_bytes": item_bytes,
         "seed": seed,
@@ -237,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--item-bytes", type=int, default=300, help="approximate bytes per row")
     p.add_argument("--keys", choices=KEY_DISTRIBUTIONS, default="random")
+    p.add_argument(
+        "--rows-per-key",
+        type=int,
+        default=1,
+        help="with --keys sorted: consecutive rows sharing each pk (table key pk + sk when > 1)",
+    )
     p.add_argument("--hot-keys", type=int, default=8)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--gzip", action="store_true", help="compress even without a .gz name")
@@ -250,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         hot_keys=a.hot_keys,
         seed=a.seed,
         gzip_output=True if a.gzip else None,
+        rows_per_key=a.rows_per_key,
     )
     print(
         json.dumps(

@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import shlex
 import statistics
 import subprocess
@@ -35,12 +36,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.gen import DEFAULT_COLUMNS, generate, parse_columns
+from benchmarks.gen import DEFAULT_COLUMNS, KEY_DISTRIBUTIONS, generate, parse_columns
 from benchmarks.wire import WireProcess, start_wire
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,6 +127,54 @@ def machine_busy_s() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of one running process (``/proc/PID/stat``), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    # fields after the command name, which may hold spaces and parentheses: utime, stime are 14, 15
+    rest = text[text.rindex(")") + 2 :].split()
+    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def cpu_breakdown(
+    *, items: int, machine_s: float, client_s: float, parts: dict[str, float | None]
+) -> dict[str, float]:
+    """µs of CPU per item: the client's, each named stand-in's (None: not measured, left out), and
+    ``other``: what the machine spent beyond all of them (processes not watched, the kernel's
+    work not charged to a process, other users of a shared machine)."""
+    known = {name: s for name, s in parts.items() if s is not None}
+    out = {"client": client_s, **known, "other": machine_s - client_s - sum(known.values())}
+    return {name: round(s / items * 1e6, 2) for name, s in out.items()}
+
+
+def settle(
+    max_wait_s: float,
+    *,
+    idle_cores: float = 0.15,
+    sample_s: float = 1.0,
+    busy: Callable[[], float] = machine_busy_s,
+    sleep: Callable[[float], None] = time.sleep,
+) -> float:
+    """Wait until the machine is idle (less than ``idle_cores`` busy over ``sample_s``) or
+    ``max_wait_s`` has passed; the seconds waited. On a shared machine a case started while
+    someone else's work runs measures both: the per-run ``other`` CPU still says so afterwards."""
+    waited = 0.0
+    while True:
+        b0 = busy()
+        sleep(sample_s)
+        waited += sample_s
+        if (busy() - b0) / sample_s < idle_cores or waited >= max_wait_s:
+            return waited
+
+
 def run_child(argv: Sequence[str], *, env: dict[str, str], timeout_s: float) -> ChildResult:
     """Run ``argv``; measure its own CPU (``wait4`` rusage) and its own peak RSS (``VmHWM``).
 
@@ -172,19 +221,25 @@ def run_child(argv: Sequence[str], *, env: dict[str, str], timeout_s: float) -> 
 
 @dataclass
 class Env:
-    s3: str
+    #: None when no case reads S3 (``--s3ddb-source local`` with only the s3ddb case)
+    s3: str | None
     dynamodb_local: str | None
     base: dict[str, str]
     stop: list[Any] = field(default_factory=list)
+    #: stand-ins this harness started, by name (their CPU is recorded per case); empty when the
+    #: endpoints came from the environment
+    pids: dict[str, int] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
-def services(targets: Sequence[str]) -> Iterator[Env]:
+def services(targets: Sequence[str], *, need_s3: bool = True) -> Iterator[Env]:
+    """The stand-ins the run needs: none at all when nothing reads S3 and only the wire endpoint
+    is written to (then no idle DynamoDB Local or moto shares the machine with the loads)."""
     base = {k: os.environ.get(k, v) for k, v in _CREDS.items()}
     s3 = os.environ.get("AWS_ENDPOINT_URL_S3")
     ddb = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
     started = None
-    if not s3 or ("dynamodb-local" in targets and not ddb):
+    if (need_s3 and not s3) or ("dynamodb-local" in targets and not ddb):
         try:
             from infra.local.stack import start_services
         except ImportError as exc:
@@ -197,8 +252,7 @@ def services(targets: Sequence[str]) -> Iterator[Env]:
         s3 = s3 or started.env["AWS_ENDPOINT_URL_S3"]
         ddb = ddb or started.env["AWS_ENDPOINT_URL_DYNAMODB"]
     try:
-        assert s3 is not None
-        yield Env(s3=s3, dynamodb_local=ddb, base=base)
+        yield Env(s3=s3, dynamodb_local=ddb, base=base, pids=dict(started.pids) if started else {})
     finally:
         if started is not None:
             started.stop()
@@ -253,6 +307,7 @@ def case_argv(
     sender: str,
     workers: int | None = None,
     max_wcu: float | None = None,
+    shuffle_window: int | None = None,
 ) -> list[str]:
     py = sys.executable
     if case == "s3ddb":
@@ -264,6 +319,8 @@ def case_argv(
             argv += ["--workers", str(workers)]
         if max_wcu is not None:
             argv += ["--max-wcu", f"{max_wcu:g}"]
+        if shuffle_window is not None:
+            argv += ["--shuffle-window", str(shuffle_window)]
         return argv
     return [py, "-m", "benchmarks.baselines", case, source, "--table", table, "--schema", schema]
 
@@ -322,6 +379,8 @@ def run_case(
     timeout_s: float,
     workers: int | None = None,
     max_wcu: float | None = None,
+    shuffle_window: int | None = None,
+    settle_s: float = 0.0,
 ) -> dict[str, Any]:
     table = f"bench-{case}-{uuid.uuid4().hex[:8]}"
     create_table(ddb, table, key)
@@ -329,23 +388,34 @@ def run_case(
         wire.post("/reset")
     child_env = dict(os.environ)
     child_env.update(env.base)
-    child_env.update({"AWS_ENDPOINT_URL_S3": env.s3, "AWS_ENDPOINT_URL_DYNAMODB": endpoint})
+    child_env["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
+    if env.s3 is not None:
+        child_env["AWS_ENDPOINT_URL_S3"] = env.s3
     child_env["PYTHONPATH"] = str(ROOT) + (
         os.pathsep + child_env["PYTHONPATH"] if child_env.get("PYTHONPATH") else ""
     )
     argv = case_argv(
         case, source=source, table=table, schema=schema, workdir=workdir, sender=sender,
-        workers=workers, max_wcu=max_wcu,
+        workers=workers, max_wcu=max_wcu, shuffle_window=shuffle_window,
     )  # fmt: skip
+    waited = settle(settle_s) if settle_s > 0 else None
     print(f"benchmarks: {case} -> {target} @ {latency_ms:g} ms ...", file=sys.stderr, flush=True)
+    wire0 = float(wire.stats()["server_cpu_s"]) if wire is not None else 0.0
+    cpu0 = {name: process_cpu_s(pid) for name, pid in env.pids.items()}
+    self0 = self_cpu_s()
     busy0 = machine_busy_s()
     res = run_child(argv, env=child_env, timeout_s=timeout_s)
     machine_cpu_s = machine_busy_s() - busy0
+    parts: dict[str, float | None] = {"harness": self_cpu_s() - self0}
+    for name, pid in env.pids.items():
+        before, after = cpu0[name], process_cpu_s(pid)
+        parts[name] = after - before if before is not None and after is not None else None
     summary = _child_summary(res.stdout)
     reported = int(summary.get("items_written", summary.get("items", 0)) or 0)
     capacity = None
     if wire is not None:
         stats = wire.stats()
+        parts["wire"] = float(stats["server_cpu_s"]) - wire0
         landed = int(stats["items"])
         capacity = capacity_summary(stats)
     else:
@@ -376,8 +446,18 @@ def run_case(
             out["workers"] = workers
         if max_wcu is not None:
             out["max_wcu"] = max_wcu
+        if shuffle_window is not None:
+            out["shuffle_window"] = shuffle_window
+        if not source.startswith("s3://"):
+            out["source"] = "local file"
     if capacity is not None:
         out["capacity"] = capacity
+    if waited is not None:
+        out["settled_s"] = waited
+    if landed:
+        out["cpu_us_per_item"] = cpu_breakdown(
+            items=landed, machine_s=machine_cpu_s, client_s=res.cpu_s, parts=parts
+        )
     if not ok:
         out["error"] = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1][:300]
         if res.returncode != 0:
@@ -404,14 +484,27 @@ def run_matrix(
     workers: Sequence[int | None] = (None,),
     max_wcu: float | None = None,
     wire_capacity: str | None = None,
+    rows_per_key: int = 1,
+    shuffle_windows: Sequence[int | None] = (None,),
+    s3ddb_source: str = "s3",
+    wire_validate: str = "full",
+    settle_s: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Every case on every target; with ``repeat`` > 1 each case runs that many times in turn
     (case A, B, C, then A, B, C again), so a shared machine's drift falls on all of them alike.
 
     ``data``, when given, is filled with what was generated: the object's size and bytes a row
-    (``--item-bytes`` is a target the generator cannot go below: its other cells come first)."""
+    (``--item-bytes`` is a target the generator cannot go below: its other cells come first).
+
+    ``s3ddb_source="local"`` gives the s3ddb case the generated file's local path instead of the
+    S3 object (the other cases still read S3): no S3 stand-in serves its reads. ``wire_validate``
+    is the wire endpoint's ``--validate`` mode."""
     results: list[dict[str, Any]] = []
-    with services(targets) as env, tempfile.TemporaryDirectory(prefix="s3ddb-bench-") as workdir:
+    need_s3 = s3ddb_source != "local" or any(c != "s3ddb" for c in cases)
+    with (
+        services(targets, need_s3=need_s3) as env,
+        tempfile.TemporaryDirectory(prefix="s3ddb-bench-") as workdir,
+    ):
         name = f"bench-{rows}.csv" + (".gz" if gzip_output else "")
         path = os.path.join(workdir, name)
         g = generate(
@@ -422,6 +515,7 @@ def run_matrix(
             item_bytes=item_bytes,
             seed=seed,
             gzip_output=gzip_output,
+            rows_per_key=rows_per_key,
         )
         print(
             f"benchmarks: generated {rows:,} rows ({g.bytes:,} bytes) in {g.seconds:.1f} s", file=sys.stderr
@@ -434,20 +528,24 @@ def run_matrix(
                 columns=[f"{name}:{typ}" for name, typ in columns],
                 item_bytes=item_bytes,
                 keys=keys,
+                rows_per_key=rows_per_key,
                 gzip=gzip_output,
                 seed=seed,
             )
-        s3 = _boto("s3", env.s3, env.base)
-        bucket = f"s3ddb-bench-{uuid.uuid4().hex[:10]}"
-        s3.create_bucket(Bucket=bucket)
-        s3.upload_file(path, bucket, name)
-        source = f"s3://{bucket}/{name}"
+        source = path
+        if need_s3:
+            assert env.s3 is not None
+            s3 = _boto("s3", env.s3, env.base)
+            bucket = f"s3ddb-bench-{uuid.uuid4().hex[:10]}"
+            s3.create_bucket(Bucket=bucket)
+            s3.upload_file(path, bucket, name)
+            source = f"s3://{bucket}/{name}"
         for target in targets:
             lats = latencies if target == "wire" else [0.0]
             for lat in lats:
                 wire = None
                 if target == "wire":
-                    wire = start_wire("--latency-ms", str(lat))
+                    wire = start_wire("--latency-ms", str(lat), "--validate", wire_validate)
                     if wire_capacity:
                         wire.post(f"/config?{wire_capacity}")
                     endpoint = wire.url
@@ -457,21 +555,37 @@ def run_matrix(
                 ddb = _boto("dynamodb", endpoint, env.base)
                 try:
                     for run in range(repeat):
-                        for case in cases:
-                            for n in workers if case == "s3ddb" else (None,):
-                                res = run_case(
-                                    case=case, target=target, latency_ms=lat, endpoint=endpoint, ddb=ddb,
-                                    wire=wire, source=source, schema=g.schema_path, key=g.key, rows=rows,
-                                    env=env, workdir=workdir, sender=sender, timeout_s=timeout_s,
-                                    workers=n, max_wcu=max_wcu if case == "s3ddb" else None,
-                                )  # fmt: skip
-                                if repeat > 1:
-                                    res["run"] = run + 1
-                                results.append(res)
+                        for case, n, window in _runs(cases, workers, shuffle_windows):
+                            ours = case == "s3ddb"
+                            res = run_case(
+                                case=case, target=target, latency_ms=lat, endpoint=endpoint, ddb=ddb,
+                                wire=wire, source=path if ours and s3ddb_source == "local" else source,
+                                schema=g.schema_path, key=g.key, rows=rows, env=env, workdir=workdir,
+                                sender=sender, timeout_s=timeout_s, workers=n,
+                                max_wcu=max_wcu if ours else None, shuffle_window=window,
+                                settle_s=settle_s,
+                            )  # fmt: skip
+                            if repeat > 1:
+                                res["run"] = run + 1
+                            results.append(res)
                 finally:
                     if wire is not None:
                         wire.stop()
     return results
+
+
+def _runs(
+    cases: Sequence[str], workers: Sequence[int | None], windows: Sequence[int | None]
+) -> list[tuple[str, int | None, int | None]]:
+    """One round of runs, in order: every case, and the s3ddb case once per ``--workers`` value
+    and ``--shuffle-window`` value (its variants alternate within the round)."""
+    out: list[tuple[str, int | None, int | None]] = []
+    for case in cases:
+        if case == "s3ddb":
+            out += [(case, n, w) for w in windows for n in workers]
+        else:
+            out.append((case, None, None))
+    return out
 
 
 def _label(c: dict[str, Any]) -> str:
@@ -480,7 +594,61 @@ def _label(c: dict[str, Any]) -> str:
         label += f" --workers {c['workers']}"
     if c.get("max_wcu") is not None:
         label += f" --max-wcu {c['max_wcu']:g}"
+    if c.get("shuffle_window") is not None:
+        label += f" --shuffle-window {c['shuffle_window']}"
+    if c.get("source"):
+        label += f" ({c['source']})"
+    if c.get("keys"):
+        label += f", keys {c['keys']}"
     return label
+
+
+#: a run whose machine spent at most this much CPU per item beyond the processes it names (the
+#: kernel's share of loopback traffic is ~1-1.5 µs/item) had the machine to itself
+QUIET_OTHER_US = 3.0
+
+
+def _other_us(c: dict[str, Any]) -> float | None:
+    split = c.get("cpu_us_per_item") or {}
+    other = split.get("other")
+    return float(other) if other is not None else None
+
+
+def _median_table(cases: list[dict[str, Any]], title: str) -> list[str]:
+    """Median (min-max) items/s and client CPU of each repeated case, in first-seen order."""
+    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    for c in cases:
+        if "run" in c:
+            groups.setdefault((_label(c), c["target"], c["latency_ms"]), []).append(c)
+    if not groups:
+        return []
+    lines = [
+        "",
+        title,
+        "",
+        "| case | target | latency ms | runs | items/s | client CPU µs/item |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for (name, target, lat_ms), runs in groups.items():
+        ips = [float(r["items_per_second"] or 0) for r in runs]
+        cpu = [float(r["client_cpu_us_per_item"] or 0) for r in runs]
+        lat = f"{lat_ms:g}" if target == "wire" else "n/a (0)"
+        lines.append(
+            f"| {name} | {target} | {lat} | {len(runs)} | {statistics.median(ips):,.0f} "
+            f"({min(ips):,.0f}-{max(ips):,.0f}) | {statistics.median(cpu):.1f} "
+            f"({min(cpu):.1f}-{max(cpu):.1f}) |"
+        )
+    return lines
+
+
+def _data_line(d: dict[str, Any]) -> str:
+    return (
+        f"Data: {d['rows']:,} rows, {d['object_bytes']:,} bytes ({d['bytes_per_row']:g} a row"
+        f"{', gzip' if d.get('gzip') else ''}), columns pk, sk, {', '.join(d['columns'])}, payload; "
+        f"keys {d['keys']}"
+        + (f" ({d['rows_per_key']} rows a key)" if d.get("rows_per_key", 1) > 1 else "")
+        + f", --item-bytes {d['item_bytes']}"
+    )
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -490,13 +658,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Python {m['python']}, {m['os']}",
         f"Date: {m['date']}; load average at start {m.get('loadavg_at_start')}; command: `{m['command']}`",
     ]
-    d = report.get("data")
-    if d:
-        lines.append(
-            f"Data: {d['rows']:,} rows, {d['object_bytes']:,} bytes ({d['bytes_per_row']:g} a row"
-            f"{', gzip' if d.get('gzip') else ''}), columns pk, sk, {', '.join(d['columns'])}, payload; "
-            f"keys {d['keys']}, --item-bytes {d['item_bytes']}"
-        )
+    datasets = report.get("datasets") or ([report["data"]] if report.get("data") else [])
+    lines.extend(map(_data_line, datasets))
     lines += [
         "",
         "| case | target | latency ms | rows | items/s | client CPU µs/item | machine CPU µs/item "
@@ -511,27 +674,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"{c.get('machine_cpu_us_per_item') or '-'} | "
             f"{c['peak_rss_mb']} | {'yes' if c['ok'] else 'NO: ' + c.get('error', '')} |"
         )
-    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
-    for c in report["cases"]:
-        if "run" in c:
-            groups.setdefault((_label(c), c["target"], c["latency_ms"]), []).append(c)
-    if groups:
-        lines += [
-            "",
-            "Median of the runs (min-max):",
-            "",
-            "| case | target | latency ms | runs | items/s | client CPU µs/item |",
-            "|---|---|---:|---:|---:|---:|",
-        ]
-        for (name, target, lat_ms), runs in groups.items():
-            ips = [float(r["items_per_second"] or 0) for r in runs]
-            cpu = [float(r["client_cpu_us_per_item"] or 0) for r in runs]
-            lat = f"{lat_ms:g}" if target == "wire" else "n/a (0)"
-            lines.append(
-                f"| {name} | {target} | {lat} | {len(runs)} | {statistics.median(ips):,.0f} "
-                f"({min(ips):,.0f}-{max(ips):,.0f}) | {statistics.median(cpu):.1f} "
-                f"({min(cpu):.1f}-{max(cpu):.1f}) |"
-            )
+    lines += _median_table(report["cases"], "Median of the runs (min-max):")
+    others = [(c, _other_us(c)) for c in report["cases"]]
+    quiet = [c for c, other in others if other is not None and other <= QUIET_OTHER_US]
+    if any("run" in c for c in report["cases"]) and any(other is not None for _, other in others):
+        lines += _median_table(
+            quiet,
+            f"The same, over the runs the machine ran nothing else of note (`other` ≤ {QUIET_OTHER_US:g} "
+            f"µs/item in the table of where the CPU went; {len(quiet)} of {len(report['cases'])} runs):",
+        )
     capped = [c for c in report["cases"] if c.get("capacity")]
     if capped:
         lines += [
@@ -552,14 +703,33 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {k['calls']:,} | {k['throttled_calls']:,} ({k['throttled_call_share']:.2%}) "
                 f"| {k['unprocessed_items']:,} |"
             )
+    split = [c for c in report["cases"] if c.get("cpu_us_per_item")]
+    if split:
+        names = list(dict.fromkeys(n for c in split for n in c["cpu_us_per_item"]))
+        lines += [
+            "",
+            "Where the machine's CPU went, µs per item written (`other`: the machine's busy time beyond "
+            "the processes named here):",
+            "",
+            "| case | run | " + " | ".join(names) + " | machine |",
+            "|---|---:|" + "---:|" * (len(names) + 1),
+        ]
+        for c in split:
+            b = c["cpu_us_per_item"]
+            cells = [f"{b[n]:.2f}" if n in b else "-" for n in names]
+            lines.append(
+                f"| {_label(c)} | {c.get('run', 1)} | "
+                + " | ".join(cells)
+                + f" | {c.get('machine_cpu_us_per_item') or '-'} |"
+            )
     lines += [
         "",
         "Client CPU is the loader process's own user+sys time (interpreter start and imports included) "
         "divided by items written (with --workers, its workers' time too; peak RSS is the parent's only); "
         "machine CPU is every process of the machine over the case (the loader, the stand-ins it talks to, "
         "and whatever else ran); items/s is the loader's own timing of the load. DynamoDB Local cannot "
-        "add latency, so it is measured at 0 ms only. The wire endpoint runs in its own process and its CPU "
-        "is not counted.",
+        "add latency, so it is measured at 0 ms only. The wire endpoint runs in its own process: its CPU "
+        "is not in the client's, and is shown apart in the table of where the machine's CPU went.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -575,7 +745,18 @@ def run_main(argv: list[str]) -> int:
     p.add_argument("--targets", type=_csv_list, default=["wire", "dynamodb-local"])
     p.add_argument("--latency", type=_csv_list, default=["0", "10"], help="ms per call, wire target only")
     p.add_argument("--cases", type=_csv_list, default=list(CASES))
-    p.add_argument("--keys", default="random", choices=("random", "sorted", "hot"))
+    p.add_argument(
+        "--keys",
+        type=_csv_list,
+        default=["random"],
+        help="random, sorted or hot; a list (e.g. random,sorted) runs the whole set on each, in turn",
+    )
+    p.add_argument(
+        "--rows-per-key",
+        type=int,
+        default=1,
+        help="with --keys sorted: rows sharing each partition key (table key pk + sk when > 1)",
+    )
     p.add_argument(
         "--columns", type=parse_columns, default=DEFAULT_COLUMNS, help="e.g. name:S,score:N,tags:SS"
     )
@@ -597,6 +778,31 @@ def run_main(argv: list[str]) -> int:
         metavar="QUERY",
         help="turn the wire endpoint's capacity mode on, e.g. table_wcu=20000&partitions=8&burst_s=1",
     )
+    p.add_argument(
+        "--shuffle-window",
+        type=_csv_list,
+        default=[],
+        help="s3ddb's --shuffle-window ROWS, one run per value (e.g. 0,50000); default: not passed",
+    )
+    p.add_argument(
+        "--s3ddb-source",
+        choices=("s3", "local"),
+        default="s3",
+        help="what the s3ddb case reads: the S3 object (default) or the generated file's local path",
+    )
+    p.add_argument(
+        "--wire-validate",
+        choices=("full", "count"),
+        default="full",
+        help="the wire endpoint's --validate: full (parse and check every call) or count (count items)",
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each case, wait up to SECONDS for the machine to be idle (a shared machine)",
+    )
     a = p.parse_args(argv)
     for t in a.targets:
         if t not in TARGETS:
@@ -604,15 +810,45 @@ def run_main(argv: list[str]) -> int:
     for c in a.cases:
         if c not in CASES:
             p.error(f"--cases: {c!r} is not one of {', '.join(CASES)}")
+    for k in a.keys:
+        if k not in KEY_DISTRIBUTIONS:
+            p.error(f"--keys: {k!r} is not one of {', '.join(KEY_DISTRIBUTIONS)}")
+    if a.rows_per_key > 1 and "sorted" not in a.keys:
+        p.error("--rows-per-key needs --keys sorted")
     machine = machine_info(["run", *argv])
     compile_sources()
-    data: dict[str, Any] = {}
-    cases = run_matrix(
+    datasets: list[dict[str, Any]] = []
+    cases: list[dict[str, Any]] = []
+    for keys in a.keys:
+        data: dict[str, Any] = {}
+        got = _run_keys(a, keys, data)
+        if len(a.keys) > 1:
+            for c in got:
+                c["keys"] = keys + (
+                    f" ({a.rows_per_key} a key)" if keys == "sorted" and a.rows_per_key > 1 else ""
+                )
+        cases += got
+        datasets.append(data)
+    machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report: dict[str, Any] = {"machine": machine, "data": datasets[0], "cases": cases}
+    if len(datasets) > 1:
+        report["datasets"] = datasets
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
+    print(markdown(report))
+    return 0 if all(c["ok"] for c in cases) else 1
+
+
+def _run_keys(a: argparse.Namespace, keys: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """``run_matrix`` with the parsed arguments, on one key distribution."""
+    return run_matrix(
         rows=a.rows,
         targets=a.targets,
         latencies=[float(x) for x in a.latency],
         cases=a.cases,
-        keys=a.keys,
+        keys=keys,
         columns=a.columns,
         item_bytes=a.item_bytes,
         seed=a.seed,
@@ -624,15 +860,23 @@ def run_main(argv: list[str]) -> int:
         workers=[int(w) for w in a.workers] or [None],
         max_wcu=a.max_wcu,
         wire_capacity=a.wire_capacity,
+        rows_per_key=a.rows_per_key if keys == "sorted" else 1,
+        shuffle_windows=[int(w) for w in a.shuffle_window] or [None],
+        s3ddb_source=a.s3ddb_source,
+        wire_validate=a.wire_validate,
+        settle_s=a.settle,
     )
-    machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    report = {"machine": machine, "data": data, "cases": cases}
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
-    print(markdown(report))
-    return 0 if all(c["ok"] for c in cases) else 1
+
+
+def report_main(argv: list[str]) -> int:
+    """``python -m benchmarks report FILE.json``: write FILE.md again from a results file (after the
+    report's format changed; the measurements are the file's own)."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks report", description=report_main.__doc__)
+    p.add_argument("results", type=Path)
+    a = p.parse_args(argv)
+    report = json.loads(a.results.read_text(encoding="utf-8"))
+    a.results.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
+    return 0
 
 
 # ----------------------------------------------------------------------------- rss

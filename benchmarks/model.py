@@ -208,10 +208,22 @@ def fleet_rows(
     return rows
 
 
-def local_ceiling(*, cores: int, machine_us_per_item: float) -> float:
+def local_ceiling(
+    *,
+    cores: int,
+    machine_us_per_item: float,
+    workers: int | None = None,
+    client_us_per_item: float | None = None,
+) -> float:
     """Items/s a machine can reach when the loader and the stand-ins it talks to share its
-    ``cores``: every item costs ``machine_us_per_item`` of CPU across all of them."""
-    return cores * 1e6 / machine_us_per_item
+    ``cores``: every item costs ``machine_us_per_item`` of CPU across all of them (the stand-ins,
+    and whatever else the machine ran meanwhile). Given ``workers`` and the loader's own
+    ``client_us_per_item``, the lower of that and what the workers' own cores allow (one process
+    uses one core at most: ``workers * 1e6 / client_us_per_item``)."""
+    machine = cores * 1e6 / machine_us_per_item
+    if workers is None or client_us_per_item is None:
+        return machine
+    return min(machine, min(workers, cores) * 1e6 / client_us_per_item)
 
 
 def _n(x: float) -> str:

@@ -20,9 +20,6 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import boto3
-import botocore.config
-import botocore.exceptions
 import orjson
 import pytest
 
@@ -48,6 +45,7 @@ from loader.fastsend import open_lean_sender
 from loader.models import Batch, Entry, Item, KeySchema
 from loader.sender import BatchSender
 from loader.writer import BatchOutcome, Writer
+from tests.support.aws import wire_client
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -283,14 +281,7 @@ def wire() -> Iterator[WireProcess]:
 
 
 def _client(wire: WireProcess) -> Any:
-    return boto3.client(
-        "dynamodb",
-        endpoint_url=wire.url,
-        region_name="us-east-1",
-        aws_access_key_id="AKIDWIRE",
-        aws_secret_access_key="wire-secret",
-        config=botocore.config.Config(retries={"total_max_attempts": 1}),
-    )
+    return wire_client(wire.url)
 
 
 def _setup(wire: WireProcess, table: str, *, sort: bool, **capacity: float) -> Any:

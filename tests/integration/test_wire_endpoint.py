@@ -7,13 +7,13 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import botocore.config
 import botocore.exceptions
 import orjson
 import pytest
 
 from benchmarks.wire import WireProcess, running_wire
+from tests.support.aws import wire_client
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +26,7 @@ def wire() -> Iterator[WireProcess]:
 def client(wire: WireProcess) -> Any:
     wire.post("/reset")
     wire.post("/config?latency_ms=0&unprocessed=0&throttle=0&errors=0")
-    return boto3.client(
-        "dynamodb",
-        endpoint_url=wire.url,
-        region_name="us-east-1",
-        aws_access_key_id="AKIDWIRE",
-        aws_secret_access_key="wire-secret",
-        config=botocore.config.Config(retries={"total_max_attempts": 1}),
-    )
+    return wire_client(wire.url)
 
 
 def _create(client: Any, name: str, sort: bool = False) -> None:

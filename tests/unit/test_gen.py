@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.gen import generate, parse_columns
+from benchmarks.gen import main as gen_main
 
 COLUMNS = parse_columns("name:S,score:N,active:BOOL,meta:JSON,tags:SS,nums:NS,blob:B,gone:NULL")
 
@@ -116,3 +117,49 @@ def test_bad_column_spec_is_refused() -> None:
         parse_columns("x:FLOAT")
     with pytest.raises(ValueError):
         parse_columns("pk:S")
+
+
+@pytest.mark.parametrize("per_key", [1, 7, 100])
+def test_sorted_keys_repeat_in_runs_of_rows_per_key(tmp_path: Path, per_key: int) -> None:
+    out = tmp_path / f"sorted-{per_key}.csv"
+    g = generate(str(out), rows=1050, keys="sorted", rows_per_key=per_key, seed=5)
+    rows = _rows(out)
+    pks = [r["pk"] for r in rows]
+    assert pks == sorted(pks)  # the file is sorted by partition key
+    runs: dict[str, int] = {}
+    for pk in pks:
+        runs[pk] = runs.get(pk, 0) + 1
+    # every key holds rows_per_key consecutive rows; the last one takes what is left over
+    assert list(runs.values()) == [per_key] * (1050 // per_key) + ([1050 % per_key] if 1050 % per_key else [])
+    assert len({(r["pk"], r["sk"]) for r in rows}) == 1050  # the table key never repeats
+    meta = json.loads(Path(g.meta_path).read_text())
+    assert meta["rows_per_key"] == per_key
+    if per_key == 1:
+        assert g.key == (("pk", "S"),) and meta["key"] == [["pk", "S"]]
+    else:
+        assert g.key == (("pk", "S"), ("sk", "N")) and meta["key"] == [["pk", "S"], ["sk", "N"]]
+
+
+def test_rows_per_key_is_the_same_bytes_for_the_same_arguments(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    generate(str(a), rows=300, keys="sorted", rows_per_key=10, seed=2)
+    generate(str(b), rows=300, keys="sorted", rows_per_key=10, seed=2)
+    assert a.read_bytes() == b.read_bytes()
+    c = tmp_path / "c.csv"
+    generate(str(c), rows=300, keys="sorted", rows_per_key=1, seed=2)
+    assert [r["pk"] for r in _rows(c)] != [r["pk"] for r in _rows(a)]
+
+
+def test_rows_per_key_needs_sorted_keys_and_at_least_one(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs keys='sorted'"):
+        generate(str(tmp_path / "r.csv"), rows=10, keys="random", rows_per_key=3)
+    with pytest.raises(ValueError, match="rows_per_key >= 1"):
+        generate(str(tmp_path / "z.csv"), rows=10, keys="sorted", rows_per_key=0)
+
+
+def test_the_command_line_writes_sorted_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli.csv"
+    assert gen_main(["--rows", "40", "--out", str(out), "--keys", "sorted", "--rows-per-key", "20"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["key"] == [["pk", "S"], ["sk", "N"]]
+    assert [r["pk"] for r in _rows(out)] == ["k000000000000"] * 20 + ["k000000000001"] * 20

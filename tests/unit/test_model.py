@@ -83,20 +83,44 @@ def test_shards_add_up_until_the_write_budget_or_the_partitions_hold_them() -> N
 
 def test_a_machine_shared_with_its_stand_ins_is_capped_by_their_cpu_per_item() -> None:
     assert model.local_ceiling(cores=2, machine_us_per_item=25.0) == pytest.approx(80_000)
+    # one worker: its own core (1e6 / 20 µs) comes first while the machine has room
+    one = model.local_ceiling(cores=2, machine_us_per_item=24.0, workers=1, client_us_per_item=20.0)
+    assert one == pytest.approx(50_000)
+    # two workers: the machine's two cores, shared with the stand-ins, come first
+    two = model.local_ceiling(cores=2, machine_us_per_item=25.0, workers=2, client_us_per_item=20.0)
+    assert two == pytest.approx(80_000)
+    # more workers than cores get no more than the cores
+    four = model.local_ceiling(cores=2, machine_us_per_item=20.0, workers=4, client_us_per_item=20.0)
+    assert four == pytest.approx(100_000)
 
 
-def test_the_model_explains_the_measured_workers_on_this_machine() -> None:
-    """benchmarks/results/workers-2-vs-1.json: one worker is held by its one core (1e6 / its CPU
-    per item); two are held by the machine's two cores shared with the wire endpoint and moto S3
-    (``local_ceiling`` of every process's CPU per item), which is why two workers are ~1.4x here."""
-    data = json.loads((ROOT / "benchmarks" / "results" / "workers-2-vs-1.json").read_text())
+@pytest.mark.parametrize(
+    "name",
+    [
+        "workers-2-vs-1.json",
+        "workers-2-vs-1-local-2m-explore.json",
+        "workers-2-vs-1-local-2m.json",
+        "workers-2-vs-1-local-2m-b.json",
+        "workers-2-vs-1-s3-2m.json",
+        "workers-2-vs-1-breakdown-1m.json",
+    ],
+)
+def test_the_model_explains_the_measured_workers_on_this_machine(name: str) -> None:
+    """benchmarks/results/workers-2-vs-1*.json: every run is held by the lower of its workers' own
+    cores (1e6 / the loader's CPU per item, per worker) and the machine's two cores shared with
+    the wire endpoint and whatever else ran (``local_ceiling``): one worker by its core, two by the
+    machine, which is why two workers are well under 2x here."""
+    data = json.loads((ROOT / "benchmarks" / "results" / name).read_text())
     cores = int(data["machine"]["cores"])
     runs = data["cases"]
+    assert {r["workers"] for r in runs} == {1, 2}
     for r in runs:
         rate = float(r["items_per_second"])
-        if r["workers"] == 1:
-            assert rate == pytest.approx(1e6 / float(r["client_cpu_us_per_item"]), rel=0.15)
-        else:
-            machine_us = float(r["machine_cpu_us_per_item"])
-            ceiling = model.local_ceiling(cores=cores, machine_us_per_item=machine_us)
-            assert 0.8 * ceiling <= rate <= 1.02 * ceiling, (rate, ceiling)
+        ceiling = model.local_ceiling(
+            cores=cores,
+            machine_us_per_item=float(r["machine_cpu_us_per_item"]),
+            workers=int(r["workers"]),
+            client_us_per_item=float(r["client_cpu_us_per_item"]),
+        )
+        # items/s leaves out interpreter start-up, the CPU per item counts it: a little over is possible
+        assert 0.8 * ceiling <= rate <= 1.1 * ceiling, (r["workers"], r.get("run"), rate, ceiling)
