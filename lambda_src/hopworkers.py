@@ -136,9 +136,7 @@ class HopSplit:
                 if isinstance(cp, dict) and "header" not in cp:  # kept once (see to_ledger)
                     sub = {**sub, "checkpoint": {**cp, "header": names}}
                 shards.append(sub)
-            state = ShardedCheckpoint.from_dict(
-                {**raw["state"], "shards": shards, "spec": spec}, where=where
-            )
+            state = ShardedCheckpoint.from_dict({**raw["state"], "shards": shards, "spec": spec}, where=where)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{where}: damaged ({type(exc).__name__}: {exc})") from None
         return cls(base=base, state=state)
