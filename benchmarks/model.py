@@ -91,6 +91,8 @@ def measured_us_per_item(path: Path = DEFAULT_RESULTS, *, latency_ms: float = 10
 class LambdaRow:
     memory_mb: int
     vcpu: float
+    #: worker processes a hop runs (``S3DDB_HOP_WORKERS=auto``)
+    processes: int
     items_per_s: float
     gb_s_per_million: float
     lambda_usd_per_million: float
@@ -104,11 +106,17 @@ class LambdaRow:
 def lambda_rows(
     us_per_item: float, memories: tuple[int, ...], *, prices: Prices = PRICES, arch: str = "arm64"
 ) -> list[LambdaRow]:
-    """Items/s of one hop and the cost of a million rows (≤ 1 KB each) at each memory size."""
+    """Items/s of one hop and the cost of a million rows (≤ 1 KB each) at each memory size. A hop
+    runs the worker processes ``S3DDB_HOP_WORKERS=auto`` gives that memory (``vcpus_for_memory``),
+    each at most one vCPU, together the vCPU the memory buys (3,008 MB: two processes on 1.7 vCPU).
+    The workers' start-up (a second or two a hop) is left out."""
+    from lambda_src.settings import vcpus_for_memory
+
     per_gb_s = prices.lambda_gb_s_arm64 if arch == "arm64" else prices.lambda_gb_s_x86_64
     rows = []
     for mb in memories:
-        share = min(mb / FULL_VCPU_MB, 1.0)  # one process: one vCPU at most
+        processes = vcpus_for_memory(mb)
+        share = min(mb / FULL_VCPU_MB, processes)  # each process at most one vCPU, all of them the memory's
         items_per_s = share * 1e6 / us_per_item
         seconds = 1e6 / items_per_s
         gb_s = mb / 1024 * seconds
@@ -116,6 +124,7 @@ def lambda_rows(
             LambdaRow(
                 memory_mb=mb,
                 vcpu=mb / FULL_VCPU_MB,
+                processes=processes,
                 items_per_s=items_per_s,
                 gb_s_per_million=gb_s,
                 lambda_usd_per_million=gb_s * per_gb_s,
@@ -232,19 +241,20 @@ def _n(x: float) -> str:
 
 def render(us_per_item: float, *, source: str, prices: Prices = PRICES) -> str:
     """The README's two tuning tables, as markdown."""
-    memories = (512, 1024, 1769, 3008)
+    memories = (512, 1024, 1769, 3008, 5307, 10240)
     lam = lambda_rows(us_per_item, memories, prices=prices)
     out = [
         f"Model input: {us_per_item:.1f} µs of CPU per item ({source}); prices {prices.as_of} "
         f"(Lambda arm64 ${prices.lambda_gb_s_arm64:.10f}/GB-s, DynamoDB on-demand "
         f"${prices.ddb_on_demand_per_million_wru}/million write units).",
         "",
-        "| Lambda memory | vCPU | items/s per hop | Lambda $ per million rows "
+        "| Lambda memory | vCPU | processes per hop | items/s per hop | Lambda $ per million rows "
         "| DynamoDB writes $ per million rows (≤ 1 KB) | total $ per million rows |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     out.extend(
-        f"| {r.memory_mb:,} MB | {r.vcpu:.2f} | {_n(r.items_per_s)} | {r.lambda_usd_per_million:.4f} "
+        f"| {r.memory_mb:,} MB | {r.vcpu:.2f} | {r.processes} | {_n(r.items_per_s)} "
+        f"| {r.lambda_usd_per_million:.4f} "
         f"| {r.writes_usd_per_million:.3f} | {r.total_usd_per_million:.3f} |"
         for r in lam
     )

@@ -13,22 +13,28 @@ from benchmarks import model
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_items_per_second_follow_the_cpu_share_up_to_one_vcpu_then_stay_flat() -> None:
-    rows = model.lambda_rows(20.0, (512, 1024, model.FULL_VCPU_MB, 3008, 10240))
+def test_items_per_second_follow_the_cpu_share_up_to_one_vcpu_then_the_hop_workers() -> None:
+    rows = model.lambda_rows(20.0, (512, 1024, model.FULL_VCPU_MB, 2048, 3008, 10240))
     by_mb = {r.memory_mb: r for r in rows}
     assert by_mb[1024].items_per_s == pytest.approx(2 * by_mb[512].items_per_s)
     assert by_mb[model.FULL_VCPU_MB].items_per_s == pytest.approx(50_000)  # 1e6 / 20 µs
-    assert by_mb[3008].items_per_s == by_mb[model.FULL_VCPU_MB].items_per_s
-    assert by_mb[10240].items_per_s == by_mb[model.FULL_VCPU_MB].items_per_s
+    # one process up to ~1.5 vCPU (S3DDB_HOP_WORKERS=auto rounds), then one worker per vCPU
+    assert by_mb[2048].processes == 1 and by_mb[2048].items_per_s == pytest.approx(50_000)
+    # ... sharing the vCPU the memory buys (3,008 MB: 1.7 vCPU for two processes)
+    assert by_mb[3008].processes == 2 and by_mb[3008].items_per_s == pytest.approx(50_000 * 3008 / 1769)
+    assert by_mb[10240].processes == 6 and by_mb[10240].items_per_s == pytest.approx(50_000 * 10240 / 1769)
 
 
 def test_lambda_cost_per_row_is_flat_below_one_vcpu_and_grows_above() -> None:
-    rows = model.lambda_rows(20.0, (512, 1024, model.FULL_VCPU_MB, 3008))
+    rows = model.lambda_rows(20.0, (512, 1024, model.FULL_VCPU_MB, 2048, 3008))
     flat = [r.lambda_usd_per_million for r in rows[:3]]
     assert flat[0] == pytest.approx(flat[1]) == pytest.approx(flat[2])
     # 20 s of one vCPU at 1,769 MB: 20 * 1769/1024 GB-s at the arm64 price
     assert flat[2] == pytest.approx(20 * 1769 / 1024 * model.PRICES.lambda_gb_s_arm64)
-    assert rows[3].lambda_usd_per_million == pytest.approx(flat[2] * 3008 / model.FULL_VCPU_MB)
+    # 2,048 MB is still one process: the memory above a vCPU is paid for and idle
+    assert rows[3].lambda_usd_per_million == pytest.approx(flat[2] * 2048 / model.FULL_VCPU_MB)
+    # 3,008 MB runs two workers on its 1.7 vCPU: as cheap a row as one full vCPU
+    assert rows[4].lambda_usd_per_million == pytest.approx(flat[2])
     assert all(r.writes_usd_per_million == model.PRICES.ddb_on_demand_per_million_wru for r in rows)
 
 
