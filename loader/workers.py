@@ -506,37 +506,45 @@ def run_workers(
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     main = threading.current_thread() is threading.main_thread()
     handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in stops} if main else {}
-    with _main_not_imported():
-        for i in pending:
-            parent_conn, child_conn = ctx.Pipe(duplex=True)
-            s = shards[i]
-            job = {
-                "parent": os.getpid(),
-                "spec": state.shard_spec(i).to_dict(),
-                "resume": s.checkpoint.to_dict() if s.checkpoint is not None else None,
-                "knobs": knobs_dict,
-                "run_id": f"{run_id}-s{i}",
-                "sender": sender,
-                "budget": share(len(pending)),
-            }
-            proc = ctx.Process(
-                target=_worker_main, args=(child_conn, job), name=f"s3ddb-shard-{i}", daemon=True
-            )
-            proc.start()
-            child_conn.close()
-            workers.append(
-                _Worker(
-                    index=i,
-                    process=proc,
-                    conn=parent_conn,
-                    counters_at_start=s.checkpoint.counters.copy()
-                    if s.checkpoint is not None
-                    else Counters(),
+    try:
+        with _main_not_imported():
+            for i in pending:
+                parent_conn, child_conn = ctx.Pipe(duplex=True)
+                s = shards[i]
+                job = {
+                    "parent": os.getpid(),
+                    "spec": state.shard_spec(i).to_dict(),
+                    "resume": s.checkpoint.to_dict() if s.checkpoint is not None else None,
+                    "knobs": knobs_dict,
+                    "run_id": f"{run_id}-s{i}",
+                    "sender": sender,
+                    "budget": share(len(pending)),
+                }
+                proc = ctx.Process(
+                    target=_worker_main, args=(child_conn, job), name=f"s3ddb-shard-{i}", daemon=True
                 )
-            )
-    for sig, handler in handlers.items():
-        signal.signal(sig, handler)
-    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a signal that came meanwhile lands now
+                proc.start()
+                child_conn.close()
+                workers.append(
+                    _Worker(
+                        index=i,
+                        process=proc,
+                        conn=parent_conn,
+                        counters_at_start=s.checkpoint.counters.copy()
+                        if s.checkpoint is not None
+                        else Counters(),
+                    )
+                )
+    except BaseException:
+        # a worker that could not start (EMFILE, EAGAIN): the ones started go with the error
+        for w in workers:
+            w.process.kill()
+            w.process.join()
+        raise
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a signal that came meanwhile lands now
 
     current = dataclasses.replace(state, shards=tuple(shards))
     too_many: list[int] = []
