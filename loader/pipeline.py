@@ -420,6 +420,8 @@ class _Run:
                 return True
             if self.queued:
                 await self._pump()
+                if self.stop_requested:
+                    return self._stopped_after(rc, n)
         else:
             rows = rc.rows
             for lo in range(0, n, _BLOCK_ROWS):
@@ -434,6 +436,8 @@ class _Run:
                     return True
                 if self.queued:
                     await self._pump()
+                    if self.stop_requested:  # seen between the queued batches: stop reading now
+                        return self._stopped_after(rc, hi)
         self.accounting.counters.rows_read += n
         self.pos = rc.ends[-1]
         self.last_number = rc.first_number + n - 1
@@ -615,6 +619,15 @@ class _Run:
             self.stop_requested = True
             self.writer.stop()
         await self._maybe_checkpoint()
+
+    def _stopped_after(self, rc: RecordChunk, hi: int) -> bool:
+        """A stop seen while queued batches went out after rows ``:hi`` of ``rc`` (all of them in
+        the open window): the run stops there; the rest of the chunk is read again on resume."""
+        self.halt = _Halt.STOP
+        self.accounting.counters.rows_read += hi
+        self.pos = rc.ends[hi - 1]
+        self.last_number = rc.first_number + hi - 1
+        return True
 
     def _stopped_at(self, rc: RecordChunk, i: int) -> None:
         """The run stops just after record ``i`` of ``rc`` opened a batch (the only one in it):
