@@ -1409,28 +1409,17 @@ class ChainRunner:
         def on_checkpoint(cp: Checkpoint) -> None:
             if lost or cp.complete:
                 return  # the final one is committed below, with the status
-            too_large = _state_too_large(item, cp)
-            if too_large is not None:
-                oversize.append(too_large)  # the hop stops, and the chain fails with the reason
-                lost.append(True)
-                return
-            self.t.throttles_marked(cp.counters.throttle_events)
-            t0 = time.monotonic()
-            ok = self.ledger.commit_progress(
+            self._commit_running(
                 item,
-                hop=hop,
-                request_id=ctx.request_id,
-                checkpoint=dataclasses.replace(cp, hop=hop, chain_id=item.chain_id),
+                hop,
+                ctx,
+                dataclasses.replace(cp, hop=hop, chain_id=item.chain_id),
+                deadline=deadline,
+                lost=lost,
+                oversize=oversize,
+                budget=budget,
+                ceiling=ceiling,
             )
-            deadline.observe_ledger_write(time.monotonic() - t0)
-            if not ok:
-                self.t.log.warning("lost the claim while running: stopping")
-                lost.append(True)
-            elif budget is not None and ceiling is not None:
-                try:
-                    self._share_budget(item, budget, ceiling)
-                except Exception as exc:  # a throttled ledger read must not fail the hop: keep the share
-                    self.t.log.warning(f"write budget not refreshed (the share stays {budget.wcu}): {exc}")
 
         # the operational knobs are the function's of the moment (the operator may turn them down),
         # under the ceiling the backfill gave the load
@@ -1499,15 +1488,7 @@ class ChainRunner:
             cp = _exc_checkpoint(exc)
             if cp is not None and not lost:
                 on_checkpoint(dataclasses.replace(cp, complete=False))
-            if oversize:  # no retry can make the state fit
-                return self._finish(
-                    item, hop, item.checkpoint, ctx, status=ChainStatus.FAILED, reason=oversize[0]
-                )
-            self.ledger.record_error(
-                item, hop=hop, request_id=ctx.request_id, error=f"{type(exc).__name__}: {exc}"
-            )
-            self.t.count("HopErrors")
-            raise
+            return self._hop_error(item, hop, ctx, exc, oversize=oversize)
         seconds = time.monotonic() - started
         self.t.hop_metrics(result, seconds=seconds)
         if result.rejects_location:
@@ -1630,27 +1611,18 @@ class ChainRunner:
             current[0] = now
             if lost or now.complete:
                 return  # the final one is committed below, with the status
-            cp = now.checkpoint(hop=hop, chain_id=item.chain_id)
-            raw = now.to_ledger()
-            too_large = _state_too_large(item, cp, raw)
-            if too_large is not None:
-                oversize.append(too_large)
-                lost.append(True)
-                return
-            self.t.throttles_marked(cp.counters.throttle_events)
-            t0 = time.monotonic()
-            ok = self.ledger.commit_progress(
-                item, hop=hop, request_id=ctx.request_id, checkpoint=cp, sub_ranges=raw
+            self._commit_running(
+                item,
+                hop,
+                ctx,
+                now.checkpoint(hop=hop, chain_id=item.chain_id),
+                sub_ranges=now.to_ledger(),
+                deadline=deadline,
+                lost=lost,
+                oversize=oversize,
+                budget=budget,
+                ceiling=ceiling,
             )
-            deadline.observe_ledger_write(time.monotonic() - t0)
-            if not ok:
-                self.t.log.warning("lost the claim while running: stopping the workers")
-                lost.append(True)
-            elif budget is not None and ceiling is not None:
-                try:
-                    self._share_budget(item, budget, ceiling)
-                except Exception as exc:  # a throttled ledger read must not fail the hop: keep the share
-                    self.t.log.warning(f"write budget not refreshed (the share stays {budget.wcu}): {exc}")
 
         def should_stop() -> bool:
             # before the workers report (they are starting), the deadline judges an idle hop
@@ -1765,9 +1737,10 @@ class ChainRunner:
     def _hop_error(
         self, item: LedgerItem, hop: int, ctx: InvocationContext, exc: Exception, *, oversize: list[str]
     ) -> HopOutcome:
-        """A hop with worker processes met an error a retry may not meet again (a worker died, a
-        write kept failing): the sub-ranges' marks are committed (``run_workers`` saved them);
-        keep the claim, say why, and raise so that Lambda retries this request."""
+        """A hop met an error a retry may not meet again (writes kept failing, the network, a
+        worker died): its marks are committed (the run's last checkpoint, or ``run_workers``'
+        save); a state too large for the item fails the chain, else keep the claim, say why, and
+        raise so that Lambda retries this request."""
         if oversize:  # no retry can make the state fit
             return self._finish(
                 item, hop, item.checkpoint, ctx, status=ChainStatus.FAILED, reason=oversize[0]
@@ -1777,6 +1750,43 @@ class ChainRunner:
         )
         self.t.count("HopErrors")
         raise exc
+
+    def _commit_running(
+        self,
+        item: LedgerItem,
+        hop: int,
+        ctx: InvocationContext,
+        cp: Checkpoint,
+        *,
+        deadline: Deadline,
+        lost: list[bool],
+        oversize: list[str],
+        budget: WriteBudget | None,
+        ceiling: float | None,
+        sub_ranges: dict[str, Any] | None = None,
+    ) -> None:
+        """Commit a running hop's checkpoint (with its sub-ranges' marks, for a hop of workers),
+        timing the write for the deadline, then refresh a shard's write-budget share. A state too
+        large for the item goes to ``oversize`` and a lost claim to ``lost``: the hop stops."""
+        too_large = _state_too_large(item, cp, sub_ranges)
+        if too_large is not None:
+            oversize.append(too_large)  # the hop stops, and the chain fails with the reason
+            lost.append(True)
+            return
+        self.t.throttles_marked(cp.counters.throttle_events)
+        t0 = time.monotonic()
+        ok = self.ledger.commit_progress(
+            item, hop=hop, request_id=ctx.request_id, checkpoint=cp, sub_ranges=sub_ranges
+        )
+        deadline.observe_ledger_write(time.monotonic() - t0)
+        if not ok:
+            self.t.log.warning("lost the claim while running: stopping")
+            lost.append(True)
+        elif budget is not None and ceiling is not None:
+            try:
+                self._share_budget(item, budget, ceiling)
+            except Exception as exc:  # a throttled ledger read must not fail the hop: keep the share
+                self.t.log.warning(f"write budget not refreshed (the share stays {budget.wcu}): {exc}")
 
     def _share_budget(self, item: LedgerItem, budget: WriteBudget, ceiling: float) -> int:
         """Set shard ``item``'s share of its load's write-unit ``ceiling``: the ceiling divided by
