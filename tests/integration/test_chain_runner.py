@@ -9,11 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import threading
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -34,68 +30,14 @@ from lambda_src.chain import (
 )
 from lambda_src.events import EventError
 from lambda_src.handler import lambda_client_config
-from lambda_src.ledger import Ledger, ensure_ledger_table, target_key, version_key
+from lambda_src.ledger import Ledger, target_key, version_key
 from lambda_src.observability import SERVICE, Telemetry
 from lambda_src.settings import Settings
 from loader.config import CsvSpec
 from loader.models import Checkpoint, Counters, Progress, RunResult
+from tests.support.invoke import InvokeEndpoint
 
 SIZE = 1000
-
-
-@dataclass
-class InvokeEndpoint:
-    """``POST /2015-03-31/functions/{name}/invocations``: 202 and the payload recorded, or 500."""
-
-    failing: bool = False
-    payloads: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-    #: runs with each request's payload before the answer (what else happens while an invoke is sent)
-    on_post: Callable[[dict[str, Any]], None] | None = None
-
-
-@pytest.fixture
-def endpoint() -> Iterator[InvokeEndpoint]:
-    ep = InvokeEndpoint()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if ep.on_post is not None:
-                ep.on_post(json.loads(body))
-            if ep.failing:
-                status, out = 500, b'{"Type": "Service", "message": "injected"}'
-            else:
-                ep.payloads.append(json.loads(body))
-                status, out = 202, b""
-            self.send_response(status)
-            if status != 202:
-                self.send_header("x-amzn-ErrorType", "ServiceException")
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    ep.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield ep
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def ledger_name(ddb: Any) -> Iterator[str]:
-    name = f"ledger-{uuid.uuid4().hex[:12]}"
-    ensure_ledger_table(ddb, name)
-    yield name
-    ddb.delete_table(TableName=name)
 
 
 class Engine:

@@ -9,13 +9,8 @@ would, kill a worker as the kernel would) runs in the ``save`` the runner gives 
 from __future__ import annotations
 
 import itertools
-import json
 import multiprocessing
-import threading
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -26,58 +21,18 @@ from lambda_src.chain import ChainRunner, HopRequest, InvocationContext
 from lambda_src.events import EVENT_VERSION
 from lambda_src.handler import lambda_client_config
 from lambda_src.hopworkers import HopWorkersRequest, run_hop_workers
-from lambda_src.ledger import Ledger, LedgerItem, ensure_ledger_table, target_key, version_key
+from lambda_src.ledger import Ledger, LedgerItem, target_key, version_key
 from lambda_src.observability import Telemetry
 from lambda_src.settings import Settings
 from loader.models import RunResult
 from loader.workers import ShardedCheckpoint, WorkersFailed
 from tests.support.aws import scan_all
 from tests.support.data import multiline_csv
+from tests.support.invoke import InvokeEndpoint
 
 ROWS = 60_000
 #: small sub-ranges (the object is ~5 MB): the runner's minimum per worker, lowered for the test
 MIN_BYTES = 256 << 10
-
-
-@dataclass
-class Continuations:
-    payloads: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-
-
-@pytest.fixture
-def continuations() -> Iterator[Continuations]:
-    rec = Continuations()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            rec.payloads.append(json.loads(body))
-            self.send_response(202)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    rec.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield rec
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def ledger_name(ddb: Any) -> Iterator[str]:
-    name = f"ledger-{uuid.uuid4().hex[:12]}"
-    ensure_ledger_table(ddb, name)
-    yield name
-    ddb.delete_table(TableName=name)
 
 
 def _no_single_process(req: HopRequest) -> RunResult:
@@ -104,27 +59,37 @@ class Hops:
 
 
 def _runner(
-    ddb: Any, ledger: str, cont: Continuations, hops: Hops, table: str, **settings: Any
+    ddb: Any,
+    ledger: str,
+    cont: InvokeEndpoint,
+    hops: Hops,
+    table: str,
+    *,
+    min_bytes: int = MIN_BYTES,
+    engine: Callable[[HopRequest], RunResult] = _no_single_process,
+    **settings: Any,
 ) -> ChainRunner:
+    """A runner whose hops run 2 workers (``hops``), with small chunks and frequent checkpoints;
+    ``settings`` replace the defaults; ``engine``: what a one-process hop runs (none, by default)."""
     lam = boto3.client("lambda", endpoint_url=cont.url, config=lambda_client_config())
+    base: dict[str, Any] = {
+        "ledger_table": ledger,
+        "table": table,
+        "schema": '{"columns": {"n": "N"}}',
+        "hop_workers": 2,
+        "checkpoint_interval_s": 0.2,
+        "chunk_bytes": 16384,
+    }
     return ChainRunner(
-        settings=Settings(
-            ledger_table=ledger,
-            table=table,
-            schema='{"columns": {"n": "N"}}',
-            hop_workers=2,
-            checkpoint_interval_s=0.2,
-            chunk_bytes=16384,
-            **settings,
-        ),
+        settings=Settings(**{**base, **settings}),
         ledger=Ledger(ddb, ledger),
         s3=boto3.client("s3"),
         lambda_client=lam,
-        engine=_no_single_process,
+        engine=engine,
         telemetry=Telemetry(),
         sleep=lambda _s: None,
         hop_engine=hops,
-        min_bytes_per_worker=MIN_BYTES,
+        min_bytes_per_worker=min_bytes,
     )
 
 
@@ -167,10 +132,10 @@ def _table(ddb: Any, table: str) -> dict[str, dict[str, Any]]:
 
 
 def test_sub_ranges_resume_each_from_its_own_mark_across_hops_and_load_exact(
-    ddb: Any, s3: Any, bucket: str, table: str, ledger_name: str, continuations: Continuations
+    ddb: Any, s3: Any, bucket: str, table: str, ledger_name: str, endpoint: InvokeEndpoint
 ) -> None:
     hops = Hops()
-    runner = _runner(ddb, ledger_name, continuations, hops, table)
+    runner = _runner(ddb, ledger_name, endpoint, hops, table)
     event, uri, body, expected = _object(s3, bucket)
     left = [600_000]
     at_start: list[list[int]] = []  # the marks when the running hop's workers started
@@ -200,7 +165,7 @@ def test_sub_ranges_resume_each_from_its_own_mark_across_hops_and_load_exact(
         left[0] = 600_000
         if hop == 3:
             hops.on_save = None  # the fourth hop runs to the end
-        payload = continuations.payloads[-1]
+        payload = endpoint.payloads[-1]
         assert (payload["kind"], payload["hop"]) == ("continue", hop)
         out = _answer(runner.outcome(payload, _ctx(f"req-{hop}", left)))
         # this hop resumed every sub-range from the mark the ledger held for it
@@ -228,10 +193,10 @@ def test_sub_ranges_resume_each_from_its_own_mark_across_hops_and_load_exact(
 
 
 def test_a_hop_that_loses_its_claim_stops_its_workers_and_writes_nothing_more(
-    ddb: Any, s3: Any, bucket: str, table: str, ledger_name: str, continuations: Continuations
+    ddb: Any, s3: Any, bucket: str, table: str, ledger_name: str, endpoint: InvokeEndpoint
 ) -> None:
     hops = Hops()
-    runner = _runner(ddb, ledger_name, continuations, hops, table)
+    runner = _runner(ddb, ledger_name, endpoint, hops, table)
     event, uri, _body, _expected = _object(s3, bucket)
     ledger = Ledger(ddb, ledger_name)
     stolen: list[LedgerItem] = []
@@ -254,17 +219,17 @@ def test_a_hop_that_loses_its_claim_stops_its_workers_and_writes_nothing_more(
         stolen[0].checkpoint,
         stolen[0].sub_ranges,
     )
-    assert continuations.payloads == []
+    assert endpoint.payloads == []
     assert multiprocessing.active_children() == []
     # the rows below the marks are what the ledger counts
     assert after.counters.rows_read > 0 and after.counters.balanced
 
 
 def test_a_worker_that_dies_keeps_the_marks_and_lambdas_retry_finishes_exact(
-    ddb: Any, s3: Any, bucket: str, table: str, ledger_name: str, continuations: Continuations
+    ddb: Any, s3: Any, bucket: str, table: str, ledger_name: str, endpoint: InvokeEndpoint
 ) -> None:
     hops = Hops()
-    runner = _runner(ddb, ledger_name, continuations, hops, table)
+    runner = _runner(ddb, ledger_name, endpoint, hops, table)
     event, uri, body, expected = _object(s3, bucket)
     killed: list[str] = []
 
@@ -303,10 +268,10 @@ def test_a_worker_that_dies_keeps_the_marks_and_lambdas_retry_finishes_exact(
 
 
 def test_rejects_of_every_sub_range_count_against_the_chains_max_rejects(
-    ddb: Any, s3: Any, bucket: str, table: str, ledger_name: str, continuations: Continuations
+    ddb: Any, s3: Any, bucket: str, table: str, ledger_name: str, endpoint: InvokeEndpoint
 ) -> None:
     hops = Hops()
-    runner = _runner(ddb, ledger_name, continuations, hops, table)
+    runner = _runner(ddb, ledger_name, endpoint, hops, table)
     body, _expected = multiline_csv(ROWS, pad=30)
     lines = body.split(b"\n")
     # a bad number in every 1,000th row: 60 rejects in all, spread over both sub-ranges
@@ -327,7 +292,7 @@ def test_rejects_of_every_sub_range_count_against_the_chains_max_rejects(
     assert st["rows_rejected"] == 60 and st["rows_read"] == ROWS and st["items_written"] == ROWS - 60
     assert len(Ledger(ddb, ledger_name).get(uri, item_target).rejects) == 2  # one file per worker
 
-    limited = _runner(ddb, ledger_name, continuations, hops, table)
+    limited = _runner(ddb, ledger_name, endpoint, hops, table)
     reload = {
         "kind": "backfill",
         "version": EVENT_VERSION,
@@ -338,7 +303,7 @@ def test_rejects_of_every_sub_range_count_against_the_chains_max_rejects(
     }
     runner_out = limited.outcome(reload, _ctx("req-1", [600_000])).to_dict()
     assert runner_out["status"] == "accepted", runner_out
-    lane = continuations.payloads[-1]
+    lane = endpoint.payloads[-1]
     out = limited.outcome(lane, _ctx("req-2", [600_000])).to_dict()
     assert out["status"] == "FAILED", out
     assert out["reason"].startswith("TooManyRejectsError: more than max_rejects 50"), out

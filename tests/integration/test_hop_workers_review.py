@@ -12,133 +12,22 @@ import json
 import multiprocessing
 import sys
 import threading
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import boto3
 import orjson
 import pytest
 
 from lambda_src.admin import build_notification, status
-from lambda_src.chain import MAX_IDLE_HOPS, ChainRunner, HopRequest, InvocationContext
-from lambda_src.handler import lambda_client_config
-from lambda_src.hopworkers import HopWorkersRequest, run_hop_workers
-from lambda_src.ledger import Ledger, LedgerItem, ensure_ledger_table
-from lambda_src.observability import Telemetry
-from lambda_src.settings import Settings
+from lambda_src.chain import MAX_IDLE_HOPS, ChainRunner, HopRequest
+from lambda_src.ledger import LedgerItem
 from loader.models import RunResult
 from loader.workers import ShardedCheckpoint, _main_not_imported
+from tests.integration.test_hop_workers_chain import Hops, _answer, _ctx, _item, _moved, _runner
 from tests.support.aws import scan_all
 from tests.support.data import csv_bytes, multiline_csv
+from tests.support.invoke import InvokeEndpoint
 
 ROWS = 20_000
-MIN_BYTES = 256 << 10
-
-
-# -- harness (as in test_hop_workers_chain) ------------------------------------------------------
-
-
-@dataclass
-class Continuations:
-    payloads: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-
-
-@pytest.fixture
-def continuations() -> Iterator[Continuations]:
-    rec = Continuations()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            rec.payloads.append(json.loads(body))
-            self.send_response(202)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    rec.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield rec
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def ledger_name(ddb: Any) -> Iterator[str]:
-    name = f"ledger-{uuid.uuid4().hex[:12]}"
-    ensure_ledger_table(ddb, name)
-    yield name
-    ddb.delete_table(TableName=name)
-
-
-def _no_single_process(req: HopRequest) -> RunResult:
-    raise AssertionError(f"a hop ran in one process: {req.run_id}")
-
-
-class Hops:
-    """The real worker processes, with ``on_save(state)`` run after every ``save`` of theirs."""
-
-    def __init__(self) -> None:
-        self.requests: list[HopWorkersRequest] = []
-        self.on_save: Callable[[ShardedCheckpoint], None] | None = None
-
-    def __call__(self, req: HopWorkersRequest) -> tuple[RunResult, ShardedCheckpoint]:
-        self.requests.append(req)
-
-        def save(state: ShardedCheckpoint) -> None:
-            req.save(state)
-            if self.on_save is not None:
-                self.on_save(state)
-
-        return run_hop_workers(HopWorkersRequest(**{**req.__dict__, "save": save}))
-
-
-def _runner(
-    ddb: Any,
-    ledger: str,
-    cont: Continuations,
-    hops: Hops,
-    table: str,
-    *,
-    min_bytes: int = MIN_BYTES,
-    engine: Callable[[HopRequest], RunResult] = _no_single_process,
-    **settings: Any,
-) -> ChainRunner:
-    lam = boto3.client("lambda", endpoint_url=cont.url, config=lambda_client_config())
-    base: dict[str, Any] = {
-        "ledger_table": ledger,
-        "table": table,
-        "schema": '{"columns": {"n": "N"}}',
-        "hop_workers": 2,
-        "checkpoint_interval_s": 0.2,
-        "chunk_bytes": 16384,
-    }
-    return ChainRunner(
-        settings=Settings(**{**base, **settings}),
-        ledger=Ledger(ddb, ledger),
-        s3=boto3.client("s3"),
-        lambda_client=lam,
-        engine=engine,
-        telemetry=Telemetry(),
-        sleep=lambda _s: None,
-        hop_engine=hops,
-        min_bytes_per_worker=min_bytes,
-    )
-
-
-def _ctx(request_id: str, left: list[int]) -> InvocationContext:
-    return InvocationContext(request_id=request_id, function="s3ddb-loader", remaining_ms=lambda: left[0])
 
 
 def _put(s3: Any, bucket: str, key: str, body: bytes) -> tuple[dict[str, Any], str]:
@@ -148,24 +37,6 @@ def _put(s3: Any, bucket: str, key: str, body: bytes) -> tuple[dict[str, Any], s
         bucket, key, size=len(body), etag=head["ETag"], version_id=head.get("VersionId")
     )
     return event, f"s3://{bucket}/{key}"
-
-
-def _item(ddb: Any, ledger: str, uri: str, table: str) -> LedgerItem:
-    ledger_ = Ledger(ddb, ledger)
-    found = [i for i in ledger_.chains(uri) if i.table == table]
-    assert len(found) == 1, found
-    item = ledger_.get(uri, found[0].target)
-    assert item is not None
-    return item
-
-
-def _answer(outcome: Any) -> dict[str, Any]:
-    out: dict[str, Any] = outcome.to_dict()
-    return out["objects"][0] if "objects" in out else out
-
-
-def _moved(state: ShardedCheckpoint) -> bool:
-    return all(s.checkpoint is not None and s.checkpoint.offset > s.start for s in state.shards)
 
 
 def _with_bad_rows(body: bytes, every: int) -> tuple[bytes, int]:
@@ -231,7 +102,7 @@ def test_rejects_of_workers_killed_at_the_deadline_are_listed_in_the_ledger(
     bucket: str,
     table: str,
     ledger_name: str,
-    continuations: Continuations,
+    endpoint: InvokeEndpoint,
     tmp_path: Any,
 ) -> None:
     """Defect: a hop whose workers are killed by ``should_abort`` (the deadline's last resort)
@@ -242,7 +113,7 @@ def test_rejects_of_workers_killed_at_the_deadline_are_listed_in_the_ledger(
     rejected must be in a file the ledger lists."""
     hops = Hops()
     rejects_dir = str(tmp_path / "rejects")
-    runner = _runner(ddb, ledger_name, continuations, hops, table, rejects=rejects_dir)
+    runner = _runner(ddb, ledger_name, endpoint, hops, table, rejects=rejects_dir)
     body, _expected = multiline_csv(ROWS, pad=30)
     bad, n_bad = _with_bad_rows(body, 500)
     event, uri = _put(s3, bucket, "bad.csv", bad)
@@ -271,7 +142,7 @@ def test_rejects_of_workers_killed_at_the_deadline_are_listed_in_the_ledger(
         hop += 1
         assert hop < 10, "the chain does not end"
         left[0] = 600_000
-        out = _answer(runner.outcome(continuations.payloads[-1], _ctx(f"req-{hop}", left)))
+        out = _answer(runner.outcome(endpoint.payloads[-1], _ctx(f"req-{hop}", left)))
     assert out["status"] == "COMPLETED", out
     item = _item(ddb, ledger_name, uri, table)
     assert (item.counters.rows_read, item.counters.rows_rejected) == (ROWS, n_bad)
@@ -286,7 +157,7 @@ def test_rejects_of_workers_killed_at_the_deadline_are_listed_in_the_ledger(
 
 
 def test_hops_whose_workers_never_commit_fail_for_no_progress_when_the_margin_is_small(
-    ddb: Any, s3: Any, bucket: str, table: str, ledger_name: str, continuations: Continuations
+    ddb: Any, s3: Any, bucket: str, table: str, ledger_name: str, endpoint: InvokeEndpoint
 ) -> None:
     """Defect: with an effective safety margin under ~0.8 s (S3DDB_SAFETY_MARGIN_MS small, or a
     function of a few seconds, whose margin is capped at 25 %), the workers' abort line (tail +
@@ -296,7 +167,7 @@ def test_hops_whose_workers_never_commit_fail_for_no_progress_when_the_margin_is
     cannot start in time hands over hop after hop (until S3DDB_MAX_HOPS) instead of FAILING for
     no progress after MAX_IDLE_HOPS hops, as a one-process chain does."""
     hops = Hops()
-    runner = _runner(ddb, ledger_name, continuations, hops, table, safety_margin_ms=0, max_hops=20)
+    runner = _runner(ddb, ledger_name, endpoint, hops, table, safety_margin_ms=0, max_hops=20)
     body, _expected = multiline_csv(ROWS, pad=30)
     event, uri = _put(s3, bucket, "in.csv", body)
     left = [600_000]
@@ -314,7 +185,7 @@ def test_hops_whose_workers_never_commit_fail_for_no_progress_when_the_margin_is
         item = _item(ddb, ledger_name, uri, table)
         assert item.counters.rows_read == 0, "the workers moved a mark: this test needs them slower"
         left[0] = 600_000
-        out = _answer(runner.outcome(continuations.payloads[-1], _ctx(f"req-{hop}", left)))
+        out = _answer(runner.outcome(endpoint.payloads[-1], _ctx(f"req-{hop}", left)))
         outs.append(out)
     item = _item(ddb, ledger_name, uri, table)
     assert item.status == "FAILED" and "no progress" in item.reason, (
@@ -329,11 +200,11 @@ def test_hops_whose_workers_never_commit_fail_for_no_progress_when_the_margin_is
 
 
 def _first_hop_continued(
-    ddb: Any, s3: Any, bucket: str, table: str, ledger_name: str, continuations: Continuations
+    ddb: Any, s3: Any, bucket: str, table: str, ledger_name: str, endpoint: InvokeEndpoint
 ) -> tuple[ChainRunner, Hops, str, LedgerItem]:
     """A chain whose first hop ran workers and handed over mid-range (its item has sub_ranges)."""
     hops = Hops()
-    runner = _runner(ddb, ledger_name, continuations, hops, table)
+    runner = _runner(ddb, ledger_name, endpoint, hops, table)
     body, _expected = multiline_csv(ROWS, pad=30)
     event, uri = _put(s3, bucket, "in.csv", body)
     left = [600_000]
@@ -368,7 +239,7 @@ def test_a_damaged_sub_ranges_attribute_fails_the_chain_with_one_line_and_status
     bucket: str,
     table: str,
     ledger_name: str,
-    continuations: Continuations,
+    endpoint: InvokeEndpoint,
     damage: str,
 ) -> None:
     """Defect: a damaged ``sub_ranges`` attribute is read without a guard. Not JSON: every read
@@ -377,7 +248,7 @@ def test_a_damaged_sub_ranges_attribute_fails_the_chain_with_one_line_and_status
     wrong shape: ``HopSplit.from_ledger`` raises KeyError / TypeError, not the ConfigError that
     ``_run_hop`` turns into a FAILED chain. The chain must FAIL with one line naming its
     sub-ranges, and ``status`` must still answer."""
-    runner, _hops, uri, item = _first_hop_continued(ddb, s3, bucket, table, ledger_name, continuations)
+    runner, _hops, uri, item = _first_hop_continued(ddb, s3, bucket, table, ledger_name, endpoint)
     ddb.update_item(
         TableName=ledger_name,
         Key={"object": {"S": uri}, "target": {"S": item.target}},
@@ -385,7 +256,7 @@ def test_a_damaged_sub_ranges_attribute_fails_the_chain_with_one_line_and_status
         ExpressionAttributeValues={":s": {"S": damage}},
     )
     try:
-        out = _answer(runner.outcome(continuations.payloads[-1], _ctx("req-1", [600_000])))
+        out = _answer(runner.outcome(endpoint.payloads[-1], _ctx("req-1", [600_000])))
     except Exception as exc:  # the defect: a traceback, and the chain stays RUNNING for ever
         pytest.fail(f"the continuation raised {type(exc).__name__}: {exc}")
     assert out["status"] == "FAILED", out
@@ -403,7 +274,7 @@ def test_a_damaged_sub_ranges_attribute_fails_the_chain_with_one_line_and_status
 
 
 def test_a_wide_header_that_one_process_can_keep_does_not_fail_the_chain_with_six_workers(
-    ddb: Any, s3: Any, bucket: str, table: str, ledger_name: str, continuations: Continuations
+    ddb: Any, s3: Any, bucket: str, table: str, ledger_name: str, endpoint: InvokeEndpoint
 ) -> None:
     """Defect: ``_hop_split`` checks the state size when it plans, with no sub-range mark yet;
     every sub-range's checkpoint then carries the whole CSV header (a shard's checkpoint keeps
@@ -426,7 +297,7 @@ def test_a_wide_header_that_one_process_can_keep_does_not_fail_the_chain_with_si
     runner = _runner(
         ddb,
         ledger_name,
-        continuations,
+        endpoint,
         hops,
         table,
         hop_workers=6,
@@ -441,7 +312,7 @@ def test_a_wide_header_that_one_process_can_keep_does_not_fail_the_chain_with_si
     while out["status"] == "continued":
         hop += 1
         assert hop < 10
-        out = _answer(runner.outcome(continuations.payloads[-1], _ctx(f"req-{hop}", [600_000])))
+        out = _answer(runner.outcome(endpoint.payloads[-1], _ctx(f"req-{hop}", [600_000])))
     assert out["status"] == "COMPLETED", out
     st = status(uri, ledger_table=ledger_name, ddb_client=ddb)
     assert (st["status"], st["rows_read"], st["items_written"]) == ("COMPLETED", n_rows, n_rows), st
